@@ -1,0 +1,47 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv (Python >= 3.11)
+# and install the package with its test extras first, so they work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= demo_out
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: venv demo test bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The main job end to end on an embedded synthetic C-NMC-shaped tree:
+# generate -> convert -> verify -> train -> evaluate -> report.
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/python tools/make_synthetic_cnmc.py --output_dir=$(DEMO)/data --seed=0
+	$(BIN)/python tools/convert_to_tfrecords.py --data_dir=$(DEMO)/data/C-NMC_Leukemia \
+	    --output_dir=$(DEMO)/records
+	$(BIN)/python tools/convert_to_tfrecords.py --output_dir=$(DEMO)/records --verify
+	$(BIN)/python -m leukemia_tf.train --records_dir=$(DEMO)/records --model_dir=$(DEMO)/model \
+	    --model=resnet_small --image_size=96 --epochs=6 --batch_size=32 --learning_rate=3e-3
+	$(BIN)/python -m leukemia_tf.evaluate --model_dir=$(DEMO)/model --records_dir=$(DEMO)/records
+	$(BIN)/python -m leukemia_tf.predict --model_dir=$(DEMO)/model --input=$(DEMO)/records \
+	    --output=$(DEMO)/model/test_predictions.csv
+	@echo "Report: $(DEMO)/model/eval/report.md"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python tools/benchmark.py input --json_out=bench_out/input.json
+
+lint: $(STAMP)
+	$(BIN)/python -m flake8 leukemia_tf tools tests
+
+clean:
+	rm -rf $(VENV) $(DEMO) bench_out build *.egg-info

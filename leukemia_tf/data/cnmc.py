@@ -1,0 +1,328 @@
+"""Find and label every image of a C-NMC 2019 tree (no TensorFlow needed).
+
+The Kaggle/TCIA tree, relative to its `C-NMC_Leukemia` root:
+
+    training_data/fold_{0,1,2}/{all,hem}/UID_<patient>_<image>_<cell>_<all|hem>.bmp
+    validation_data/C-NMC_test_prelim_phase_data/<n>.bmp
+    validation_data/C-NMC_test_prelim_phase_data_labels.csv   Patient_ID,new_names,labels
+    testing_data/C-NMC_test_final_phase_data/<n>.bmp          (unlabeled)
+
+`discover(root)` walks a tree; `table_from_paths(paths)` applies the same rules to a list of
+relative paths (the Kaggle listing), so both are checked against the real layout.
+Problems are either raised (`on_error="raise"`, naming the file and the problem) or
+returned as skip records; nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import posixpath
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import pandas as pd
+
+ROOT_NAME = "C-NMC_Leukemia"
+TRAIN_DIR = "training_data"
+VAL_DIR = "validation_data/C-NMC_test_prelim_phase_data"
+VAL_CSV = "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
+TEST_DIR = "testing_data/C-NMC_test_final_phase_data"
+IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg")
+CLASS_TO_LABEL = {"all": 1, "hem": 0}
+LABEL_TO_CLASS = {1: "all", 0: "hem"}
+COLUMNS = ["path", "rel_path", "split", "fold", "label", "patient_id", "name",
+           "original_name", "size"]
+
+# `UID_h3_...` is the one healthy subject written in lower case: patient H3.
+_TRAIN_NAME = re.compile(
+    r"^UID_(?P<patient>[Hh]?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<cls>all|hem)\.bmp$")
+_NUMBERED = re.compile(r"^(?P<n>\d+)\.(bmp|png|jpe?g)$", re.IGNORECASE)
+_IGNORED = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+class CnmcError(ValueError):
+    """A problem with the input tree; the message names the file and the problem."""
+
+
+def parse_training_name(name: str) -> Dict[str, object]:
+    """`UID_H6_11_1_hem.bmp` -> {patient_id: "H6", image: 11, cell: 1, label: 0}.
+
+    Raises:
+      CnmcError: the name does not follow the C-NMC pattern.
+    """
+    m = _TRAIN_NAME.match(name)
+    if not m:
+        raise CnmcError(f"{name}: file name does not match "
+                        "UID_<patient>_<image>_<cell>_<all|hem>.bmp")
+    return {"patient_id": normalise_patient(m["patient"]), "image": int(m["image"]),
+            "cell": int(m["cell"]), "label": CLASS_TO_LABEL[m["cls"]]}
+
+
+def normalise_patient(patient: str) -> str:
+    """Patient ids as strings; healthy subjects upper-cased (`h3` is H3)."""
+    return patient.upper()
+
+
+def find_root(path: str) -> str:
+    """Accept the `C-NMC_Leukemia` folder itself or the folder above it."""
+    path = path.rstrip("/") or "/"
+    if _isdir(_join(path, TRAIN_DIR)) or _isdir(_join(path, "validation_data")) or \
+            _isdir(_join(path, "testing_data")):
+        return path
+    inner = _join(path, ROOT_NAME)
+    if _isdir(inner):
+        return inner
+    raise CnmcError(f"{path}: not a C-NMC tree (expected {ROOT_NAME}/ or "
+                    f"{TRAIN_DIR}/, validation_data/, testing_data/ inside it)")
+
+
+class _Collector:
+    """Collects skip records, or raises on the first one."""
+
+    def __init__(self, on_error: str):
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        self.on_error = on_error
+        self.skipped: List[Dict[str, str]] = []
+
+    def problem(self, rel_path: str, reason: str) -> None:
+        if self.on_error == "raise":
+            raise CnmcError(f"{rel_path}: {reason} (use --on_error=skip to record and skip it)")
+        self.skipped.append({"path": rel_path, "reason": reason})
+
+
+def read_labels_csv(text: str) -> List[Dict[str, str]]:
+    """Rows of the validation labels CSV; checks the header."""
+    reader = csv.DictReader(io.StringIO(text))
+    needed = {"Patient_ID", "new_names", "labels"}
+    if reader.fieldnames is None or not needed <= set(reader.fieldnames):
+        raise CnmcError(f"{VAL_CSV}: header must have columns {sorted(needed)}, "
+                        f"got {reader.fieldnames}")
+    return [dict(row) for row in reader]
+
+
+def table_from_paths(rel_paths: Iterable[str], sizes: Optional[Dict[str, int]] = None,
+                     labels_rows: Optional[Sequence[Dict[str, str]]] = None,
+                     root: str = "", on_error: str = "raise",
+                     require_validation_labels: bool = True
+                     ) -> Tuple[pd.DataFrame, List[Dict[str, str]]]:
+    """Label a list of paths relative to the `C-NMC_Leukemia` root.
+
+    Args:
+      rel_paths: e.g. `training_data/fold_0/all/UID_1_8_1_all.bmp` (a leading
+        `C-NMC_Leukemia/` is removed).
+      sizes: optional file sizes by relative path.
+      labels_rows: rows of the validation labels CSV (see `read_labels_csv`).
+      root: prefix for the `path` column.
+      on_error: "raise" or "skip".
+      require_validation_labels: when False, validation images without a CSV row keep a
+        missing label instead of being an error (used for listings without the CSV).
+
+    Returns:
+      (table with COLUMNS sorted by split/fold/path, skip records).
+    """
+    sizes = sizes or {}
+    issues = _Collector(on_error)
+    rows: List[dict] = []
+    val_files: Dict[str, str] = {}
+    for rel in rel_paths:
+        rel = rel.replace("\\", "/")
+        if rel.startswith(ROOT_NAME + "/"):
+            rel = rel[len(ROOT_NAME) + 1:]
+        parts = rel.split("/")
+        name = parts[-1]
+        if name in _IGNORED or rel == VAL_CSV:
+            continue
+        if not name.lower().endswith(IMAGE_EXTENSIONS):
+            issues.problem(rel, "not an image file (unexpected extension)")
+            continue
+        row = {"path": _join(root, rel) if root else rel, "rel_path": rel,
+               "name": name, "original_name": name, "size": sizes.get(rel)}
+        if parts[0] == TRAIN_DIR:
+            if len(parts) != 4 or not re.fullmatch(r"fold_[0-9]+", parts[1]):
+                issues.problem(rel, "training image outside training_data/fold_<k>/<class>/")
+                continue
+            cls = parts[2]
+            if cls not in CLASS_TO_LABEL:
+                issues.problem(rel, f"unknown class folder {cls!r} (expected all or hem)")
+                continue
+            try:
+                parsed = parse_training_name(name)
+            except CnmcError:
+                issues.problem(rel, "file name does not match "
+                                    "UID_<patient>_<image>_<cell>_<all|hem>.bmp")
+                continue
+            if parsed["label"] != CLASS_TO_LABEL[cls]:
+                issues.problem(rel, f"label in file name ({LABEL_TO_CLASS[parsed['label']]}) "
+                                    f"disagrees with class folder ({cls})")
+                continue
+            row.update(split="train", fold=int(parts[1][5:]), label=parsed["label"],
+                       patient_id=parsed["patient_id"])
+        elif rel.startswith(VAL_DIR + "/") and len(parts) == 3:
+            if not _NUMBERED.match(name):
+                issues.problem(rel, "validation image name is not <number>.bmp")
+                continue
+            row.update(split="validation", fold=None, label=None, patient_id=None)
+            val_files[name] = rel
+        elif rel.startswith(TEST_DIR + "/") and len(parts) == 3:
+            if not _NUMBERED.match(name):
+                issues.problem(rel, "test image name is not <number>.bmp")
+                continue
+            row.update(split="test", fold=None, label=None, patient_id=None)
+        else:
+            issues.problem(rel, "image outside the known C-NMC folders")
+            continue
+        rows.append(row)
+
+    _apply_validation_labels(rows, val_files, labels_rows, issues, require_validation_labels)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table["fold"] = table["fold"].astype("Int64")
+    table["label"] = table["label"].astype("Int64")
+    table["size"] = table["size"].astype("Int64")
+    table["_n"] = table["name"].str.extract(r"^(\d+)\.", expand=False).astype("float")
+    table = table.sort_values(["split", "fold", "_n", "rel_path"], na_position="first")
+    table = table.drop(columns="_n").reset_index(drop=True)
+    return table, issues.skipped
+
+
+def _apply_validation_labels(rows, val_files, labels_rows, issues, required):
+    if labels_rows is None:
+        if val_files and required:
+            issues.problem(VAL_CSV, "labels CSV missing: validation images cannot be labeled")
+            if issues.on_error == "skip":
+                for name, rel in val_files.items():
+                    issues.skipped.append({"path": rel, "reason": "no labels CSV"})
+                rows[:] = [r for r in rows if r["split"] != "validation"]
+        return
+    by_name: Dict[str, Tuple[int, str, str]] = {}
+    for i, rec in enumerate(labels_rows, start=2):
+        where = f"{VAL_CSV} line {i}"
+        new_name = (rec.get("new_names") or "").strip()
+        original = (rec.get("Patient_ID") or "").strip()
+        try:
+            label = int(str(rec.get("labels", "")).strip())
+            if label not in (0, 1):
+                raise ValueError
+        except ValueError:
+            issues.problem(where, f"label {rec.get('labels')!r} is not 0 or 1")
+            continue
+        try:
+            parsed = parse_training_name(original)
+        except CnmcError:
+            issues.problem(where, f"Patient_ID {original!r} is not a C-NMC file name")
+            continue
+        if parsed["label"] != label:
+            issues.problem(where, f"labels={label} disagrees with Patient_ID {original} "
+                                  f"({LABEL_TO_CLASS[parsed['label']]})")
+            continue
+        if new_name in by_name:
+            issues.problem(where, f"{new_name} listed twice")
+            continue
+        if new_name not in val_files:
+            issues.problem(where, f"CSV row names {new_name}, which is not in {VAL_DIR}/")
+            continue
+        by_name[new_name] = (label, parsed["patient_id"], original)
+    kept = []
+    for row in rows:
+        if row["split"] == "validation":
+            info = by_name.get(row["name"])
+            if info is None:
+                if required:
+                    issues.problem(row["rel_path"], "validation image has no row in the labels CSV")
+                    continue
+            else:
+                row["label"], row["patient_id"], row["original_name"] = info
+        kept.append(row)
+    rows[:] = kept
+
+
+def discover(path: str, on_error: str = "raise") -> Tuple[pd.DataFrame, List[Dict[str, str]]]:
+    """Walk a C-NMC tree (local or any `tf.io.gfile` URL) and label every image.
+
+    Args:
+      path: the `C-NMC_Leukemia` folder or the folder above it.
+      on_error: "raise" stops at the first problem naming the file; "skip" returns it in
+        the skip records.
+
+    Returns:
+      (table with columns COLUMNS, one row per image, skip records `{path, reason}`).
+    """
+    root = find_root(path)
+    rel_paths, sizes = [], {}
+    for dirpath, _, files in _walk(root):
+        for name in files:
+            full = _join(dirpath, name)
+            rel = posixpath.relpath(full, root) if "://" not in root else full[len(root) + 1:]
+            rel_paths.append(rel)
+            sizes[rel] = _size(full)
+    labels_rows = None
+    csv_path = _join(root, VAL_CSV)
+    if _exists(csv_path):
+        labels_rows = read_labels_csv(_read_text(csv_path))
+    table, skipped = table_from_paths(sorted(rel_paths), sizes, labels_rows, root=root,
+                                      on_error=on_error)
+    if table.empty:
+        raise CnmcError(f"{root}: no C-NMC images found")
+    return table, skipped
+
+
+def duplicate_groups(table: pd.DataFrame) -> List[Dict[str, object]]:
+    """Groups of byte-identical files (same `sha256` column) and what they span.
+
+    Returns one dict per group of two or more files: paths, splits, folds, patients,
+    and flags `cross_fold` / `cross_split` / `cross_patient` (leakage when true).
+    """
+    groups = []
+    for sha, group in table[table["sha256"].notna()].groupby("sha256", sort=True):
+        if len(group) < 2:
+            continue
+        folds = sorted({int(f) for f in group["fold"].dropna()})
+        splits = sorted(set(group["split"]))
+        patients = sorted({str(p) for p in group["patient_id"].dropna()})
+        groups.append({"sha256": sha, "paths": sorted(group["rel_path"]),
+                       "splits": splits, "folds": folds, "patients": patients,
+                       "cross_fold": len(folds) > 1, "cross_split": len(splits) > 1,
+                       "cross_patient": len(patients) > 1})
+    return groups
+
+
+# File system access: plain os for local paths, tf.io.gfile for URLs (gs://, ram://).
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _join(*parts: str) -> str:
+    return posixpath.join(*parts) if any(_is_url(p) for p in parts) else os.path.join(*parts)
+
+
+def _gfile():
+    import tensorflow as tf  # only for URLs; local trees need no TensorFlow
+    return tf.io.gfile
+
+
+def _isdir(path: str) -> bool:
+    return _gfile().isdir(path) if _is_url(path) else os.path.isdir(path)
+
+
+def _exists(path: str) -> bool:
+    return _gfile().exists(path) if _is_url(path) else os.path.exists(path)
+
+
+def _size(path: str) -> int:
+    return _gfile().stat(path).length if _is_url(path) else os.path.getsize(path)
+
+
+def _walk(root: str):
+    if _is_url(root):
+        yield from _gfile().walk(root)
+    else:
+        yield from os.walk(root)
+
+
+def _read_text(path: str) -> str:
+    if _is_url(path):
+        with _gfile().GFile(path, "r") as f:
+            return f.read()
+    with open(path, encoding="utf-8-sig") as f:
+        return f.read()

@@ -1,0 +1,60 @@
+"""Image checks and the canvas rule (crop/pad, never rescale)."""
+import struct
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from leukemia_tf.data import images
+from conftest import real_sample_paths
+
+
+def test_real_samples_decode_like_tensorflow():
+    for path in real_sample_paths():
+        data = open(path, "rb").read()
+        ours = images.decode_bmp(data)
+        theirs = tf.io.decode_bmp(data, channels=3).numpy()
+        np.testing.assert_array_equal(ours, theirs)
+        assert ours.shape == (450, 450, 3)
+
+
+def test_bmp_writer_round_trip_odd_sizes():
+    img = np.random.default_rng(1).integers(0, 256, (7, 13, 3), dtype=np.uint8)
+    data = images.encode_bmp(img)
+    np.testing.assert_array_equal(images.decode_bmp(data), img)
+    np.testing.assert_array_equal(tf.io.decode_bmp(data, channels=3).numpy(), img)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty file"),
+    (b"hello world, not an image", "not an image"),
+    (b"BM" + b"\x00" * 30, "corrupt BMP"),
+])
+def test_bad_bytes(data, message):
+    with pytest.raises(images.ImageError, match=message):
+        images.decode(data)
+
+
+def test_truncated_bmp():
+    data = images.encode_bmp(np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(images.ImageError, match="truncated"):
+        images.decode(data[:-100])
+
+
+def test_unsupported_bmp_depth():
+    data = bytearray(images.encode_bmp(np.zeros((4, 4, 3), np.uint8)))
+    struct.pack_into("<H", data, 28, 8)
+    with pytest.raises(images.ImageError, match="unsupported BMP"):
+        images.decode(bytes(data))
+
+
+def test_canvas_crops_and_pads_without_rescaling():
+    big = np.zeros((600, 600, 3), np.uint8)
+    big[290:310, 290:310] = 200  # a 20-pixel "cell" in the centre
+    out = images.to_canvas(big, 450)
+    assert out.shape == (450, 450, 3)
+    assert (out[:, :, 0] == 200).sum() == 400  # same size: not shrunk
+    small = np.full((100, 120, 3), 7, np.uint8)
+    out = images.to_canvas(small, 450)
+    assert out.shape == (450, 450, 3) and (out == 7).all(axis=2).sum() == 100 * 120
+    assert out[0, 0].tolist() == [0, 0, 0]
