@@ -1,4 +1,4 @@
-"""Write a synthetic C-NMC-shaped tree; see leukemia_tf/cli/synthetic.py for the flags.
+"""Write a synthetic C-NMC-shaped tree; see leukemia_tf/cli/synthetic_cli.py for the flags.
 
     python tools/make_synthetic_cnmc.py --output_dir=demo_out/data
 """
@@ -12,7 +12,7 @@ except ImportError:  # run from a checkout without installing
 
 from absl import app  # noqa: E402
 
-from leukemia_tf.cli.synthetic import main  # noqa: E402
+from leukemia_tf.cli.synthetic_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     app.run(main)

@@ -19,6 +19,13 @@ import numpy as np
 
 ENCODINGS = ("png", "raw", "bmp", "jpeg")
 _DIB_SIZES = {12, 40, 52, 56, 108, 124}  # core, info, v2, v3, v4, v5 headers
+# The extra 84 bytes of the real validation files' BITMAPV5HEADER after the 40 bytes all
+# BMP info headers share: RGBA masks, 'BGRs' (sRGB), endpoints/gamma as written, intent 4.
+_V5_TAIL = bytes.fromhex(
+    "0000ff0000ff0000ff000000000000ff42475273000000000000000054b81efc00000000000000006666"
+    "66fc0000000000000000c4f528ff0000000000000000000000000400000000000000000000000000"
+    "0000")
+_PIXELS_PER_METRE = 3779  # 96 dpi, as in the real C-NMC headers
 
 
 class ImageError(ValueError):
@@ -72,6 +79,48 @@ def decode_bmp(data: bytes) -> np.ndarray:
     if height > 0:  # bottom-up rows
         pixels = pixels[::-1]
     return np.ascontiguousarray(pixels)
+
+
+def encode_bmp(image: np.ndarray, v5: bool = False) -> bytes:
+    """24-bit BMP bytes as the C-NMC files are: bottom-up BGR rows padded to 4 bytes.
+
+    The headers equal the real files' byte for byte (`decode_bmp` of a real file, encoded
+    again with the same `v5`, gives the file back).
+
+    Args:
+      image: uint8 array [height, width, 3], any size.
+      v5: write the 124-byte BITMAPV5HEADER of the validation files instead of the classic
+        40-byte BITMAPINFOHEADER (54-byte total header) of the training files.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"need uint8 [h, w, 3], got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    stride = (width * 3 + 3) & ~3
+    rows = np.zeros((height, stride), np.uint8)
+    rows[:, :width * 3] = image[::-1, :, ::-1].reshape(height, width * 3)
+    info_size = 124 if v5 else 40
+    offset = 14 + info_size
+    file_header = struct.pack("<2sIHHI", b"BM", offset + rows.size, 0, 0, offset)
+    info = struct.pack("<IiiHHIIiiII", info_size, width, height, 1, 24, 0, rows.size,
+                       _PIXELS_PER_METRE, _PIXELS_PER_METRE, 0, 0)
+    return file_header + info + (_V5_TAIL if v5 else b"") + rows.tobytes()
+
+
+def write_bmp(path: str, image: np.ndarray, v5: bool = False) -> None:
+    """Writes `encode_bmp(image, v5)` to `path`."""
+    with open(path, "wb") as f:
+        f.write(encode_bmp(image, v5))
+
+
+def read_bmp(path: str) -> np.ndarray:
+    """`decode_bmp` of the file at `path`; ImageError messages name the file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return decode_bmp(data)
+    except ImageError as e:
+        raise ImageError(f"{path}: {e}") from None
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -140,14 +189,3 @@ def encode(image: np.ndarray, encoding: str, jpeg_quality: int = 95,
     else:
         raise ValueError(f"unknown encoding {encoding!r}; choose from {ENCODINGS}")
     return buf.getvalue()
-
-
-def encode_bmp(image: np.ndarray) -> bytes:
-    """24-bit bottom-up BMP with the classic 54-byte header."""
-    h, w = image.shape[:2]
-    stride = (w * 3 + 3) // 4 * 4
-    body = np.zeros((h, stride), np.uint8)
-    body[:, :w * 3] = image[::-1, :, ::-1].reshape(h, w * 3)
-    header = struct.pack("<2sIHHI", b"BM", 54 + body.size, 0, 0, 54)
-    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, body.size, 2835, 2835, 0, 0)
-    return header + info + body.tobytes()
