@@ -82,6 +82,7 @@ class TrainConfig:
     early_stopping_patience: int = 0   # 0 disables
     tensorboard: bool = True
     verbose: int = 2
+    cpu_devices: int = 0               # >1: split the CPU into logical devices (tests, demos)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,3 +82,44 @@ def real_tree(tmp_path):
     dst = tmp_path / "real"
     shutil.copytree(REAL_SAMPLES, dst)
     return str(dst / "C-NMC_Leukemia")
+
+
+def _split_cpu():
+    """Two logical CPU devices for the whole session, so MirroredStrategy has replicas.
+
+    Must run before TensorFlow initialises its runtime (first op), hence at import.
+    """
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+_split_cpu()
+
+
+@pytest.fixture(scope="session")
+def records_dir(tmp_path_factory):
+    """Tiny converted records: 48 training images over 3 folds, 10 validation, 3 test,
+    stored at 48 px so training tests run in seconds. Shared by the whole session:
+    tests must not modify it."""
+    from leukemia_tf.data import convert
+    root = tmp_path_factory.mktemp("records")
+    tree = build_tree(str(root / "data"), per_class_per_fold=8, n_val=10, n_test=3)
+    out = str(root / "rec")
+    convert.convert(convert.ConvertConfig(tree, out, image_size=48, num_shards=2,
+                                          num_workers=1, progress=False))
+    return out
+
+
+def tiny_config(records_dir, model_dir, **train):
+    """A config that trains a small model on `records_dir` in seconds."""
+    from leukemia_tf import config as C
+    train.setdefault("epochs", 2)
+    train.setdefault("batch_size", 8)
+    train.setdefault("mixed_precision", "float32")
+    train.setdefault("tensorboard", False)
+    train.setdefault("verbose", 0)
+    return C.Config(data=C.DataConfig(records_dir=records_dir, image_size=48),
+                    model=C.ModelConfig(name="resnet_small", image_size=48, width=8),
+                    train=C.TrainConfig(model_dir=str(model_dir), **train))

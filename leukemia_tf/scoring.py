@@ -1,0 +1,73 @@
+"""Score a split exactly once, optionally with test-time augmentation (TTA).
+
+`predict_fn` is any callable uint8 [B,S,S,3] -> probabilities [B] (an in-memory model,
+an exported SavedModel, a loaded `.keras` file), so training, evaluation and prediction
+share one scoring loop.
+"""
+from __future__ import annotations
+
+from typing import Callable, List
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+TTA_MODES = ("none", "flips", "dihedral8")
+
+
+def tta_views(images: tf.Tensor, mode: str) -> List[tf.Tensor]:
+    """The batch as seen by each TTA view; cells have no orientation, so all are valid."""
+    if mode == "none":
+        return [images]
+    if mode == "flips":
+        return [images, tf.reverse(images, [2]), tf.reverse(images, [1]),
+                tf.reverse(images, [1, 2])]
+    if mode == "dihedral8":
+        views = []
+        for k in range(4):
+            rotated = tf.image.rot90(images, k)
+            views += [rotated, tf.reverse(rotated, [2])]
+        return views
+    raise ValueError(f"tta must be one of {TTA_MODES}, not {mode!r}")
+
+
+def predict_batch(predict_fn: Callable, images, tta: str = "none") -> np.ndarray:
+    """Mean probability over the TTA views of one uint8 batch."""
+    views = [np.asarray(predict_fn(v), np.float32).reshape(-1) for v in
+             tta_views(tf.convert_to_tensor(images), tta)]
+    return np.mean(views, axis=0)
+
+
+def score_dataset(predict_fn: Callable, ds: tf.data.Dataset, tta: str = "none",
+                  progress: bool = False) -> pd.DataFrame:
+    """Run over a metadata dataset (see pipeline.make_dataset(with_metadata=True)).
+
+    Returns one row per example: source_path, patient_id, label (-1 unlabeled),
+    probability.
+    """
+    rows = {"source_path": [], "patient_id": [], "label": [], "probability": []}
+    batches = ds
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(ds, unit="batch", desc="score")
+    for batch in batches:
+        probs = predict_batch(predict_fn, batch["image"], tta)
+        rows["probability"].append(probs)
+        rows["label"].append(batch["label"].numpy().reshape(-1))
+        rows["source_path"] += [p.decode() for p in batch["source_path"].numpy()]
+        rows["patient_id"] += [p.decode() for p in batch["patient_id"].numpy()]
+    out = pd.DataFrame({
+        "source_path": rows["source_path"], "patient_id": rows["patient_id"],
+        "label": np.concatenate(rows["label"]).astype(int) if rows["label"] else [],
+        "probability": np.concatenate(rows["probability"]) if rows["probability"] else []})
+    if out["source_path"].duplicated().any():
+        raise RuntimeError("an image was scored twice: the evaluation pipeline is broken")
+    return out
+
+
+def keras_predict_fn(model) -> Callable:
+    """A compiled inference function for an in-memory Keras model (no augmentation)."""
+    @tf.function(reduce_retracing=True)
+    def fn(images):
+        return tf.reshape(tf.cast(model(images, training=False), tf.float32), [-1])
+    return fn
