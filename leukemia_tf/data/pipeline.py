@@ -141,6 +141,19 @@ def _options(cfg: DataConfig, sharded_by_us: bool) -> tf.data.Options:
     return opts
 
 
+def resize_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Square uint8 canvas -> uint8 [size, size, 3]: area-averaged when shrinking.
+
+    The one resize used by training, evaluation and prediction from image files.
+    """
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    shrink = image.shape[0] is None or size < image.shape[0]
+    out = tf.image.resize(image, [size, size], method="area" if shrink else "bicubic",
+                          antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
 def make_dataset(cfg: Config, sel: Selection, training: bool, *, manifest: dict,
                  cache: str = "none", batch_size: Optional[int] = None,
                  input_context: Optional[tf.distribute.InputContext] = None,
@@ -197,10 +210,7 @@ def make_dataset(cfg: Config, sel: Selection, training: bool, *, manifest: dict,
     def parse(serialized):
         ex = records.parse_example(serialized)
         image = decode(ex)
-        if stored != size:
-            image = tf.image.resize(image, [size, size], method="area" if size < stored
-                                    else "bicubic", antialias=True)
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        image = resize_uint8(image, size)
         out = {"image": image, "label": ex["image/class/label"]}
         if with_metadata:
             out["patient_id"] = ex["image/patient_id"]
