@@ -28,8 +28,10 @@ demo: $(STAMP)
 	    --output_dir=$(DEMO)/records
 	$(BIN)/python tools/convert_to_tfrecords.py --output_dir=$(DEMO)/records --verify
 	$(BIN)/python -m leukemia_tf.train --records_dir=$(DEMO)/records --model_dir=$(DEMO)/model \
-	    --model=resnet_small --image_size=96 --epochs=6 --batch_size=32 --learning_rate=3e-3
-	$(BIN)/python -m leukemia_tf.evaluate --model_dir=$(DEMO)/model --records_dir=$(DEMO)/records
+	    --model=resnet_small --image_size=96 --epochs=15 --batch_size=32 --learning_rate=3e-3 \
+	    --verbose=2
+	$(BIN)/python -m leukemia_tf.evaluate --model_dir=$(DEMO)/model --records_dir=$(DEMO)/records \
+	    --tta=flips
 	$(BIN)/python -m leukemia_tf.predict --model_dir=$(DEMO)/model --input=$(DEMO)/records \
 	    --output=$(DEMO)/model/test_predictions.csv
 	@echo "Report: $(DEMO)/model/eval/report.md"
@@ -38,7 +40,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
-	$(BIN)/python tools/benchmark.py input --json_out=bench_out/input.json
+	$(BIN)/python tools/benchmark.py all --json_out=bench_out/all.json
 
 lint: $(STAMP)
 	$(BIN)/python -m flake8 leukemia_tf tools tests

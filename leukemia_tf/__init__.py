@@ -10,3 +10,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+
+def quiet_tensorflow_logs() -> None:
+    """Entry points: keep TensorFlow's Python INFO chatter (checkpoint sharding, saved
+    model assets) out of the console; warnings and errors still show."""
+    import logging
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)

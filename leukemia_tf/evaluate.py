@@ -26,6 +26,7 @@ flags.DEFINE_string("out_dir", "", "Output dir (default <model_dir>/eval).")
 
 def main(argv):
     del argv
+    leukemia_tf.quiet_tensorflow_logs()
     if not FLAGS.model_dir or not FLAGS.records_dir:
         raise app.UsageError("--model_dir and --records_dir are required")
     from leukemia_tf import evaluation

@@ -35,6 +35,7 @@ def console_main():
 
 def main(argv):
     del argv
+    leukemia_tf.quiet_tensorflow_logs()
     if not FLAGS.model_dir or not FLAGS.input or not FLAGS.output:
         raise app.UsageError("--model_dir, --input and --output are required")
     from leukemia_tf import prediction

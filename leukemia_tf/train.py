@@ -117,6 +117,7 @@ def config_from_flags() -> config_lib.Config:
 
 def main(argv):
     del argv
+    leukemia_tf.quiet_tensorflow_logs()
     if not FLAGS.records_dir or not FLAGS.model_dir:
         raise app.UsageError("--records_dir and --model_dir are required")
     cfg = config_from_flags()

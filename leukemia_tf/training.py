@@ -232,12 +232,10 @@ class _Progress(keras.callbacks.Callback):
         self._steps, self._seconds, self._t0, self._epoch_steps = 0, 0.0, None, 0
         self.rates = []
 
-    def on_train_begin(self, logs=None):
-        self.resumed_from_step = int(self.model.optimizer.iterations.numpy())
-
     def on_epoch_begin(self, epoch, logs=None):
-        if self.first_epoch is None:
+        if self.first_epoch is None:  # after BackupAndRestore has restored the counters
             self.first_epoch = epoch
+            self.resumed_from_step = int(self.model.optimizer.iterations.numpy())
         self._epoch_steps, self._epoch_seconds = 0, 0.0
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -264,6 +262,33 @@ class _Progress(keras.callbacks.Callback):
     @property
     def images_per_sec(self) -> Optional[float]:
         return self._steps * self.global_batch / self._seconds if self._seconds else None
+
+
+class _CsvHistory(keras.callbacks.Callback):
+    """history.csv that stays right across restarts: rows of epochs that a resumed run
+    repeats are replaced, not duplicated. Rewritten whole each epoch (works on gs://,
+    which cannot append)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.rows = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.rows is None:
+            self.rows = []
+            if tf.io.gfile.exists(self.path):
+                import pandas as pd
+                with tf.io.gfile.GFile(self.path) as f:
+                    old = pd.read_csv(f)
+                self.rows = [r for r in old.to_dict("records") if int(r["epoch"]) < epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        import pandas as pd
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+        with tf.io.gfile.GFile(self.path + ".tmp", "w") as f:
+            pd.DataFrame(self.rows).to_csv(f, index=False)
+        tf.io.gfile.rename(self.path + ".tmp", self.path, overwrite=True)
 
 
 # ----------------------------------------------------------------- the run
@@ -344,17 +369,19 @@ def run(cfg: Config) -> dict:
                       steps_per_execution=1)
 
     progress = _Progress(t.batch_size)
-    best = _BestCheckpoint(t.model_dir, "val_weighted_f1", chief)
-    callbacks = [_Backup(f"{t.model_dir}/backup", save_freq=t.backup_every_steps or "epoch",
-                         delete_checkpoint=True), progress, best]
+    callbacks = [progress, _BestCheckpoint(t.model_dir, "val_weighted_f1", chief)]
     if chief:
-        callbacks.append(keras.callbacks.CSVLogger(f"{t.model_dir}/history.csv", append=True))
+        callbacks.append(_CsvHistory(f"{t.model_dir}/history.csv"))
         if t.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(f"{t.model_dir}/logs",
                                                          update_freq="epoch"))
     if t.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             "val_weighted_f1", mode="max", patience=t.early_stopping_patience))
+    # Last, so an epoch's backup is taken after its log row and best checkpoint are
+    # written: a restart never skips an epoch's record.
+    callbacks.append(_Backup(f"{t.model_dir}/backup", save_freq=t.backup_every_steps or "epoch",
+                             delete_checkpoint=True))
 
     history = model.fit(keras.utils.experimental.DatasetCreator(train_fn), epochs=t.epochs,
                         steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,

@@ -31,6 +31,7 @@ flags.DEFINE_integer("width", 32, "Base width of the project's CNNs.")
 
 def main(argv):
     del argv
+    leukemia_tf.quiet_tensorflow_logs()
     if not FLAGS.records_dir or not FLAGS.out_dir:
         raise app.UsageError("--records_dir and --out_dir are required")
     from leukemia_tf import crossval
