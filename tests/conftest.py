@@ -23,7 +23,7 @@ def real_sample_paths():
     return sorted(out)
 
 
-def build_tree(root, per_class_per_fold=2, n_val=4, n_test=3, seed=0):
+def build_tree(root, per_class_per_fold=2, n_val=4, n_test=3, seed=0, hem_per_fold=None):
     """A small valid C-NMC tree: real sample pixels with per-file noise (unique bytes).
 
     Returns the C-NMC_Leukemia root. Validation images use the labels CSV; test images
@@ -43,7 +43,8 @@ def build_tree(root, per_class_per_fold=2, n_val=4, n_test=3, seed=0):
         for label, cls in ((1, "all"), (0, "hem")):
             d = os.path.join(top, "training_data", f"fold_{fold}", cls)
             os.makedirs(d, exist_ok=True)
-            for i in range(per_class_per_fold):
+            count = per_class_per_fold if label or hem_per_fold is None else hem_per_fold
+            for i in range(count):
                 patient = pid[label][i % 2] + ("" if fold == 0 else str(fold))
                 if patient.lower().startswith("h") and fold:
                     patient = patient[0] + str(10 * fold + i)

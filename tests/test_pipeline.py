@@ -141,3 +141,26 @@ def test_val_split_parsing():
     assert pipeline.parse_val_split("validation").split == "validation"
     with pytest.raises(ValueError):
         pipeline.parse_val_split("test")
+
+
+def test_resample_balances_classes(tmp_path):
+    from leukemia_tf.data import convert
+    from conftest import build_tree
+    tree = build_tree(str(tmp_path / "d"), per_class_per_fold=6, hem_per_fold=2, n_val=2,
+                      n_test=1)
+    rec = str(tmp_path / "r")
+    manifest = convert.convert(convert.ConvertConfig(tree, rec, image_size=16,
+                                                     num_workers=1, progress=False))
+    base = C.replace(tiny_config(rec, tmp_path), data={"image_size": 16})
+    means = {}
+    for mode in ("weights", "resample"):
+        cfg = C.replace(base, data={"class_balance": mode})
+        ds = pipeline.make_dataset(cfg, pipeline.Selection("train", (0, 1, 2)), True,
+                                   manifest=manifest, cache="memory", batch_size=12,
+                                   weights={0: 2.0, 1: 2 / 3})
+        batches = list(ds.take(40))
+        means[mode] = np.mean([y.numpy().mean() for _, y, _ in batches])
+        if mode == "resample":  # resampling replaces the weights
+            assert all(np.all(w.numpy() == 1.0) for _, _, w in batches)
+    assert abs(means["weights"] - 0.75) < 0.02   # the data's 3:1
+    assert abs(means["resample"] - 0.5) < 0.08

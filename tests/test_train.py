@@ -219,3 +219,10 @@ def test_multi_worker_two_processes_only_chief_writes(records_dir, tmp_path):
     assert not [p for p in md.rglob("*") if "workertemp" in str(p)]
     assert "validation weighted F1" in outs[0][0]
     assert '"chief": false' in outs[1][0]
+
+
+def test_nan_loss_stops_with_a_readable_message(records_dir, tmp_path):
+    cfg = tiny_config(records_dir, tmp_path / "m", epochs=2, optimizer="adam",
+                      schedule="constant", learning_rate=1e38)
+    with pytest.raises(FloatingPointError, match="lower --learning_rate"):
+        training.run(cfg)
