@@ -67,7 +67,10 @@ def score_dataset(predict_fn: Callable, ds: tf.data.Dataset, tta: str = "none",
 
 def keras_predict_fn(model) -> Callable:
     """A compiled inference function for an in-memory Keras model (no augmentation)."""
-    @tf.function(reduce_retracing=True)
+    size = model.input_shape[1]
+
+    # One trace for every batch size (the last evaluation batch is usually smaller).
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
     def fn(images):
         return tf.reshape(tf.cast(model(images, training=False), tf.float32), [-1])
     return fn
