@@ -11,17 +11,3 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-
-def quiet_tensorflow_logs() -> None:
-    """Entry points: keep TensorFlow's INFO chatter (checkpoint sharding, SavedModel
-    assets) out of the console, keep this package's INFO lines (cache decisions,
-    strategy) and every warning. An explicit --verbosity flag wins."""
-    import logging
-
-    from absl import flags
-    from absl import logging as absl_logging
-    if "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present:
-        return
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    logging.getLogger("leukemia_tf").setLevel(logging.INFO)

@@ -1,4 +1,8 @@
-"""Shared test fixtures: tiny C-NMC trees built from the eight real sample images."""
+"""Shared test fixtures: tiny C-NMC trees built from the eight real sample images.
+
+Everything read here is in tests/data/ (see its README): the suite never reaches outside
+the repository.
+"""
 import os
 import shutil
 
@@ -8,18 +12,28 @@ import pytest
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf.data import images
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "cnmc")
-if not os.path.isdir(SHARED):  # CI lays shared/ beside the clone
-    SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..",
-                                          "shared", "cnmc"))
-REAL_SAMPLES = os.path.join(SHARED, "real_samples")
-LISTING = os.path.join(SHARED, "kaggle_listing.tsv")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+REAL_SAMPLES = os.path.join(DATA, "real_samples")
+LISTING = os.path.join(DATA, "kaggle_listing.tsv")
+
+
+def _require(path: str) -> str:
+    """The test data ships with the repository (tests/data/README.md): a missing file is a
+    broken checkout, reported as such rather than skipped or turned into odd errors."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"test data missing: {path} (tests/data/ is part of the repository; "
+            f"see tests/data/README.md)")
+    return path
 
 
 def real_sample_paths():
     out = []
-    for d, _, files in os.walk(REAL_SAMPLES):
+    for d, _, files in os.walk(_require(REAL_SAMPLES)):
         out += [os.path.join(d, f) for f in files if f.endswith(".bmp")]
+    if len(out) != 8:
+        raise FileNotFoundError(f"expected the 8 real sample BMPs under {REAL_SAMPLES}, "
+                                f"found {len(out)}")
     return sorted(out)
 
 

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 
 from leukemia_tf.data import cnmc
-from conftest import LISTING, REAL_SAMPLES
+from conftest import LISTING, REAL_SAMPLES, _require
 
 
 @pytest.fixture(scope="module")
 def listing():
-    return pd.read_csv(LISTING, sep="\t")
+    return pd.read_csv(_require(LISTING), sep="\t")
 
 
 def test_listing_counts_match_the_real_dataset(listing):

@@ -3,17 +3,17 @@ import pytest
 from absl import flags
 
 from leukemia_tf import config as C
-from leukemia_tf import train
+from leukemia_tf.cli import train_cli
 
 
 @pytest.fixture
 def parse():
     def _parse(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["leukemia-train", "--records_dir=R", "--model_dir=M", *args])
-        return train.config_from_flags()
-    yield _parse
-    flags.FLAGS.unparse_flags()
+        fv = flags.FlagValues()
+        train_cli.define_flags(fv)
+        fv(["leukemia-train", "--records_dir=R", "--model_dir=M", *args])
+        return train_cli.config_from_flags(fv)
+    return _parse
 
 
 def test_default_preset_takes_every_flag(parse):

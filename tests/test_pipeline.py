@@ -139,7 +139,7 @@ def test_class_weights_and_counts(records_dir, manifest):
 def test_val_split_parsing():
     assert pipeline.parse_val_split("fold2") == pipeline.Selection("train", (2,))
     assert pipeline.parse_val_split("validation").split == "validation"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="val_split must be 'validation' or 'fold<k>'"):
         pipeline.parse_val_split("test")
 
 

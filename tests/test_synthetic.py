@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import REAL_SAMPLES, _require
 from leukemia_tf.data import synthetic
 
 TRAIN_NAME = re.compile(r"^UID_(H?\d+|h\d+)_(\d+)_(\d+)_(all|hem)\.bmp$")
@@ -129,12 +130,12 @@ def test_read_bmp_top_down(tmp_path):
 
 
 def test_matches_real_headers():
-    """Header bytes equal the real files' (the 8 real samples, when present)."""
-    real = "/work/shared/cnmc/real_samples/C-NMC_Leukemia"
+    """Header bytes equal the real files' (a training BMP and the V5 validation BMP)."""
+    real = os.path.join(REAL_SAMPLES, "C-NMC_Leukemia")
     pairs = [(f"{real}/training_data/fold_0/all/UID_1_8_1_all.bmp", False),
              (f"{real}/validation_data/C-NMC_test_prelim_phase_data/1105.bmp", True)]
-    if not all(os.path.exists(p) for p, _ in pairs):
-        pytest.skip("real samples not available")
+    for path, _ in pairs:
+        _require(path)
     for path, v5 in pairs:
         with open(path, "rb") as f:
             assert synthetic.encode_bmp(synthetic.read_bmp(path), v5=v5) == f.read()
@@ -239,7 +240,7 @@ def test_test_canvas_same_scale(tree):
 
 
 def test_tensorflow_decodes_both_headers(tree):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     root = tree[1]["root"]
     for folder in ("training_data/fold_0/all", synthetic.VAL_DIR, synthetic.TEST_DIR):
         name = sorted(os.listdir(os.path.join(root, folder)))[0]
@@ -252,7 +253,7 @@ def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="no patients"):
         synthetic.plan_tree(synthetic.SyntheticConfig(patients_hem=(3, 0, 3)))
     (tmp_path / "C-NMC_Leukemia").mkdir()  # a tree that is not ours is never replaced
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="is not a synthetic tree; not replacing it"):
         synthetic.make_tree(str(tmp_path), TINY)
 
 

@@ -1,7 +1,16 @@
-"""Throughput benchmarks (input, peers, train, convert, all); see leukemia_tf/cli/bench_cli.py."""
-from absl import app
+"""Throughput benchmarks (input, peers, train, convert, all): `python tools/benchmark.py --help` lists the flags.
 
-from leukemia_tf.cli.bench_cli import main
+The entry point lives in leukemia_tf/cli/bench_cli.py (console script of the same job in setup.cfg).
+"""
+import os
+import sys
+
+try:
+    import leukemia_tf  # noqa: F401  (installed, e.g. pip install -e .)
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from leukemia_tf.cli.bench_cli import console_main  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(main)
+    console_main()

@@ -1,7 +1,16 @@
-"""Convert a C-NMC_Leukemia tree into sharded TFRecords; see leukemia_tf/cli/convert.py."""
-from absl import app
+"""Convert a C-NMC_Leukemia tree into sharded TFRecords: `python tools/convert_to_tfrecords.py --help` lists the flags.
 
-from leukemia_tf.cli.convert_cli import main
+The entry point lives in leukemia_tf/cli/convert_cli.py (console script of the same job in setup.cfg).
+"""
+import os
+import sys
+
+try:
+    import leukemia_tf  # noqa: F401  (installed, e.g. pip install -e .)
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from leukemia_tf.cli.convert_cli import console_main  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(main)
+    console_main()

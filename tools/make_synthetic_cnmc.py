@@ -1,6 +1,6 @@
-"""Write a synthetic C-NMC-shaped tree; see leukemia_tf/cli/synthetic_cli.py for the flags.
+"""Write a synthetic C-NMC-shaped tree: `python tools/make_synthetic_cnmc.py --help` lists the flags.
 
-    python tools/make_synthetic_cnmc.py --output_dir=demo_out/data
+The entry point lives in leukemia_tf/cli/synthetic_cli.py (console script of the same job in setup.cfg).
 """
 import os
 import sys
@@ -10,9 +10,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # noqa: E402
-
-from leukemia_tf.cli.synthetic_cli import main  # noqa: E402
+from leukemia_tf.cli.synthetic_cli import console_main  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(main)
+    console_main()

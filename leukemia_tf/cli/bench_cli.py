@@ -16,45 +16,53 @@ import os
 
 from absl import app, flags
 
-from leukemia_tf import bench
+from leukemia_tf.cli import common
+
+common.import_tensorflow_quietly()  # bench imports TensorFlow: filter its start-up noise
+from leukemia_tf import bench  # noqa: E402
 
 _D = bench.BenchConfig()
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", "", "C-NMC tree (C-NMC_Leukemia or the folder above it); "
-                    "empty: a synthetic tree in --work_dir.")
-flags.DEFINE_string("records_dir", "", "Converted records of the tree; empty: convert the "
-                    "tree into --work_dir (once; reused).")
-flags.DEFINE_string("work_dir", _D.work_dir, "Synthetic trees, records and conversions.")
-flags.DEFINE_string("json_out", "", "Write the results JSON here.")
-flags.DEFINE_integer("num_images", _D.num_images, "Synthetic tree size, all splits "
-                     "(0: the default 510-image tree).")
-flags.DEFINE_bool("full", _D.full, "Synthetic tree with the real counts (~15,000 images, 9 GB).")
-flags.DEFINE_integer("synthetic_seed", _D.synthetic_seed, "Seed of the synthetic tree.")
-flags.DEFINE_enum("encoding", _D.encoding, ["png", "raw", "bmp", "jpeg"],
-                  "Stored encoding when converting the tree for the records.")
-flags.DEFINE_integer("image_size", _D.image_size, "Output size of every pipeline compared.")
-flags.DEFINE_integer("batch_size", _D.batch_size, "Batch of the input measurements.")
-flags.DEFINE_float("min_seconds", _D.min_seconds, "Time each rate at least this long.")
-flags.DEFINE_integer("min_batches", _D.min_batches, "... and over at least this many batches.")
-flags.DEFINE_bool("isolate", _D.isolate, "Each measurement in its own process, so peak RSS "
-                  "is per measurement (~5 s of TensorFlow import each).")
-flags.DEFINE_integer("repeats", _D.repeats, "Runs of each rate, interleaved with the others; "
-                     "the fastest counts (other load only slows runs down).")
-flags.DEFINE_list("cpu_work", list(_D.cpu_work), "input: per-example CPU augmentation "
-                  f"variants of the steady state ({', '.join(bench.CPU_WORK)}; empty: none).")
-flags.DEFINE_list("ceiling_encodings", list(_D.ceiling_encodings), "peers: extra in-memory "
-                  "decode ceilings, `enc` or `enc@stored_size`, re-encoded from the records.")
-flags.DEFINE_integer("ceiling_sample", _D.ceiling_sample, "Images re-encoded for those.")
-flags.DEFINE_integer("seed_numpy_limit", _D.seed_numpy_limit, "peers: at most this many "
-                     "images for the seed approach (its RAM grows ~1.3 GB per 1,000; 0: all).")
-flags.DEFINE_list("models", list(_D.models), "train: models to time.")
-flags.DEFINE_list("precisions", list(_D.precisions), "train: mixed precision policies.")
-flags.DEFINE_integer("train_batch_size", _D.train_batch_size, "train: global batch.")
-flags.DEFINE_integer("train_steps", _D.train_steps, "train: timed steps per input.")
-flags.DEFINE_integer("train_rounds", _D.train_rounds, "train: alternating blocks per input.")
-flags.DEFINE_bool("train_augment", _D.train_augment, "train: augmentation in the model.")
-flags.DEFINE_list("encodings", list(_D.encodings), "convert: encodings to time.")
-flags.DEFINE_integer("convert_workers", _D.convert_workers, "Converter processes (0: all cores).")
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """This entry point's flags, defined into `fv` (by the entry point or a test)."""
+    d = common.definer(fv)
+    d.string("data_dir", "", "C-NMC tree (C-NMC_Leukemia or the folder above it); "
+             "empty: a synthetic tree in --work_dir.")
+    d.string("records_dir", "", "Converted records of the tree; empty: convert the "
+             "tree into --work_dir (once; reused).")
+    d.string("work_dir", _D.work_dir, "Synthetic trees, records and conversions.")
+    d.string("json_out", "", "Write the results JSON here.")
+    d.integer("num_images", _D.num_images, "Synthetic tree size, all splits "
+              "(0: the default 510-image tree).")
+    d.bool("full", _D.full, "Synthetic tree with the real counts (~15,000 images, 9 GB).")
+    d.integer("synthetic_seed", _D.synthetic_seed, "Seed of the synthetic tree.")
+    d.enum("encoding", _D.encoding, ["png", "raw", "bmp", "jpeg"],
+           "Stored encoding when converting the tree for the records.")
+    d.integer("image_size", _D.image_size, "Output size of every pipeline compared.")
+    d.integer("batch_size", _D.batch_size, "Batch of the input measurements.")
+    d.float("min_seconds", _D.min_seconds, "Time each rate at least this long.")
+    d.integer("min_batches", _D.min_batches, "... and over at least this many batches.")
+    d.bool("isolate", _D.isolate, "Each measurement in its own process, so peak RSS "
+           "is per measurement (~5 s of TensorFlow import each).")
+    d.integer("repeats", _D.repeats, "Runs of each rate, interleaved with the others; "
+              "the fastest counts (other load only slows runs down).")
+    d.list("cpu_work", list(_D.cpu_work), "input: per-example CPU augmentation "
+           f"variants of the steady state ({', '.join(bench.CPU_WORK)}; empty: none).")
+    d.list("ceiling_encodings", list(_D.ceiling_encodings), "peers: extra in-memory "
+           "decode ceilings, `enc` or `enc@stored_size`, re-encoded from the records.")
+    d.integer("ceiling_sample", _D.ceiling_sample, "Images re-encoded for those.")
+    d.integer("seed_numpy_limit", _D.seed_numpy_limit, "peers: at most this many "
+              "images for the seed approach (its RAM grows ~1.3 GB per 1,000; 0: all).")
+    d.list("models", list(_D.models), "train: models to time.")
+    d.list("precisions", list(_D.precisions), "train: mixed precision policies.")
+    d.integer("train_batch_size", _D.train_batch_size, "train: global batch.")
+    d.integer("train_steps", _D.train_steps, "train: timed steps per input.")
+    d.integer("train_rounds", _D.train_rounds, "train: alternating blocks per input.")
+    d.bool("train_augment", _D.train_augment, "train: augmentation in the model.")
+    d.list("encodings", list(_D.encodings), "convert: encodings to time.")
+    d.integer("convert_workers", _D.convert_workers, "Converter processes (0: all cores).")
 
 
 def config_from_flags() -> bench.BenchConfig:
@@ -88,7 +96,7 @@ def main(argv):
 
 
 def console_main():
-    app.run(main)
+    common.run(main, define_flags, __doc__)
 
 
 if __name__ == "__main__":

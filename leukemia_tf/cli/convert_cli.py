@@ -8,26 +8,32 @@ import sys
 from absl import app, flags, logging
 
 from leukemia_tf.data import cnmc, convert
+from leukemia_tf.cli import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "C-NMC_Leukemia root (or the folder above it).")
-flags.DEFINE_string("output_dir", None, "Where shards and manifest.json go (local, gs://, ...).")
-flags.DEFINE_enum("encoding", "png", ["png", "raw", "bmp", "jpeg"],
-                  "Stored image encoding: png lossless (default), raw uint8, bmp (original "
-                  "bytes where possible), jpeg (lossy).")
-flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality when --encoding=jpeg.")
-flags.DEFINE_integer("png_compression", 1, "zlib level 0-9 for --encoding=png.")
-flags.DEFINE_integer("canvas_size", 450, "Square canvas: larger images are centre-cropped, "
-                     "smaller padded with black; never rescaled.")
-flags.DEFINE_integer("image_size", 0, "Store images resized to this size (0 = the canvas).")
-flags.DEFINE_float("shard_size_mb", 150.0, "Target shard size in MB.")
-flags.DEFINE_integer("num_shards", 0, "Exact shards per split/fold group (0 = by size).")
-flags.DEFINE_integer("num_workers", 0, "Encoding processes (0 = all cores).")
-flags.DEFINE_integer("seed", 0, "Seed for the example order before sharding.")
-flags.DEFINE_enum("on_error", "raise", ["raise", "skip"],
-                  "Bad input: stop naming the file (raise) or record it in the manifest (skip).")
-flags.DEFINE_bool("verify", False, "Only verify --output_dir against its manifest.")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """This entry point's flags, defined into `fv` (by the entry point or a test)."""
+    d = common.definer(fv)
+    d.string("data_dir", None, "C-NMC_Leukemia root (or the folder above it).")
+    d.string("output_dir", None, "Where shards and manifest.json go (local, gs://, ...).")
+    d.enum("encoding", "png", ["png", "raw", "bmp", "jpeg"],
+           "Stored image encoding: png lossless (default), raw uint8, bmp (original "
+           "bytes where possible), jpeg (lossy).")
+    d.integer("jpeg_quality", 95, "JPEG quality when --encoding=jpeg.")
+    d.integer("png_compression", 1, "zlib level 0-9 for --encoding=png.")
+    d.integer("canvas_size", 450, "Square canvas: larger images are centre-cropped, "
+              "smaller padded with black; never rescaled.")
+    d.integer("image_size", 0, "Store images resized to this size (0 = the canvas).")
+    d.float("shard_size_mb", 150.0, "Target shard size in MB.")
+    d.integer("num_shards", 0, "Exact shards per split/fold group (0 = by size).")
+    d.integer("num_workers", 0, "Encoding processes (0 = all cores).")
+    d.integer("seed", 0, "Seed for the example order before sharding.")
+    d.enum("on_error", "raise", ["raise", "skip"],
+           "Bad input: stop naming the file (raise) or record it in the manifest (skip).")
+    d.bool("verify", False, "Only verify --output_dir against its manifest.")
+    d.bool("progress", True, "Show a progress bar.")
 
 
 def main(argv):
@@ -62,7 +68,7 @@ def main(argv):
 
 
 def console_main():
-    app.run(main)
+    common.run(main, define_flags, __doc__)
 
 
 if __name__ == "__main__":

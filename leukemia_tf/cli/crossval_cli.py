@@ -1,6 +1,6 @@
 """Cross-validate and compare models (absl entry point).
 
-  python tools/crossval.py --records_dir=R --out_dir=CV --models=seed_cnn,resnet_small \
+  python tools/crossval.py --records_dir=R --out_dir=CV --models=seed_cnn,resnet_small
       --epochs=20 --image_size=224 --batch_size=64
 
 Writes CV/<model>/<fold>/ (one training run each) and CV/comparison.{csv,md,png}.
@@ -11,27 +11,32 @@ from absl import app, flags
 
 import leukemia_tf  # noqa: F401
 from leukemia_tf import config as config_lib
+from leukemia_tf.cli import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("records_dir", None, "Converted records.")
-flags.DEFINE_string("out_dir", None, "Where runs and the comparison go.")
-flags.DEFINE_list("models", ["seed_cnn", "resnet_small"], "Models to compare.")
-flags.DEFINE_list("folds", ["0", "1", "2"], "Training folds to rotate through.")
-flags.DEFINE_bool("with_validation", True, "Also train on all folds, validate on the "
-                  "labeled validation set.")
-flags.DEFINE_integer("epochs", 20, "Epochs per run.")
-flags.DEFINE_integer("batch_size", 64, "Global batch.")
-flags.DEFINE_integer("image_size", 224, "Input size.")
-flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.")
-flags.DEFINE_integer("steps_per_epoch", 0, "0 = a pass over the training folds.")
-flags.DEFINE_string("strategy", "auto", "Distribution strategy.")
-flags.DEFINE_string("mixed_precision", "auto", "Precision policy.")
-flags.DEFINE_integer("width", 32, "Base width of the project's CNNs.")
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """This entry point's flags, defined into `fv` (by the entry point or a test)."""
+    d = common.definer(fv)
+    d.string("records_dir", None, "Converted records.")
+    d.string("out_dir", None, "Where runs and the comparison go.")
+    d.list("models", ["seed_cnn", "resnet_small"], "Models to compare.")
+    d.list("folds", ["0", "1", "2"], "Training folds to rotate through.")
+    d.bool("with_validation", True, "Also train on all folds, validate on the "
+           "labeled validation set.")
+    d.integer("epochs", 20, "Epochs per run.")
+    d.integer("batch_size", 64, "Global batch.")
+    d.integer("image_size", 224, "Input size.")
+    d.float("learning_rate", 1e-3, "Peak learning rate.")
+    d.integer("steps_per_epoch", 0, "0 = a pass over the training folds.")
+    d.string("strategy", "auto", "Distribution strategy.")
+    d.string("mixed_precision", "auto", "Precision policy.")
+    d.integer("width", 32, "Base width of the project's CNNs.")
 
 
 def main(argv):
     del argv
-    leukemia_tf.quiet_tensorflow_logs()
     if not FLAGS.records_dir or not FLAGS.out_dir:
         raise app.UsageError("--records_dir and --out_dir are required")
     from leukemia_tf import crossval
@@ -54,7 +59,7 @@ def main(argv):
 
 
 def console_main():
-    app.run(main)
+    common.run(main, define_flags, __doc__)
 
 
 if __name__ == "__main__":

@@ -13,28 +13,34 @@ import time
 from absl import app, flags
 
 from leukemia_tf.data import synthetic
+from leukemia_tf.cli import common
 
 _DEFAULT = synthetic.SyntheticConfig()
 
-flags.DEFINE_string("output_dir", None, "The tree is written at <output_dir>/C-NMC_Leukemia/.")
-flags.DEFINE_integer("seed", _DEFAULT.seed, "Same seed, byte-identical tree.")
-flags.DEFINE_bool("full", False, "Mirror the real counts (~15,000 images, ~9 GB).")
-flags.DEFINE_integer("train_per_fold_all", _DEFAULT.train_all[0], "ALL images per fold.")
-flags.DEFINE_integer("train_per_fold_hem", _DEFAULT.train_hem[0], "hem images per fold.")
-flags.DEFINE_integer("patients_per_fold_all", _DEFAULT.patients_all[0],
-                     "ALL subjects per fold.")
-flags.DEFINE_integer("patients_per_fold_hem", _DEFAULT.patients_hem[0],
-                     "Healthy subjects per fold (subject 3 is written h3).")
-flags.DEFINE_integer("num_validation", _DEFAULT.num_validation,
-                     "Validation (prelim-phase) images, ~65% ALL as in the real set.")
-flags.DEFINE_integer("num_test", _DEFAULT.num_test, "Final-test images (600x600, unlabeled).")
-flags.DEFINE_integer("num_duplicates", _DEFAULT.num_duplicates,
-                     "fold_0 ALL images copied byte for byte into fold_2 under another "
-                     "patient's id (71 with --full, as in the real data).")
-flags.DEFINE_bool("v5_validation", _DEFAULT.v5_validation,
-                  "Validation BMPs with the real 124-byte V5 header (608,538 bytes).")
-flags.DEFINE_integer("num_workers", _DEFAULT.num_workers,
-                     "Rendering processes; 0 = one per CPU for trees of 2000+ images, else 1.")
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """This entry point's flags, defined into `fv` (by the entry point or a test)."""
+    d = common.definer(fv)
+    d.string("output_dir", None, "The tree is written at <output_dir>/C-NMC_Leukemia/.")
+    d.integer("seed", _DEFAULT.seed, "Same seed, byte-identical tree.")
+    d.bool("full", False, "Mirror the real counts (~15,000 images, ~9 GB).")
+    d.integer("train_per_fold_all", _DEFAULT.train_all[0], "ALL images per fold.")
+    d.integer("train_per_fold_hem", _DEFAULT.train_hem[0], "hem images per fold.")
+    d.integer("patients_per_fold_all", _DEFAULT.patients_all[0],
+              "ALL subjects per fold.")
+    d.integer("patients_per_fold_hem", _DEFAULT.patients_hem[0],
+              "Healthy subjects per fold (subject 3 is written h3).")
+    d.integer("num_validation", _DEFAULT.num_validation,
+              "Validation (prelim-phase) images, ~65% ALL as in the real set.")
+    d.integer("num_test", _DEFAULT.num_test, "Final-test images (600x600, unlabeled).")
+    d.integer("num_duplicates", _DEFAULT.num_duplicates,
+              "fold_0 ALL images copied byte for byte into fold_2 under another "
+              "patient's id (71 with --full, as in the real data).")
+    d.bool("v5_validation", _DEFAULT.v5_validation,
+           "Validation BMPs with the real 124-byte V5 header (608,538 bytes).")
+    d.integer("num_workers", _DEFAULT.num_workers,
+              "Rendering processes; 0 = one per CPU for trees of 2000+ images, else 1.")
+
 
 FLAGS = flags.FLAGS
 
@@ -90,7 +96,7 @@ def main(argv):
 
 
 def console_main():
-    app.run(main)
+    common.run(main, define_flags, __doc__, uses_tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from leukemia_tf.errors import UserError
+
 ROOT_NAME = "C-NMC_Leukemia"
 TRAIN_DIR = "training_data"
 VAL_DIR = "validation_data/C-NMC_test_prelim_phase_data"
@@ -41,7 +43,7 @@ _NUMBERED = re.compile(r"^(?P<n>\d+)\.(bmp|png|jpe?g)$", re.IGNORECASE)
 _IGNORED = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
-class CnmcError(ValueError):
+class CnmcError(ValueError, UserError):
     """A problem with the input tree; the message names the file and the problem."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf.data import cnmc, images
+from leukemia_tf.errors import UserError
 
 MANIFEST = "manifest.json"
 EXAMPLES = "examples.csv"
@@ -29,7 +30,7 @@ _RECORD_OVERHEAD = 400  # bytes of proto fields and TFRecord framing per example
 log = logging.getLogger(__name__)
 
 
-class ConvertError(RuntimeError):
+class ConvertError(RuntimeError, UserError):
     """Conversion or verification failed; the message says where and why."""
 
 

@@ -17,6 +17,8 @@ from typing import Optional
 
 import numpy as np
 
+from leukemia_tf.errors import UserError
+
 ENCODINGS = ("png", "raw", "bmp", "jpeg")
 _DIB_SIZES = {12, 40, 52, 56, 108, 124}  # core, info, v2, v3, v4, v5 headers
 # The extra 84 bytes of the real validation files' BITMAPV5HEADER after the 40 bytes all
@@ -28,7 +30,7 @@ _V5_TAIL = bytes.fromhex(
 _PIXELS_PER_METRE = 3779  # 96 dpi, as in the real C-NMC headers
 
 
-class ImageError(ValueError):
+class ImageError(ValueError, UserError):
     """The bytes are not a usable image; the message says why."""
 
 
