@@ -1,6 +1,7 @@
-"""Throughput benchmarks (input, peers, train, convert, all): `python tools/benchmark.py --help` lists the flags.
+"""Throughput benchmarks (input, peers, train, convert, all).
 
-The entry point lives in leukemia_tf/cli/bench_cli.py (console script of the same job in setup.cfg).
+`python tools/benchmark.py --help` lists the flags. The entry point is
+leukemia_tf/cli/bench_cli.py (also installed as a console script, see setup.cfg).
 """
 import os
 import sys

@@ -1,6 +1,7 @@
-"""Convert a C-NMC_Leukemia tree into sharded TFRecords: `python tools/convert_to_tfrecords.py --help` lists the flags.
+"""Convert a C-NMC_Leukemia tree into sharded TFRecords.
 
-The entry point lives in leukemia_tf/cli/convert_cli.py (console script of the same job in setup.cfg).
+`python tools/convert_to_tfrecords.py --help` lists the flags. The entry point is
+leukemia_tf/cli/convert_cli.py (also installed as a console script, see setup.cfg).
 """
 import os
 import sys

@@ -1,6 +1,7 @@
-"""Cross-validate and compare models: `python tools/crossval.py --help` lists the flags.
+"""Cross-validate and compare models.
 
-The entry point lives in leukemia_tf/cli/crossval_cli.py (console script of the same job in setup.cfg).
+`python tools/crossval.py --help` lists the flags. The entry point is
+leukemia_tf/cli/crossval_cli.py (also installed as a console script, see setup.cfg).
 """
 import os
 import sys

@@ -1,6 +1,7 @@
-"""Write a synthetic C-NMC-shaped tree: `python tools/make_synthetic_cnmc.py --help` lists the flags.
+"""Write a synthetic C-NMC-shaped tree.
 
-The entry point lives in leukemia_tf/cli/synthetic_cli.py (console script of the same job in setup.cfg).
+`python tools/make_synthetic_cnmc.py --help` lists the flags. The entry point is
+leukemia_tf/cli/synthetic_cli.py (also installed as a console script, see setup.cfg).
 """
 import os
 import sys
