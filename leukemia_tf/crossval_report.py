@@ -16,7 +16,7 @@ import pandas as pd
 from leukemia_tf import io, plots
 from leukemia_tf.report import _fmt, _table
 
-HELD_OUT_FOLD = "held-out fold"
+HELD_OUT_FOLD = "cv fold"
 ALL_FOLDS_VALIDATION = "all folds -> validation"
 METRICS = ("weighted_f1", "roc_auc", "accuracy")
 COLUMNS = ["model", "protocol", "eval_split", "fold", "train_folds", "split_role",
@@ -95,7 +95,7 @@ def comparison_markdown(df: pd.DataFrame, warnings: Sequence[str] = ()) -> str:
           "so fold numbers are mildly optimistic. ROC AUC is the exact one (sklearn). "
           "Mean ± sample std (ddof=1) are over the held-out folds only.", ""]
     if not stats.empty:
-        md += ["## Mean ± std over held-out folds", "",
+        md += ["## Mean ± std over the held-out folds (cv folds)", "",
                _table(["model", "held-out folds", "weighted F1", "ROC AUC", "accuracy",
                        "images/s", "params"],
                       [[s["model"], s["folds"], _mean_std(s, "weighted_f1"),

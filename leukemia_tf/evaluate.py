@@ -48,10 +48,12 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         return 1
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    on = f" ({m['threshold_method']} on {m['threshold_chosen_on']})" \
+        if m["threshold_chosen_on"] else ""
     print(f"{m['split']} ({m['split_role']}): {m['num_examples']} images, weighted F1 "
           f"{m['weighted_f1']:.4f}, accuracy {m['accuracy']:.4f}, balanced accuracy "
           f"{m['balanced_accuracy']:.4f}, ROC AUC (exact) {auc}, threshold "
-          f"{m['threshold']:.3f} (tta={m['tta']})")
+          f"{m['threshold']:.3f}{on} (tta={m['tta']})")
     for w in m["warnings"]:
         print(f"WARNING: {w}")
     print(f"report: {m['report']}")

@@ -103,9 +103,10 @@ def score_selection(predictor, records_dir: str, manifest: dict, sel: pipeline.S
     ds = pipeline.make_dataset(cfg, sel, False, manifest=manifest, batch_size=batch_size,
                                with_metadata=True)
     expected = pipeline.count_examples(manifest, sel)
+    name = f"fold{sel.folds[0]}" if sel.split == "train" and len(sel.folds) == 1 else sel.name
     scores = scoring.score_dataset(predictor, ds, tta=tta, progress=progress,
                                    total_batches=math.ceil(expected / batch_size),
-                                   desc=f"score {sel.name}")
+                                   desc=f"score {name}")
     if len(scores) != expected:
         raise RuntimeError(f"scored {len(scores)} images of {sel.name}, manifest has {expected}")
     return scores
@@ -216,8 +217,10 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
     figures = {}
     history = io.join(trained[0].path, "history.csv") if len(trained) == 1 else ""
     if history and io.exists(history):
+        val = trained[0].val_split or "validation"
         figures["Training curves"] = plots.plot_training_curves(
-            history, io.join(out, "training_curves.png"))
+            history, io.join(out, "training_curves.png"),
+            val_label=f"{val} ({trained[0].role(val)})")
     figures["Confusion matrix"] = plots.plot_confusion_matrix(
         result["confusion_matrix"], io.join(out, "confusion_matrix.png"))
     if result["roc_auc"] is not None:
@@ -229,7 +232,8 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
         warnings.append(f"the threshold was chosen on {result['threshold_chosen_on']} "
                         f"({result['threshold_split_role']}, allowed by "
                         "--allow_biased_threshold): it is fitted to training images")
-    title = f"{io.basename(run_dir(cfg.model_dir)) or cfg.model_dir} on {cfg.split}"
+    title = (f"{io.basename(run_dir(cfg.model_dir)) or cfg.model_dir} on {cfg.split} "
+             f"({result['split_role']})")
     path = report.write_report(out, result, patients, figures, title=title,
                                context=list(result["context"].items()), banners=warnings,
                                extra_md=_files_section(result))

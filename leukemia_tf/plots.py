@@ -13,20 +13,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
 from leukemia_tf import io
 from leukemia_tf.metrics import validate_scores
 
 CLASS_LABELS = {0: "hem", 1: "ALL"}
-# (panel title, train column candidates, whether higher is better); the validation column
-# is "val_" + the train column Keras logged. No AUC panel on purpose: Keras' bucketed AUC
-# differs from the exact (sklearn) ROC AUC the reports give, and one AUC must not look
-# like the other.
+# (panel title, train column candidates, whether it chose the best epoch); the validation
+# column is "val_" + the train column Keras logged. No AUC panel on purpose: Keras'
+# bucketed AUC differs from the exact (sklearn) ROC AUC the reports give, and one AUC must
+# not look like the other.
 _CURVES = (
     ("loss", ("loss",), False),
-    ("accuracy", ("accuracy", "binary_accuracy", "acc"), True),
-    ("weighted F1", ("weighted_f1",), True),
+    ("accuracy", ("accuracy", "binary_accuracy", "acc"), False),
+    ("weighted F1 (chooses the best epoch)", ("weighted_f1",), True),
 )
 
 
@@ -51,13 +52,17 @@ def _epochs(history: pd.DataFrame) -> np.ndarray:
     return epochs + 1 if len(epochs) and epochs.min() == 0 else epochs
 
 
-def plot_training_curves(history_csv_path, out_png) -> str:
+def plot_training_curves(history_csv_path, out_png, val_label: str = "validation") -> str:
     """Plots train and validation loss / accuracy / weighted F1 per epoch.
+
+    The best validation weighted F1 (the trainer's selection rule) is starred and marked by
+    a dashed line in every panel, so each curve shows where the kept weights come from.
 
     Args:
       history_csv_path: the run's history.csv (any file system). Each curve is drawn when
         its train or val column exists; epochs are shown from 1.
       out_png: where to write the figure.
+      val_label: legend of the validation curves (e.g. "fold2 (selection)").
 
     Returns:
       out_png as a string.
@@ -76,22 +81,28 @@ def plot_training_curves(history_csv_path, out_png) -> str:
     if not panels:
         raise ValueError(f"{history_csv_path}: no loss/accuracy/weighted_f1 columns in "
                          f"{list(history.columns)}")
+    monitor = history.get("val_weighted_f1")
+    best = None
+    if monitor is not None and monitor.notna().any():
+        best = int(monitor.idxmax())   # first maximum, as ModelCheckpoint keeps it
     fig = _figure(5.0 * len(panels), 4.0)
-    for i, (title, train, val, higher_better) in enumerate(panels):
+    for i, (title, train, val, chooses) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         if train:
             ax.plot(epochs, history[train], marker=".", label="train")
         if val:
-            values = history[val]
-            ax.plot(epochs, values, marker=".", label="validation")
-            if values.notna().any():
-                best = values.idxmax() if higher_better else values.idxmin()
-                ax.plot(epochs[best], values[best], "k*", markersize=10,
-                        label=f"best val {values[best]:.4f} (epoch {epochs[best]})")
+            ax.plot(epochs, history[val], marker=".", label=val_label)
+        if best is not None:
+            ax.axvline(epochs[best], color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch {epochs[best]}")
+            if chooses and val:
+                ax.plot(epochs[best], history[val][best], "k*", markersize=10,
+                        label=f"best {history[val][best]:.4f}")
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best")
     return _save(fig, out_png)
 
 
@@ -157,11 +168,13 @@ def plot_roc_pr(labels, probabilities, out_png, threshold: float | None = None) 
         pr_ax.axhline(y.mean(), color="grey", linestyle=":", label=f"ALL share {y.mean():.3f}")
         if threshold is not None:
             op = operating_point(y, p, threshold)
-            roc_ax.plot(op["fpr"], op["tpr"], "o", color="red", markersize=8,
+            roc_ax.plot([op["fpr"], op["fpr"], 0], [0, op["tpr"], op["tpr"]], color="red",
+                        linestyle="--", linewidth=0.8)
+            roc_ax.plot(op["fpr"], op["tpr"], "o", color="red", markersize=8, zorder=5,
                         label=f"threshold {threshold:.3f}: FPR {op['fpr']:.3f}, "
                               f"TPR {op['tpr']:.3f}")
             if op["precision"] is not None:
-                pr_ax.plot(op["tpr"], op["precision"], "o", color="red", markersize=8,
+                pr_ax.plot(op["tpr"], op["precision"], "o", color="red", markersize=8, zorder=5,
                            label=f"threshold {threshold:.3f}: recall {op['tpr']:.3f}, "
                                  f"precision {op['precision']:.3f}")
     else:
@@ -174,34 +187,49 @@ def plot_roc_pr(labels, probabilities, out_png, threshold: float | None = None) 
                ylim=(0, 1.02))
     pr_ax.set(xlabel="recall (ALL)", ylabel="precision (ALL)", title="precision-recall",
               xlim=(0, 1), ylim=(0, 1.02))
-    for ax, where in ((roc_ax, "lower right"), (pr_ax, "lower left")):
+    for ax in (roc_ax, pr_ax):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc=where, fontsize=8)
+            # "best": the legend avoids the curve and the operating point where it can.
+            ax.legend(loc="best", fontsize=8, framealpha=0.8)
     return _save(fig, out_png)
 
 
 def plot_comparison(df: pd.DataFrame, out_png) -> str:
-    """A grouped bar chart of weighted F1 per model (groups) and evaluated split (bars).
+    """A grouped bar chart of weighted F1 per model: one bar per held-out fold, their
+    mean ± std (error bar), and the all-folds -> validation run apart (hatched).
 
     Args:
-      df: comparison rows with columns model, eval_split, weighted_f1.
+      df: comparison rows with columns model, eval_split, fold (empty for the
+        validation run), weighted_f1.
     """
     models = list(pd.unique(df["model"]))
-    splits = list(pd.unique(df["eval_split"]))
-    width = 0.8 / len(splits)
-    fig = _figure(max(7.0, 2.5 + len(models) * (0.6 + 0.35 * len(splits))), 4.5)
+    held = df[df["fold"].notna()]
+    other = df[df["fold"].isna()]
+    series = [(str(s), held[held["eval_split"] == s], {}) for s in pd.unique(held["eval_split"])]
+    if len(held):
+        series.append(("mean ± std of folds", held, {"color": "grey"}))
+    series += [(f"{s} (all folds, not averaged)", other[other["eval_split"] == s],
+                {"hatch": "//", "color": "white", "edgecolor": "black"})
+               for s in pd.unique(other["eval_split"])]
+    width = 0.8 / len(series)
+    fig = _figure(max(7.0, 3.5 + len(models) * (0.6 + 0.35 * len(series))), 4.5)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(models))
-    for j, split in enumerate(splits):
-        sub = df[df["eval_split"] == split].groupby("model")["weighted_f1"].mean()
-        heights = [float(sub.get(model, np.nan)) for model in models]
-        bars = ax.bar(x + (j - (len(splits) - 1) / 2) * width, np.nan_to_num(heights), width,
-                      label=str(split))
+    for j, (label, rows, style) in enumerate(series):
+        grouped = rows.groupby("model")["weighted_f1"]
+        heights = [float(grouped.mean().get(m, np.nan)) for m in models]
+        errors = None
+        if label.startswith("mean"):
+            errors = [float(grouped.std(ddof=1).get(m, np.nan)) for m in models]
+            errors = np.nan_to_num(errors)
+        bars = ax.bar(x + (j - (len(series) - 1) / 2) * width, np.nan_to_num(heights), width,
+                      yerr=errors, capsize=4 if errors is not None else 0, label=label,
+                      **style)
         ax.bar_label(bars, labels=["" if np.isnan(h) else f"{h:.3f}" for h in heights],
                      fontsize=7, rotation=90, padding=2)
     ax.set_xticks(x, labels=[str(m) for m in models])
-    ax.set(ylabel="weighted F1", ylim=(0, 1.1), title="weighted F1 per model and split")
+    ax.set(ylabel="weighted F1", ylim=(0, 1.15), title="weighted F1 per model and split")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title="evaluated split", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, out_png)

@@ -72,8 +72,8 @@ def test_report_starts_with_the_run_context(model_dir, records_dir, validation_e
     head = text[:text.index("## Headline")]
     # trained on folds 0,1 with val_split=validation: validation chose the best epoch
     assert m["split"] == "validation" and m["split_role"] == "selection"
-    assert head.startswith("# m on validation\n\n> **Warning:** validation is this model's "
-                           "selection split")
+    assert head.startswith("# m on validation (selection)\n\n> **Warning:** validation is "
+                           "this model's selection split")
     summary = json.load(open(os.path.join(model_dir, "summary.json")))
     manifest = open(os.path.join(records_dir, "manifest.json"), "rb").read()
     import hashlib
@@ -94,7 +94,7 @@ def test_each_evaluation_keeps_its_own_folder(model_dir, records_dir, validation
     first = validation_eval
     fold2 = evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, split="fold2",
                                                       progress=True))
-    assert "score train-fold2: scored 16 images" in capsys.readouterr().err
+    assert "score fold2: scored 16 images" in capsys.readouterr().err
     tta = evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, tta="dihedral8"))
     assert [os.path.basename(m["eval_dir"]) for m in (first, fold2, tta)] == [
         "validation", "fold2", "validation-dihedral8"]

@@ -223,7 +223,7 @@ def test_write_comparison(tmp_path):
     assert list(csv.columns[:6]) == ["model", "protocol", "eval_split", "fold", "train_folds",
                                      "split_role"]
     assert list(csv["fold"]) == ["0", "1", "2", ""] * 2           # integers, not 0.0
-    assert list(csv["protocol"][:4]) == ["held-out fold"] * 3 + ["all folds -> validation"]
+    assert list(csv["protocol"][:4]) == ["cv fold"] * 3 + ["all folds -> validation"]
     md = open(paths["md"], encoding="utf-8").read()
     summary = md[md.index("## Mean ± std"):md.index("## All folds")]
     assert ("| resnet_small | 3 | 0.8500 ± 0.0500 | 0.9000 ± 0.0500 | 0.8500 ± 0.0500 | "
