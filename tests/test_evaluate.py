@@ -119,8 +119,11 @@ def test_tta_averages_the_views(model_dir):
     assert len(scoring.tta_views(batch, "dihedral8")) == 8
 
 
-def test_trained_on_split_is_labelled(model_dir, records_dir):
-    m = evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, split="fold0"))
+def test_trained_on_split_is_labelled(model_dir, records_dir, tmp_path):
+    m = evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, split="fold0",
+                                                  out_dir=str(tmp_path / "ev")))
+    assert m["eval_dir"] == str(tmp_path / "ev" / "fold0")     # --out_dir: the root
+    assert check_links(str(tmp_path / "ev" / "index.md")) == ["fold0/report.md"]
     on_disk = json.load(open(os.path.join(m["eval_dir"], "metrics.json")))
     assert on_disk["split"] == "fold0" and on_disk["split_role"] == "trained-on"
     assert "fold0 is a training fold of this model (train_folds 0, 1)" in m["warnings"][0]
