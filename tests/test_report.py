@@ -4,7 +4,8 @@ import struct
 import pandas as pd
 import pytest
 
-from leukemia_tf import metrics, report
+from leukemia_tf import crossval_report, metrics, plots, report
+from markdown_links import check_links
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -98,13 +99,14 @@ def test_write_report(tmp_path):
     assert m["confusion_matrix"] == [[2, 4], [2, 4]]
     assert f"| {m['weighted_f1']:.4f} |" in text
     assert "| accuracy | 0.5000 |" in text
-    assert f"| ROC AUC | {m['roc_auc']:.4f} |" in text
+    assert f"| ROC AUC (exact, sklearn) | {m['roc_auc']:.4f} |" in text
     assert "| images (N) | 12 |" in text
     assert "| threshold (ALL if p >= t) | 0.5000 |" in text
     assert "| hem (0) | 2 | 4 |" in text and "| ALL (1) | 2 | 4 |" in text
     # relative links to the plots
     assert "![ROC and PR](plots/roc_pr.png)" in text
     assert "![confusion matrix](plots/cm.png)" in text
+    assert check_links(path) == ["plots/roc_pr.png", "plots/cm.png"]
     # per patient: worst (B, 0%) first, flagged; A (75%) last and not flagged
     table = text[text.index("Worst first"):]
     positions = [table.index(f"| {p} |") for p in ("B", "C", "D", "A")]
@@ -121,51 +123,127 @@ def test_write_report_single_class_and_no_patients(tmp_path):
     m = metrics.classification_metrics([1, 1, 1], [0.9, 0.8, 0.3])
     path = report.write_report(tmp_path, m, None, {}, title="ALL only")
     text = open(path, encoding="utf-8").read()
-    assert "| ROC AUC | n/a |" in text
+    assert "| ROC AUC (exact, sklearn) | n/a |" in text
     assert "| specificity (recall hem) | n/a |" in text
     assert "No per-patient results" in text
 
 
+def test_report_context_and_banner_come_first(tmp_path):
+    m = metrics.classification_metrics([1, 0, 1, 0], [0.9, 0.2, 0.4, 0.6])
+    context = [("model", "resnet_small (m|x)"), ("evaluated split", "fold0 (trained-on)")]
+    path = report.write_report(tmp_path / "e", m, None, {}, title="T", context=context,
+                               banners=["fold0 is a training fold"])
+    text = open(path, encoding="utf-8").read()
+    lines = text.splitlines()
+    assert lines[:3] == ["# T", "", "> **Warning:** fold0 is a training fold"]
+    assert text.index("## Run context") < text.index("## Headline")
+    assert "| model | resnet_small (m\\|x) |" in text      # a pipe cannot split the cell
+    assert "| evaluated split | fold0 (trained-on) |" in text
+
+
+def test_relative_link(tmp_path):
+    assert report.relative_link(str(tmp_path / "e" / "a.png"), str(tmp_path / "e")) == "a.png"
+    assert report.relative_link(str(tmp_path / "h.csv"), str(tmp_path / "e")) == "../h.csv"
+    assert report.relative_link("ram://m/eval/v/x.png", "ram://m/eval/v") == "x.png"
+    with pytest.raises(ValueError, match="not under"):
+        report.relative_link("ram://other/x.png", "ram://m/eval/v")
+
+
+def test_roc_marks_the_operating_point(tmp_path):
+    y, p = [1, 1, 1, 0, 0], [0.9, 0.8, 0.3, 0.6, 0.1]
+    op = plots.operating_point(y, p, 0.5)
+    # predicted ALL: .9 .8 .6 -> TPR 2/3 (of .9 .8 .3), FPR 1/2 (of .6 .1), precision 2/3
+    assert op == {"threshold": 0.5, "fpr": 0.5, "tpr": pytest.approx(2 / 3),
+                  "precision": pytest.approx(2 / 3)}
+    plain = open(plots.plot_roc_pr(y, p, tmp_path / "a.png"), "rb").read()
+    marked = open(plots.plot_roc_pr(y, p, tmp_path / "b.png", threshold=0.5), "rb").read()
+    assert marked != plain and _png_size(tmp_path / "b.png") == (1000, 450)
+
+
+def test_training_curves_epochs_from_one(tmp_path):
+    zero = pd.DataFrame({"epoch": [0, 1], "loss": [1.0, 0.5]})
+    one = pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5]})
+    assert list(plots._epochs(zero)) == [1, 2] == list(plots._epochs(one))
+
+
+def test_index_lists_every_evaluation(tmp_path):
+    from leukemia_tf import io
+    root = tmp_path / "eval"
+    for name, role in (("validation", "selection"), ("fold2-flips", "held-out")):
+        io.write_json(str(root / name / "metrics.json"),
+                      {"split": name.split("-")[0], "split_role": role, "tta": "none",
+                       "threshold": 0.5, "num_examples": 10, "weighted_f1": 0.8,
+                       "roc_auc": 0.9, "date": "2026-01-01"})
+        io.write_text(str(root / name / "report.md"), "# r\n")
+    (root / "not_an_eval").mkdir()
+    path = report.write_index(str(root))
+    text = open(path, encoding="utf-8").read()
+    assert check_links(path) == ["fold2-flips/report.md", "validation/report.md"]
+    assert "| [validation](validation/report.md) | validation | **selection** |" in text
+    assert "| [fold2-flips](fold2-flips/report.md) | fold2 | held-out |" in text
+    assert "not_an_eval" not in text
+
+
 def _comparison_rows():
+    """Hand-built: two models, three held-out folds each, plus an all-folds run."""
     rows = []
-    for model, f1s, speed, params in (("resnet_small", [0.80, 0.85, 0.90], 900.0, 1234567),
-                                      ("effnet_b0", [0.88, 0.86, 0.87], 400.0, 4049564)):
+    for model, f1s, val_f1, speed, params in (
+            ("resnet_small", [0.80, 0.85, 0.90], 0.10, 900.0, 1234567),
+            ("effnet_b0", [0.88, 0.86, 0.87], 0.99, 400.0, 4049564)):
         for fold, f1 in enumerate(f1s):
-            rows.append({"model": model, "fold": fold, "weighted_f1": f1,
-                         "roc_auc": f1 + 0.05, "images_per_sec": speed, "params": params,
-                         "epochs": 5})
+            rows.append({"model": model, "eval_split": f"fold{fold}", "fold": fold,
+                         "train_folds": ",".join(str(k) for k in range(3) if k != fold),
+                         "split_role": "selection", "weighted_f1": f1, "roc_auc": f1 + 0.05,
+                         "accuracy": f1, "images_per_sec": speed, "params": params})
+        rows.append({"model": model, "eval_split": "validation", "train_folds": "0,1,2",
+                     "split_role": "selection", "weighted_f1": val_f1, "roc_auc": val_f1,
+                     "accuracy": val_f1, "images_per_sec": speed, "params": params})
     return rows
 
 
+def test_fold_statistics_exclude_the_validation_run():
+    df = crossval_report.comparison_frame(_comparison_rows())
+    stats = crossval_report.fold_statistics(df).set_index("model")
+    # resnet_small: mean(.80, .85, .90) = .85, sample std sqrt((.05^2 + 0 + .05^2) / 2) = .05;
+    # the validation row (.10) would pull the mean to .6625 if it were averaged in.
+    assert stats.loc["resnet_small", "folds"] == 3
+    assert stats.loc["resnet_small", "weighted_f1_mean"] == pytest.approx(0.85)
+    assert stats.loc["resnet_small", "weighted_f1_std"] == pytest.approx(0.05)
+    # effnet_b0: mean(.88, .86, .87) = .87, std sqrt((.01^2 + .01^2 + 0) / 2) = .01
+    assert stats.loc["effnet_b0", "weighted_f1_mean"] == pytest.approx(0.87)
+    assert stats.loc["effnet_b0", "weighted_f1_std"] == pytest.approx(0.01)
+    assert stats.loc["effnet_b0", "roc_auc_mean"] == pytest.approx(0.92)
+
+
 def test_write_comparison(tmp_path):
-    paths = report.write_comparison(_comparison_rows(), tmp_path / "cv")
-    assert set(paths) == {"csv", "md", "png"}
-    csv = pd.read_csv(paths["csv"])
-    assert len(csv) == 6
-    assert list(csv.columns) == ["model", "fold", "weighted_f1", "roc_auc", "images_per_sec",
-                                 "params", "epochs"]
-    assert list(csv["model"]) == ["resnet_small"] * 3 + ["effnet_b0"] * 3
+    paths = crossval_report.write_comparison(_comparison_rows(), tmp_path / "cv",
+                                             warnings=["2 groups leak"])
+    csv = pd.read_csv(paths["csv"], dtype=str, keep_default_na=False)
+    assert len(csv) == 8
+    assert list(csv.columns[:6]) == ["model", "protocol", "eval_split", "fold", "train_folds",
+                                     "split_role"]
+    assert list(csv["fold"]) == ["0", "1", "2", ""] * 2           # integers, not 0.0
+    assert list(csv["protocol"][:4]) == ["cv fold"] * 3 + ["all folds -> validation"]
     md = open(paths["md"], encoding="utf-8").read()
-    # resnet_small: mean(.80, .85, .90) = .85, sample std = sqrt((.05^2 + 0 + .05^2) / 2) = .05
-    assert "| resnet_small | 3 | 0.8500 ± 0.0500 | 0.9000 ± 0.0500 | 900.0 | 1,234,567 |" in md
-    # effnet_b0: mean(.88, .86, .87) = .87, std = sqrt((.01^2 + .01^2 + 0) / 2) = .01
-    assert "| effnet_b0 | 3 | 0.8700 ± 0.0100 |" in md
-    assert "| resnet_small | 1 | 0.8500 | 0.9000 | 900.0 | 1,234,567 |" in md
-    assert "![weighted F1 per model and fold](comparison.png)" in md
+    summary = md[md.index("## Mean ± std"):md.index("## All folds")]
+    assert ("| resnet_small | 3 | 0.8500 ± 0.0500 | 0.9000 ± 0.0500 | 0.8500 ± 0.0500 | "
+            "900.0 | 1,234,567 |") in summary
+    assert "| effnet_b0 | 3 | 0.8700 ± 0.0100 |" in summary
+    separate = md[md.index("## All folds"):md.index("## Every run")]
+    assert "| resnet_small | validation | 0,1,2 | selection | 0.1000 |" in separate
+    assert "- 2 groups leak" in md
+    assert check_links(paths["md"]) == ["comparison.png"]
     _png_size(paths["png"])
 
 
-def test_write_comparison_eval_set_alias_and_missing_values(tmp_path):
-    rows = [{"model": "m", "eval_set": "validation", "weighted_f1": 0.9},
-            {"model": "m", "eval_set": "fold2", "weighted_f1": 0.8, "roc_auc": 0.95}]
-    paths = report.write_comparison(rows, tmp_path)
-    csv = pd.read_csv(paths["csv"])
-    assert list(csv["fold"]) == ["validation", "fold2"]
-    md = open(paths["md"], encoding="utf-8").read()
-    assert "| m | validation | 0.9000 | n/a | n/a | n/a |" in md
-    assert "| m | 2 | 0.8500 ± 0.0707 | 0.9500 | n/a | n/a |" in md
-    _png_size(paths["png"])
+def test_comparison_single_fold_and_errors(tmp_path):
+    rows = [{"model": "m", "eval_split": "fold2", "weighted_f1": 0.8},
+            {"model": "m", "eval_split": "validation", "weighted_f1": 0.9}]
+    df = crossval_report.comparison_frame(rows)
+    assert list(df["fold"].astype(object).where(df["fold"].notna(), None)) == [2, None]
+    md = crossval_report.comparison_markdown(df)
+    assert "| m | 1 | 0.8000 (1 fold, no std) | n/a |" in md
     with pytest.raises(ValueError, match="no comparison rows"):
-        report.write_comparison([], tmp_path)
-    with pytest.raises(ValueError, match="'model'"):
-        report.write_comparison([{"fold": 0, "weighted_f1": 0.5}], tmp_path)
+        crossval_report.write_comparison([], tmp_path)
+    with pytest.raises(ValueError, match="'eval_split'"):
+        crossval_report.write_comparison([{"model": "m", "weighted_f1": 0.5}], tmp_path)

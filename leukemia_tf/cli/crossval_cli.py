@@ -3,7 +3,9 @@
   python tools/crossval.py --records_dir=R --out_dir=CV --models=seed_cnn,resnet_small
       --epochs=20 --image_size=224 --batch_size=64
 
-Writes CV/<model>/<fold>/ (one training run each) and CV/comparison.{csv,md,png}.
+Writes CV/<model>/<fold>/ (one training run each) and CV/comparison.{csv,md,png}:
+mean ± std over the held-out folds; the all-folds -> validation run as its own row.
+Prints `run k/N: <model> fold <k>` before each run and a summary line at the end.
 """
 import sys
 
@@ -51,10 +53,13 @@ def main(argv):
                                      mixed_precision=FLAGS.mixed_precision, verbose=0))
     result = crossval.run(base, FLAGS.models, FLAGS.out_dir,
                           folds=[int(f) for f in FLAGS.folds],
-                          include_validation=FLAGS.with_validation)
-    print(open(result["md"]).read())
+                          include_validation=FLAGS.with_validation,
+                          on_progress=lambda line: print(line, flush=True))
+    from leukemia_tf import io
+    print(io.read_text(result["md"]))
     for w in result["warnings"]:
         print(f"WARNING: {w}", file=sys.stderr)
+    print(result["summary"], flush=True)
     return 0
 
 

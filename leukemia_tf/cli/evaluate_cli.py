@@ -1,13 +1,13 @@
 """Evaluate a trained model on a labeled split (absl entry point).
 
   python -m leukemia_tf.evaluate --model_dir=M --records_dir=R [--split=validation]
-      [--tta=none|flips|dihedral8] [--threshold=0.5|youden|f1]
+      [--tta=none|flips|dihedral8] [--threshold=0.5|youden|f1] [--allow_biased_threshold]
 
-Writes <model_dir>/eval/: metrics.json, predictions.csv, per_patient.csv, plots, report.md.
+Writes one folder per evaluation, <model_dir>/eval/<split>[-<tta>][-thr_<how>]/:
+metrics.json, predictions.csv, per_patient.csv, plots, report.md; and updates
+<model_dir>/eval/index.md, which lists every evaluation of the model.
 """
-import sys
-
-from absl import app, flags, logging
+from absl import app, flags
 
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf.cli import common
@@ -25,9 +25,13 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
            "Test-time augmentation: probabilities averaged over the views.")
     d.string("threshold", "0.5", "A value in [0, 1], or youden / f1 chosen on "
              "--threshold_split (never on the reported split).")
-    d.string("threshold_split", "auto", "auto | validation | fold<k>.")
+    d.string("threshold_split", "auto", "auto | validation | fold<k>. auto: the run's "
+             "selection split, else a held-out fold; never the reported split.")
+    d.bool("allow_biased_threshold", False, "Allow --threshold=youden|f1 to be chosen on a "
+           "split the model was trained on (recorded as biased).")
     d.integer("batch_size", 64, "Images per forward pass.")
-    d.string("out_dir", "", "Output dir (default <model_dir>/eval).")
+    d.string("out_dir", "", "Root of the evaluation folders (default <model_dir>/eval); "
+             "each evaluation writes <out_dir>/<name>/.")
 
 
 def main(argv):
@@ -38,20 +42,23 @@ def main(argv):
     cfg = evaluation.EvalConfig(
         model_dir=FLAGS.model_dir, records_dir=FLAGS.records_dir, split=FLAGS.split,
         tta=FLAGS.tta, threshold=FLAGS.threshold, threshold_split=FLAGS.threshold_split,
-        batch_size=FLAGS.batch_size, out_dir=FLAGS.out_dir, progress=True)
+        allow_biased_threshold=FLAGS.allow_biased_threshold, batch_size=FLAGS.batch_size,
+        out_dir=FLAGS.out_dir, progress=True)
     try:
         m = evaluation.evaluate(cfg)
     except (ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise common.UserError(str(e)) from e
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-    print(f"{m['split']}: {m['num_examples']} images, weighted F1 {m['weighted_f1']:.4f}, "
-          f"accuracy {m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, "
-          f"ROC AUC {auc}, threshold {m['threshold']:.3f} (tta={m['tta']})")
-    for w in m["leakage_warnings"]:
+    on = (f" ({m['threshold_method']} on {m['threshold_chosen_on']})"
+          if m["threshold_chosen_on"] else "")
+    print(f"{m['split']} ({m['split_role']}): {m['num_examples']} images, weighted F1 "
+          f"{m['weighted_f1']:.4f}, accuracy {m['accuracy']:.4f}, balanced accuracy "
+          f"{m['balanced_accuracy']:.4f}, ROC AUC (exact) {auc}, threshold "
+          f"{m['threshold']:.3f}{on} (tta={m['tta']})")
+    for w in m["warnings"]:
         print(f"WARNING: {w}")
     print(f"report: {m['report']}")
+    print(f"all evaluations: {m['index']}")
     return 0
 
 
