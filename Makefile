@@ -37,7 +37,7 @@ demo: $(STAMP)
 	    --tta=flips
 	$(BIN)/python -m leukemia_tf.predict --model_dir=$(DEMO)/model --input=$(DEMO)/records \
 	    --output=$(DEMO)/model/test_predictions.csv
-	@echo "Report: $(DEMO)/model/eval/report.md"
+	@echo "Report: $(DEMO)/model/eval/validation-flips/report.md (all evaluations: $(DEMO)/model/eval/index.md)"
 
 # Lint first (seconds), then the suite (~N minutes on 2 cores, see BUILD_NOTES.md).
 test: $(STAMP)
