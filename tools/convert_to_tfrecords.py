@@ -1,4 +1,4 @@
-"""Convert a C-NMC_Leukemia tree into sharded TFRecords; see leukemia_tf/cli/convert.py."""
+"""Convert a C-NMC_Leukemia tree into sharded TFRecords; see leukemia_tf/cli/convert_cli.py."""
 from absl import app
 
 from leukemia_tf.cli.convert_cli import main

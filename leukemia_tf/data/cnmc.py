@@ -258,9 +258,13 @@ def discover(path: str, on_error: str = "raise") -> Tuple[pd.DataFrame, List[Dic
             rel = posixpath.relpath(full, root) if not io.is_url(root) else full[len(root) + 1:]
             try:
                 sizes[rel] = io.size(full)
-            except OSError as e:  # listed but not statable: a dangling symlink, no access
+            except Exception as e:  # listed but not statable: a dangling symlink, no access
+                if io.is_url(full) and not io.exists(full):
+                    continue  # ram:// lists `<dir>_labels.csv` also as `<dir>/_labels.csv`
+                if not isinstance(e, OSError) and not io.is_url(full):
+                    raise
                 what = "dangling symbolic link" if not io.exists(full) else "cannot read file"
-                unreadable.problem(rel, f"{what} ({e.strerror or e})")
+                unreadable.problem(rel, f"{what} ({getattr(e, 'strerror', None) or e})")
                 continue
             rel_paths.append(rel)
     labels_rows = None

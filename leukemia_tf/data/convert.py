@@ -360,9 +360,10 @@ def convert(cfg: ConvertConfig) -> dict:
     out.invalidate()
     manifest_lib.write_examples(cfg.output_dir, manifest_lib.examples_table(shards, metas))
     manifest_lib.write(cfg.output_dir, manifest)
+    checked = (f"; {stats['hashed_images']} inputs re-read to prove them unchanged"
+               if stats["hashed_images"] else "")
     bar.close(f"encoded {n_encoded} images, reused {stats['reused_shards']} of "
-              f"{len(shards)} shards ({stats['hashed_images']} inputs hashed to prove "
-              f"them unchanged), in {seconds:.1f} s")
+              f"{len(shards)} shards, in {seconds:.1f} s{checked}")
     return manifest
 
 
