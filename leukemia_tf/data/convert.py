@@ -130,7 +130,7 @@ def _work(task: Tuple[int, str, Optional[bytes], dict]):
     """Worker: read a local input itself, encode it; returns (index, result, error, sha256).
 
     Runs in a forked process: numpy, Pillow and `leukemia_tf.io` on local paths only,
-    never TensorFlow (URL inputs arrive as bytes read by the parent, see `_stream`).
+    never TensorFlow (URL inputs arrive as bytes read by the parent: `streaming.stream`).
     """
     index, path, data, settings = task
     if data is None:

@@ -17,6 +17,8 @@ from typing import Optional
 
 import numpy as np
 
+from leukemia_tf import io as fileio  # `io` is the standard library's here
+
 ENCODINGS = ("png", "raw", "bmp", "jpeg")
 _DIB_SIZES = {12, 40, 52, 56, 108, 124}  # core, info, v2, v3, v4, v5 headers
 # The extra 84 bytes of the real validation files' BITMAPV5HEADER after the 40 bytes all
@@ -109,14 +111,12 @@ def encode_bmp(image: np.ndarray, v5: bool = False) -> bytes:
 
 def write_bmp(path: str, image: np.ndarray, v5: bool = False) -> None:
     """Writes `encode_bmp(image, v5)` to `path`."""
-    with open(path, "wb") as f:
-        f.write(encode_bmp(image, v5))
+    fileio.write_bytes(path, encode_bmp(image, v5))
 
 
 def read_bmp(path: str) -> np.ndarray:
     """`decode_bmp` of the file at `path`; ImageError messages name the file."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data = fileio.read_bytes(path)
     try:
         return decode_bmp(data)
     except ImageError as e:
