@@ -171,7 +171,7 @@ def test_bad_tree_entries_are_recorded_in_the_manifest(tiny_tree, tmp_path):
 
 
 def test_cli_exit_status_and_kill9_resume(tmp_path):
-    tree = build_tree(str(tmp_path / "data"), per_class_per_fold=4, n_val=8, n_test=4)
+    tree = build_tree(str(tmp_path / "data"), per_class_per_fold=2, n_val=4, n_test=2)
     out = tmp_path / "rec"
     cmd = [sys.executable, os.path.join(REPO, "tools", "convert_to_tfrecords.py"),
            f"--data_dir={tree}", f"--output_dir={out}", "--num_shards=4", "--num_workers=1",
@@ -195,7 +195,7 @@ def test_cli_exit_status_and_kill9_resume(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     manifest = json.load(open(out / "manifest.json"))
     assert manifest["stats"]["reused_shards"] >= done - 1 >= 1
-    assert manifest["splits"]["train"]["num_examples"] == 24
+    assert manifest["splits"]["train"]["num_examples"] == 12
     assert not [n for n in os.listdir(out) + os.listdir(progress) if ".tmp-" in n]
     verify = subprocess.run(cmd[:2] + [f"--output_dir={out}", "--verify"], env=env,
                             capture_output=True, text=True, timeout=120)
