@@ -146,16 +146,19 @@ def test_changed_pixels_or_labels_are_re_encoded(tiny_tree, tmp_path):
 
 
 # ---------------------------------------------------------------- case 9
-def test_truncated_progress_record_means_not_done(tiny_tree, tmp_path, caplog):
+@pytest.mark.parametrize("damage, warning", [("truncate", "unreadable progress record"),
+                                             ("no_fields", "incomplete progress record")])
+def test_damaged_progress_record_means_not_done(tiny_tree, tmp_path, caplog, damage,
+                                                warning):
     out = tmp_path / "rec"
     first = convert.convert(_cfg(tiny_tree, out))
     record = out / ".progress" / (first["shards"][0]["path"] + ".json")
     text = record.read_text()
-    record.write_text(text[: len(text) // 2])
+    record.write_text(text[: len(text) // 2] if damage == "truncate" else '{"bytes": 1}')
     with caplog.at_level(logging.WARNING):
         second = convert.convert(_cfg(tiny_tree, out))
     assert second["stats"]["reused_shards"] == len(first["shards"]) - 1
-    assert str(record) in caplog.text and "unreadable progress record" in caplog.text
+    assert str(record) in caplog.text and warning in caplog.text
     assert convert.verify(str(out))["examples"] == 19
     assert io.read_json(str(record))["sha256"] == second["shards"][0]["sha256"]
 

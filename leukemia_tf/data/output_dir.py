@@ -121,17 +121,19 @@ def record_path(output_dir: str, shard_path: str) -> str:
     return io.join(output_dir, PROGRESS_DIR, f"{shard_path}.json")
 
 
+_RECORD_KEYS = ("plan_key", "fingerprint", "num_examples", "bytes", "sha256", "examples",
+                "skipped")
+
+
 def read_record(path: str) -> Optional[dict]:
-    """A progress record, or None (with a warning naming it) when it cannot be read."""
+    """A progress record, or None (with a warning naming it) when it cannot be read or
+    lacks a field (truncated, hand-edited, or from an older converter): "not done"."""
     try:
         record = io.read_json(path)
     except (OSError, ValueError, UnicodeDecodeError) as e:
         log.warning("unreadable progress record, shard will be rewritten: %s (%s)", path, e)
         return None
-    if not isinstance(record, dict):
-        log.warning("unreadable progress record, shard will be rewritten: %s", path)
+    if not isinstance(record, dict) or not all(k in record for k in _RECORD_KEYS):
+        log.warning("incomplete progress record, shard will be rewritten: %s", path)
         return None
     return record
-
-
-# ---------------------------------------------------------------- reuse and encoding
