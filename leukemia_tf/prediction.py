@@ -10,7 +10,8 @@ import pandas as pd
 import tensorflow as tf
 
 from leukemia_tf import export, scoring
-from leukemia_tf.data import cnmc, convert, images, pipeline
+from leukemia_tf.data import cnmc, images, pipeline
+from leukemia_tf.data import manifest as manifest_file
 
 
 _SPLIT_FOLDERS = {"train": "training_data/", "validation": "validation_data/",
@@ -76,7 +77,7 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
     """Returns (table with file, probability, label [, path/patient], errors by file)."""
     predictor = export.load_model(model_path, batch_size=batch_size)
     inputs = list(inputs)
-    if len(inputs) == 1 and tf.io.gfile.exists(f"{inputs[0].rstrip('/')}/{convert.MANIFEST}"):
+    if len(inputs) == 1 and tf.io.gfile.exists(f"{inputs[0].rstrip('/')}/{manifest_file.MANIFEST}"):
         from leukemia_tf import evaluation
         manifest = pipeline.load(inputs[0])
         sel = pipeline.Selection(split) if split in ("test", "validation") else \

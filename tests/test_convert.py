@@ -1,4 +1,5 @@
 """The converter: shards, manifest, resume, kill -9, verify, bad input, ram://."""
+import hashlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from leukemia_tf.data import cnmc, convert, images, records
-from conftest import build_tree, real_sample_paths
+from conftest import REAL_SAMPLES, build_tree, real_sample_paths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,19 +36,18 @@ def test_real_samples_convert_pixel_exact(real_tree, tmp_path):
     manifest = convert.convert(_cfg(real_tree, out))
     assert manifest["splits"]["train"]["num_examples"] == 7
     assert manifest["splits"]["validation"]["num_examples"] == 1
-    originals = {os.path.relpath(p, real_tree): p for p in
-                 [q.replace(os.path.dirname(os.path.dirname(q)), os.path.dirname(os.path.dirname(q)))
-                  for q in real_sample_paths()]}
-    seen = 0
+    # Compare with the original sample files, not the copy the converter read.
+    originals = {os.path.relpath(p, os.path.join(REAL_SAMPLES, cnmc.ROOT_NAME)): p
+                 for p in real_sample_paths()}
+    seen = set()
     for ex in _read_all(out, manifest):
         rel = ex["image/source_path"].numpy().decode()
-        src = open(os.path.join(real_tree, rel), "rb").read()
+        src = open(originals[rel], "rb").read()
         pixels = records.decoder("png", 450)(ex).numpy()
         np.testing.assert_array_equal(pixels, tf.io.decode_bmp(src, channels=3).numpy())
-        import hashlib
         assert ex["image/sha256"].numpy().decode() == hashlib.sha256(src).hexdigest()
-        seen += 1
-    assert seen == 8 and originals
+        seen.add(rel)
+    assert seen == set(originals) and len(seen) == 8
     val = [e for e in _read_all(out, manifest) if e["image/split"].numpy() == b"validation"][0]
     assert val["image/patient_id"].numpy() == b"53" and val["image/class/label"].numpy() == 1
 
@@ -75,7 +75,9 @@ def test_tree_all_splits_canvas_and_manifest(tiny_tree, tmp_path):
             np.testing.assert_array_equal(got, src[75:525, 75:525])
             assert ex["image/class/label"].numpy() == -1 and ex["image/fold"].numpy() == -1
     assert convert.verify(str(out))["examples"] == 19
-    assert "train" in convert.summarize(manifest)
+    summary = convert.summarize(manifest).splitlines()
+    assert [line.split()[:2] for line in summary[1:4]] == [["train", "12"],
+                                                           ["validation", "4"], ["test", "3"]]
 
 
 def test_stored_resize_and_raw(tiny_tree, tmp_path):
@@ -169,7 +171,7 @@ def test_bad_tree_entries_are_recorded_in_the_manifest(tiny_tree, tmp_path):
 
 
 def test_cli_exit_status_and_kill9_resume(tmp_path):
-    tree = build_tree(str(tmp_path / "data"), per_class_per_fold=4, n_val=8, n_test=4)
+    tree = build_tree(str(tmp_path / "data"), per_class_per_fold=2, n_val=4, n_test=2)
     out = tmp_path / "rec"
     cmd = [sys.executable, os.path.join(REPO, "tools", "convert_to_tfrecords.py"),
            f"--data_dir={tree}", f"--output_dir={out}", "--num_shards=4", "--num_workers=1",
@@ -178,25 +180,29 @@ def test_cli_exit_status_and_kill9_resume(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = out / ".progress"
     deadline = time.time() + 120
-    while time.time() < deadline:
-        if progress.exists() and len(list(progress.iterdir())) >= 2:
-            break
+    while not (progress.exists() and len(list(progress.glob("*.json"))) >= 2):
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("the converter never finished two shards (or ended before the kill)")
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "manifest.json").exists(), "killed run must not look complete"
     with pytest.raises(convert.ConvertError, match="no complete conversion"):
         convert.load_manifest(str(out))
-    done = len(list(progress.iterdir()))
+    done = len(list(progress.glob("*.json")))
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     manifest = json.load(open(out / "manifest.json"))
     assert manifest["stats"]["reused_shards"] >= done - 1 >= 1
-    assert manifest["splits"]["train"]["num_examples"] == 24
-    assert not [n for n in os.listdir(out) if ".tmp-" in n]
+    assert manifest["splits"]["train"]["num_examples"] == 12
+    assert not [n for n in os.listdir(out) + os.listdir(progress) if ".tmp-" in n]
     verify = subprocess.run(cmd[:2] + [f"--output_dir={out}", "--verify"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0 and "verified" in verify.stdout
     bad = subprocess.run(cmd[:2] + [f"--data_dir={tmp_path}/nothing", f"--output_dir={out}2"],
                          env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "not a C-NMC tree" in bad.stderr
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines()[-1] == (
+        f"error: not a C-NMC tree (expected C-NMC_Leukemia/ or training_data/, "
+        f"validation_data/, testing_data/ inside it), {tmp_path}/nothing")

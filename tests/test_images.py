@@ -71,3 +71,19 @@ def test_canvas_crops_and_pads_without_rescaling():
     out = images.to_canvas(small, 450)
     assert out.shape == (450, 450, 3) and (out == 7).all(axis=2).sum() == 100 * 120
     assert out[0, 0].tolist() == [0, 0, 0]
+
+
+def test_16bit_png_is_scaled_to_8_bits():
+    """`Image.convert("RGB")` clips 16-bit grey at 255 (a near-binary image); decode
+    scales v -> round(v * 255 / 65535) instead, for the converter and predict alike."""
+    import io
+    from PIL import Image
+    values = np.array([[0, 128, 257, 32768], [40000, 65279, 65535, 1000]], np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(values).save(buf, format="PNG")
+    assert Image.open(io.BytesIO(buf.getvalue())).mode.startswith("I;16")
+    got = images.decode(buf.getvalue())
+    want = np.array([[0, 0, 1, 128], [156, 254, 255, 4]], np.uint8)
+    assert got.shape == (2, 4, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got[:, :, 0], want)
+    np.testing.assert_array_equal(got[:, :, 2], want)

@@ -3,9 +3,10 @@
   python tools/convert_to_tfrecords.py --data_dir=<C-NMC_Leukemia root> --output_dir=<dir>
   python tools/convert_to_tfrecords.py --output_dir=<dir> --verify
 """
+import errno
 import sys
 
-from absl import app, flags, logging
+from absl import flags
 
 from leukemia_tf.data import cnmc, convert
 from leukemia_tf.cli import common
@@ -33,37 +34,59 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     d.enum("on_error", "raise", ["raise", "skip"],
            "Bad input: stop naming the file (raise) or record it in the manifest (skip).")
     d.bool("verify", False, "Only verify --output_dir against its manifest.")
-    d.bool("progress", True, "Show a progress bar.")
+    d.bool("progress", True, "Show progress: a bar in a terminal, a plain line every 30 s "
+           "otherwise; a summary line at the end.")
 
 
 def main(argv):
     del argv
-    if not FLAGS.output_dir:
-        raise app.UsageError("--output_dir is required")
     try:
-        if FLAGS.verify and not FLAGS.data_dir:
-            report = convert.verify(FLAGS.output_dir)
-            print(f"verified {report['shards']} shards, {report['examples']} examples: "
-                  f"{report['by_split']}")
-            return 0
-        if not FLAGS.data_dir:
-            raise app.UsageError("--data_dir is required (or --verify alone)")
-        cfg = convert.ConvertConfig(
-            data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, encoding=FLAGS.encoding,
-            jpeg_quality=FLAGS.jpeg_quality, png_compression=FLAGS.png_compression,
-            canvas_size=FLAGS.canvas_size, image_size=FLAGS.image_size,
-            shard_size_mb=FLAGS.shard_size_mb, num_shards=FLAGS.num_shards,
-            num_workers=FLAGS.num_workers, seed=FLAGS.seed, on_error=FLAGS.on_error,
-            progress=FLAGS.progress)
-        manifest = convert.convert(cfg)
-        print(convert.summarize(manifest))
-        if FLAGS.verify:
-            report = convert.verify(FLAGS.output_dir)
-            print(f"verified {report['shards']} shards, {report['examples']} examples")
+        return _run()
     except (cnmc.CnmcError, convert.ConvertError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _fail(str(e))
+    except OSError as e:  # read-only or full disk, missing folder: say which file
+        if e.errno not in _EXPECTED_ERRNO:
+            raise
+        return _fail(f"{e.strerror}, {e.filename or '?'}")
+    except Exception as e:  # tf.errors from a URL file system, same kinds as above
+        if type(e).__name__ not in _EXPECTED_TF_ERRORS:
+            raise
+        return _fail(getattr(e, "message", str(e)))
+
+
+# Failures a user can act on get one line; anything else keeps its traceback.
+_EXPECTED_ERRNO = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                   errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+_EXPECTED_TF_ERRORS = {"PermissionDeniedError", "ResourceExhaustedError", "NotFoundError"}
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _run() -> int:
+    if not FLAGS.output_dir:
+        raise convert.ConvertError("--output_dir is required")
+    if FLAGS.verify and not FLAGS.data_dir:
+        report = convert.verify(FLAGS.output_dir)
+        print(f"verified {report['shards']} shards, {report['examples']} examples: "
+              f"{report['by_split']}")
+        return 0
+    if not FLAGS.data_dir:
+        raise convert.ConvertError("--data_dir is required (or --verify alone)")
+    cfg = convert.ConvertConfig(
+        data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, encoding=FLAGS.encoding,
+        jpeg_quality=FLAGS.jpeg_quality, png_compression=FLAGS.png_compression,
+        canvas_size=FLAGS.canvas_size, image_size=FLAGS.image_size,
+        shard_size_mb=FLAGS.shard_size_mb, num_shards=FLAGS.num_shards,
+        num_workers=FLAGS.num_workers, seed=FLAGS.seed, on_error=FLAGS.on_error,
+        progress=FLAGS.progress)
+    manifest = convert.convert(cfg)
+    print(convert.summarize(manifest))
+    if FLAGS.verify:
+        report = convert.verify(FLAGS.output_dir)
+        print(f"verified {report['shards']} shards, {report['examples']} examples")
     return 0
 
 

@@ -15,14 +15,14 @@ returned as skip records; nothing is dropped silently.
 from __future__ import annotations
 
 import csv
-import io
-import os
+import io as _textio
 import posixpath
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from leukemia_tf import io
 from leukemia_tf.errors import UserError
 
 ROOT_NAME = "C-NMC_Leukemia"
@@ -69,14 +69,14 @@ def normalise_patient(patient: str) -> str:
 def find_root(path: str) -> str:
     """Accept the `C-NMC_Leukemia` folder itself or the folder above it."""
     path = path.rstrip("/") or "/"
-    if _isdir(_join(path, TRAIN_DIR)) or _isdir(_join(path, "validation_data")) or \
-            _isdir(_join(path, "testing_data")):
+    if io.isdir(_join(path, TRAIN_DIR)) or io.isdir(_join(path, "validation_data")) or \
+            io.isdir(_join(path, "testing_data")):
         return path
     inner = _join(path, ROOT_NAME)
-    if _isdir(inner):
+    if io.isdir(inner):
         return inner
-    raise CnmcError(f"{path}: not a C-NMC tree (expected {ROOT_NAME}/ or "
-                    f"{TRAIN_DIR}/, validation_data/, testing_data/ inside it)")
+    raise CnmcError(f"not a C-NMC tree (expected {ROOT_NAME}/ or {TRAIN_DIR}/, "
+                    f"validation_data/, testing_data/ inside it), {path}")
 
 
 class _Collector:
@@ -90,13 +90,13 @@ class _Collector:
 
     def problem(self, rel_path: str, reason: str) -> None:
         if self.on_error == "raise":
-            raise CnmcError(f"{rel_path}: {reason} (use --on_error=skip to record and skip it)")
+            raise CnmcError(f"{reason}, {rel_path} (use --on_error=skip to record and skip it)")
         self.skipped.append({"path": rel_path, "reason": reason})
 
 
 def read_labels_csv(text: str) -> List[Dict[str, str]]:
     """Rows of the validation labels CSV; checks the header."""
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(_textio.StringIO(text))
     needed = {"Patient_ID", "new_names", "labels"}
     if reader.fieldnames is None or not needed <= set(reader.fieldnames):
         raise CnmcError(f"{VAL_CSV}: header must have columns {sorted(needed)}, "
@@ -251,22 +251,32 @@ def discover(path: str, on_error: str = "raise") -> Tuple[pd.DataFrame, List[Dic
       (table with columns COLUMNS, one row per image, skip records `{path, reason}`).
     """
     root = find_root(path)
+    unreadable = _Collector(on_error)
     rel_paths, sizes = [], {}
-    for dirpath, _, files in _walk(root):
-        for name in files:
+    for dirpath, _, files in io.walk(root):
+        for name in sorted(files):
             full = _join(dirpath, name)
-            rel = posixpath.relpath(full, root) if "://" not in root else full[len(root) + 1:]
+            rel = posixpath.relpath(full, root) if not io.is_url(root) else full[len(root) + 1:]
+            try:
+                sizes[rel] = io.size(full)
+            except Exception as e:  # listed but not statable: a dangling symlink, no access
+                if io.is_url(full) and not io.exists(full):
+                    continue  # ram:// lists `<dir>_labels.csv` also as `<dir>/_labels.csv`
+                if not isinstance(e, OSError) and not io.is_url(full):
+                    raise
+                what = "dangling symbolic link" if not io.exists(full) else "cannot read file"
+                unreadable.problem(rel, f"{what} ({getattr(e, 'strerror', None) or e})")
+                continue
             rel_paths.append(rel)
-            sizes[rel] = _size(full)
     labels_rows = None
     csv_path = _join(root, VAL_CSV)
-    if _exists(csv_path):
-        labels_rows = read_labels_csv(_read_text(csv_path))
+    if io.exists(csv_path):
+        labels_rows = read_labels_csv(io.read_text(csv_path))
     table, skipped = table_from_paths(sorted(rel_paths), sizes, labels_rows, root=root,
                                       on_error=on_error)
     if table.empty:
-        raise CnmcError(f"{root}: no C-NMC images found")
-    return table, skipped
+        raise CnmcError(f"no C-NMC images found, {root}")
+    return table, unreadable.skipped + skipped
 
 
 def duplicate_groups(table: pd.DataFrame) -> List[Dict[str, object]]:
@@ -289,42 +299,5 @@ def duplicate_groups(table: pd.DataFrame) -> List[Dict[str, object]]:
     return groups
 
 
-# File system access: plain os for local paths, tf.io.gfile for URLs (gs://, ram://).
-def _is_url(path: str) -> bool:
-    return "://" in path
-
-
 def _join(*parts: str) -> str:
-    return posixpath.join(*parts) if any(_is_url(p) for p in parts) else os.path.join(*parts)
-
-
-def _gfile():
-    import tensorflow as tf  # only for URLs; local trees need no TensorFlow
-    return tf.io.gfile
-
-
-def _isdir(path: str) -> bool:
-    return _gfile().isdir(path) if _is_url(path) else os.path.isdir(path)
-
-
-def _exists(path: str) -> bool:
-    return _gfile().exists(path) if _is_url(path) else os.path.exists(path)
-
-
-def _size(path: str) -> int:
-    return _gfile().stat(path).length if _is_url(path) else os.path.getsize(path)
-
-
-def _walk(root: str):
-    if _is_url(root):
-        yield from _gfile().walk(root)
-    else:
-        yield from os.walk(root)
-
-
-def _read_text(path: str) -> str:
-    if _is_url(path):
-        with _gfile().GFile(path, "r") as f:
-            return f.read()
-    with open(path, encoding="utf-8-sig") as f:
-        return f.read()
+    return io.join(*parts)

@@ -1,9 +1,17 @@
 """Convert a C-NMC tree into sharded TFRecords with a manifest.
 
-Plan -> encode in worker processes -> write shards under temporary names -> rename ->
-manifest last. A shard counts as done only when its final name exists and its progress
-record (settings fingerprint, sha256) matches, so a re-run skips verified shards and an
-interrupted run (even kill -9) leaves no manifest and no complete-looking shard.
+The output dir is a record of one conversion, and the converter touches only what it owns:
+1. Check every setting, the tree and the output dir before anything is removed: a typo'd
+   flag or path leaves a finished records dir usable. A file this converter did not write
+   (no manifest or progress record of ours names it) is never removed or overwritten.
+2. Plan shards. A planned shard is reused only when its progress record was made from the
+   same settings, entries, labels and input bytes (every input's sha256; the labels CSV's
+   sha256 for validation shards) and the shard file still has the recorded checksum. Sizes
+   prove nothing: every C-NMC training BMP has the same size.
+3. Encode the rest in worker processes, streaming (see `_stream`), write each shard under
+   a temporary name in .progress/, rename it, then write its progress record atomically.
+4. Remove shards of an earlier plan that our own records name; examples.csv; the manifest
+   last (temporary name + rename), so an interrupted run (even kill -9) never looks done.
 """
 from __future__ import annotations
 
@@ -15,23 +23,27 @@ import math
 import multiprocessing
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
-from leukemia_tf.data import cnmc, images
-from leukemia_tf.errors import UserError
+from leukemia_tf import io
+from leukemia_tf.data import cnmc, images, output_dir, streaming
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data.manifest import EXAMPLES, MANIFEST, PROGRESS_DIR  # noqa: F401
+from leukemia_tf.progress import Progress
 
-MANIFEST = "manifest.json"
-EXAMPLES = "examples.csv"
-PROGRESS_DIR = ".progress"
+ConvertError = manifest_lib.ManifestError  # one error type for records dirs and conversions
+file_sha256 = streaming.file_sha256
+load_manifest = manifest_lib.load
+summarize = manifest_lib.summarize
+# Bump when the same input and settings would give other stored bytes (e.g. another
+# resize): progress records of an older layout are then not reused.
+LAYOUT_VERSION = 2
+PROGRESS_INTERVAL = 30.0        # seconds between plain progress lines when not a terminal
 _RECORD_OVERHEAD = 400  # bytes of proto fields and TFRecord framing per example
 log = logging.getLogger(__name__)
-
-
-class ConvertError(RuntimeError, UserError):
-    """Conversion or verification failed; the message says where and why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +63,38 @@ class ConvertConfig:
     progress: bool = True
 
     def output_settings(self) -> dict:
-        """The settings that change the bytes written (the resume fingerprint)."""
+        """The settings that change the bytes written (part of the reuse key)."""
         keys = ("encoding", "jpeg_quality", "png_compression", "canvas_size", "image_size",
                 "seed", "on_error")
         return {k: getattr(self, k) for k in keys}
+
+    def validate(self) -> None:
+        """Raises ConvertError listing every invalid setting (nothing is touched before)."""
+        bad = []
+        if not self.data_dir:
+            bad.append("--data_dir is required")
+        if not self.output_dir:
+            bad.append("--output_dir is required")
+        if self.encoding not in images.ENCODINGS:
+            bad.append(f"--encoding={self.encoding} (choose from {', '.join(images.ENCODINGS)})")
+        if not 1 <= self.jpeg_quality <= 100:
+            bad.append(f"--jpeg_quality={self.jpeg_quality} (1..100)")
+        if not 0 <= self.png_compression <= 9:
+            bad.append(f"--png_compression={self.png_compression} (0..9)")
+        if self.canvas_size <= 0:
+            bad.append(f"--canvas_size={self.canvas_size} (must be > 0)")
+        if self.image_size < 0:
+            bad.append(f"--image_size={self.image_size} (0 = the canvas, or > 0)")
+        if not self.shard_size_mb > 0 or not math.isfinite(self.shard_size_mb):
+            bad.append(f"--shard_size_mb={self.shard_size_mb} (must be > 0)")
+        if self.num_shards < 0:
+            bad.append(f"--num_shards={self.num_shards} (0 = by size, or > 0)")
+        if self.num_workers < 0:
+            bad.append(f"--num_workers={self.num_workers} (0 = all cores, or > 0)")
+        if self.on_error not in ("raise", "skip"):
+            bad.append(f"--on_error={self.on_error} (raise or skip)")
+        if bad:
+            raise ConvertError("invalid settings: " + "; ".join(bad))
 
 
 # ---------------------------------------------------------------- worker side (no TF)
@@ -86,27 +126,23 @@ def _encode_one(task: Tuple[int, str, Optional[bytes], dict]):
         return index, None, f"cannot read file: {e}"
 
 
-# ---------------------------------------------------------------- parent side
-def _gfile():
-    import tensorflow as tf
-    return tf.io.gfile
+def _work(task: Tuple[int, str, Optional[bytes], dict]):
+    """Worker: read a local input itself, encode it; returns (index, result, error, sha256).
 
-
-def _join(a: str, b: str) -> str:
-    return a.rstrip("/") + "/" + b
-
-
-def file_sha256(path: str) -> Tuple[str, int]:
-    """(sha256 hex, size) of a file read through tf.io.gfile."""
-    h, n = hashlib.sha256(), 0
-    with _gfile().GFile(path, "rb") as f:
-        while True:
-            chunk = f.read(8 << 20)
-            if not chunk:
-                break
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
+    Runs in a forked process: numpy, Pillow and `leukemia_tf.io` on local paths only,
+    never TensorFlow (URL inputs arrive as bytes read by the parent: `streaming.stream`).
+    """
+    index, path, data, settings = task
+    if data is None:
+        if io.is_url(path):  # a forked worker must not start TensorFlow's file systems
+            return index, None, "internal error: URL input reached a worker unread", None
+        try:
+            data = io.read_bytes(path)
+        except OSError as e:
+            return index, None, f"cannot read file: {e.strerror or e}", None
+    _, result, error = _encode_one((index, path, data, settings))
+    sha = result["sha256"] if result is not None else hashlib.sha256(data).hexdigest()
+    return index, result, error, sha
 
 
 def _plan(table: pd.DataFrame, cfg: ConvertConfig, avg_bytes: float) -> List[dict]:
@@ -127,48 +163,88 @@ def _plan(table: pd.DataFrame, cfg: ConvertConfig, avg_bytes: float) -> List[dic
             count = max(1, math.ceil(len(rows) * avg_bytes / (cfg.shard_size_mb * 2 ** 20)))
         for i, part in enumerate(np.array_split(np.arange(len(rows)), count)):
             sub = rows.iloc[part]
+            fold = sub["fold"].iloc[0]
             shards.append({"path": records.shard_name(prefix, i, count), "prefix": prefix,
                            "split": str(sub["split"].iloc[0]),
-                           "fold": None if pd.isna(sub["fold"].iloc[0]) else int(sub["fold"].iloc[0]),
+                           "fold": None if pd.isna(fold) else int(fold),
                            "entries": sub.to_dict("records")})
     return shards
 
 
-def _estimate_bytes(table: pd.DataFrame, cfg: ConvertConfig, settings: dict) -> float:
+def _estimate_bytes(table: pd.DataFrame, settings: dict) -> float:
     """Mean encoded bytes per example from a deterministic sample of up to 16 images."""
     sample = table.sort_values("rel_path").iloc[:: max(1, len(table) // 16)][:16]
     sizes = []
     for path in sample["path"]:
-        data = None if "://" not in path else _gfile().GFile(path, "rb").read()
+        try:
+            data = io.read_bytes(path)
+        except Exception:  # noqa: BLE001 - named later, when the file is encoded
+            continue
         _, result, _ = _encode_one((0, path, data, settings))
         if result is not None:
             sizes.append(len(result["encoded"]))
     return (float(np.mean(sizes)) if sizes else 600_000.0) + _RECORD_OVERHEAD
 
 
-def _fingerprint(cfg: ConvertConfig, shard: dict) -> str:
-    payload = {"settings": cfg.output_settings(), "shard": shard["path"],
-               "entries": [(e["rel_path"], None if pd.isna(e["size"]) else int(e["size"]))
-                           for e in shard["entries"]]}
+def _entry_meta(e: dict) -> list:
+    def opt_int(v):
+        return None if pd.isna(v) else int(v)
+    return [e["rel_path"], e["split"], opt_int(e["fold"]), opt_int(e["label"]),
+            e["patient_id"] if isinstance(e["patient_id"], str) else "",
+            e.get("original_name") or ""]
+
+
+def _plan_key(cfg: ConvertConfig, shard: dict, labels_sha: str) -> str:
+    """What a shard is made of, except the input bytes: settings, entries, labels file."""
+    payload = {"layout": LAYOUT_VERSION, "settings": cfg.output_settings(),
+               "shard": shard["path"], "entries": [_entry_meta(e) for e in shard["entries"]],
+               "labels_csv": labels_sha if shard["split"] == "validation" else None}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _load_done(cfg: ConvertConfig, shard: dict, fingerprint: str) -> Optional[dict]:
-    """The progress record of a shard that is complete and verifies, else None."""
-    gf = _gfile()
-    final = _join(cfg.output_dir, shard["path"])
-    record = _join(cfg.output_dir, f"{PROGRESS_DIR}/{shard['path']}.json")
-    if not (gf.exists(final) and gf.exists(record)):
-        return None
-    with gf.GFile(record, "r") as f:
-        done = json.load(f)
-    if done.get("fingerprint") != fingerprint:
-        return None
-    sha, size = file_sha256(final)
-    if sha != done["sha256"] or size != done["bytes"]:
-        log.warning("%s: checksum differs from its progress record; rewriting", final)
-        return None
-    return done
+def _fingerprint(plan_key: str, input_shas: List[Optional[str]]) -> str:
+    return hashlib.sha256(json.dumps([plan_key, input_shas]).encode()).hexdigest()
+
+
+def _labels_sha(root: str) -> Optional[str]:
+    path = io.join(root, cnmc.VAL_CSV)
+    return streaming.file_sha256(path)[0] if io.exists(path) else None
+
+
+def _reuse(cfg: ConvertConfig, out: output_dir.OutputDir, shards: List[dict], metas: dict,
+           skipped: list) -> Tuple[List[dict], dict]:
+    """Mark shards whose inputs are provably unchanged as reused; returns (todo, stats)."""
+    candidates = []
+    for shard in shards:
+        record_path = output_dir.record_path(out.dir, shard["path"])
+        if shard["path"] not in out.names or not io.exists(record_path):
+            continue
+        record = output_dir.read_record(record_path)
+        if record is not None and record.get("plan_key") == shard["plan_key"]:
+            candidates.append((shard, record))
+    paths = [e["path"] for shard, _ in candidates for e in shard["entries"]]
+    start = time.perf_counter()
+    threads = max(4, cfg.num_workers or os.cpu_count() or 1)
+    shas = streaming.hash_inputs(paths, threads, cfg.progress, PROGRESS_INTERVAL)
+    stats = {"hashed_images": len(paths), "hash_seconds": round(time.perf_counter() - start, 2)}
+    for shard, record in candidates:
+        now = _fingerprint(shard["plan_key"], [shas[e["path"]] for e in shard["entries"]])
+        if now != record.get("fingerprint"):
+            continue
+        sha, size = streaming.file_sha256(io.join(out.dir, shard["path"]))
+        if sha != record.get("sha256") or size != record.get("bytes"):
+            log.warning("%s: checksum differs from its progress record; rewriting",
+                        io.join(out.dir, shard["path"]))
+            continue
+        shard.update(num_examples=record["num_examples"], bytes=size, sha256=sha,
+                     reused=True)
+        metas[shard["path"]] = record["examples"]
+        skipped.extend(record["skipped"])
+    todo = [s for s in shards if not s.get("reused")]
+    if len(todo) < len(shards):
+        log.info("%d of %d shards made from the same inputs and settings; reusing them",
+                 len(shards) - len(todo), len(shards))
+    return todo, stats
 
 
 def _example_meta(entry: dict, result: dict) -> dict:
@@ -179,199 +255,116 @@ def _example_meta(entry: dict, result: dict) -> dict:
             "sha256": result["sha256"], "source_shape": result["source_shape"]}
 
 
+def _write_shard(cfg: ConvertConfig, out: output_dir.OutputDir, shard: dict, results: Iterator,
+                 bar: Progress) -> None:
+    """Write one shard under a temporary name, rename it, then its progress record."""
+    import tensorflow as tf
+    from leukemia_tf.data import records
+    tmp = io.join(out.dir, PROGRESS_DIR, f"{shard['path']}.tmp-{os.getpid()}")
+    examples, skipped, shas = [], [], []
+    try:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for entry in shard["entries"]:
+                _, result, error, sha = next(results)
+                bar.update(1)
+                shas.append(sha)
+                if error is not None:
+                    if cfg.on_error == "raise":
+                        raise ConvertError(f"{error}, {entry['rel_path']} "
+                                           "(use --on_error=skip to record and skip it)")
+                    skipped.append({"path": entry["rel_path"], "reason": error})
+                    continue
+                meta = _example_meta(entry, result)
+                writer.write(records.encode_example(
+                    result["encoded"], cfg.encoding, result["height"], result["width"],
+                    records.UNLABELED if meta["label"] is None else meta["label"],
+                    meta["patient_id"],
+                    records.NO_FOLD if meta["fold"] is None else meta["fold"],
+                    meta["split"], meta["rel_path"], meta["sha256"]))
+                examples.append(meta)
+        sha, size = streaming.file_sha256(tmp)
+        out.invalidate()
+        io.rename(tmp, io.join(out.dir, shard["path"]), overwrite=True)
+    except BaseException:
+        io.remove(tmp)
+        raise
+    shard.update(num_examples=len(examples), bytes=size, sha256=sha, reused=False,
+                 examples=examples, skipped=skipped)
+    io.write_json(output_dir.record_path(out.dir, shard["path"]), {
+        "writer": manifest_lib.WRITER, "shard": shard["path"], "plan_key": shard["plan_key"],
+        "fingerprint": _fingerprint(shard["plan_key"], shas), "num_examples": len(examples),
+        "bytes": size, "sha256": sha, "examples": examples, "skipped": skipped})
+
+
+def _encode_shards(cfg: ConvertConfig, out: output_dir.OutputDir, todo: List[dict], metas: dict,
+                   skipped: list, bar: Progress) -> int:
+    """Encode and write every shard of `todo`; returns the number of inputs read."""
+    settings = cfg.output_settings()
+    tasks = [(i, path, None, settings) for i, path in
+             enumerate(e["path"] for s in todo for e in s["entries"])]
+    workers = cfg.num_workers or os.cpu_count() or 1
+    pool = None
+    if workers > 1 and len(tasks) > 1:
+        # fork: workers run numpy/Pillow only and never touch TensorFlow state (`_work`).
+        pool = multiprocessing.get_context("fork").Pool(workers)
+    results = streaming.stream(_work, tasks, pool, max(8, 4 * workers))
+    try:
+        for shard in todo:
+            _write_shard(cfg, out, shard, results, bar)
+            metas[shard["path"]] = shard["examples"]
+            skipped.extend(shard["skipped"])
+    finally:
+        results.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return len(tasks)
+
+
 def convert(cfg: ConvertConfig) -> dict:
     """Convert `cfg.data_dir` into shards under `cfg.output_dir`; returns the manifest.
 
     Raises:
-      ConvertError / cnmc.CnmcError: bad input with on_error="raise", or write failures.
+      ConvertError / cnmc.CnmcError: invalid settings or output dir (raised before any
+        file is touched), bad input with on_error="raise", or write failures.
     """
-    import tensorflow as tf
-    from leukemia_tf.data import records
-    from tqdm import tqdm
-
-    if cfg.encoding not in images.ENCODINGS:
-        raise ConvertError(f"unknown encoding {cfg.encoding!r}; choose from {images.ENCODINGS}")
+    cfg.validate()
     start = time.perf_counter()
-    gf = tf.io.gfile
-    gf.makedirs(_join(cfg.output_dir, PROGRESS_DIR))
-    manifest_path = _join(cfg.output_dir, MANIFEST)
-    if gf.exists(manifest_path):  # an old manifest must not vouch for a half-new output
-        gf.remove(manifest_path)
-
-    table, skipped = cnmc.discover(cfg.data_dir, on_error=cfg.on_error)
     root = cnmc.find_root(cfg.data_dir)
-    settings = cfg.output_settings()
-    avg_bytes = _estimate_bytes(table, cfg, settings) if cfg.num_shards <= 0 else 0.0
+    out = output_dir.inspect(cfg.output_dir, [cfg.data_dir, root])
+    table, skipped = cnmc.discover(cfg.data_dir, on_error=cfg.on_error)
+    avg_bytes = _estimate_bytes(table, cfg.output_settings()) if cfg.num_shards <= 0 else 0.0
     shards = _plan(table, cfg, avg_bytes)
-
-    todo, metas = [], {}
+    output_dir.refuse_foreign(out, [s["path"] for s in shards])
+    labels_sha = _labels_sha(root)
     for shard in shards:
-        shard["fingerprint"] = _fingerprint(cfg, shard)
-        done = _load_done(cfg, shard, shard["fingerprint"])
-        if done is not None:
-            shard.update(num_examples=done["num_examples"], bytes=done["bytes"],
-                         sha256=done["sha256"], reused=True)
-            metas[shard["path"]] = done["examples"]
-            skipped.extend(done["skipped"])
-        else:
-            todo.append(shard)
-    n_reused = len(shards) - len(todo)
-    if n_reused:
-        log.info("%d of %d shards already complete and verified; skipping them",
-                 n_reused, len(shards))
+        shard["plan_key"] = _plan_key(cfg, shard, labels_sha)
+    metas: Dict[str, List[dict]] = {}
+    todo, stats = _reuse(cfg, out, shards, metas, skipped)
 
-    tasks = []
-    for shard in todo:
-        for entry in shard["entries"]:
-            path = entry["path"]
-            data = gf.GFile(path, "rb").read() if "://" in path else None
-            tasks.append((len(tasks), path, data, settings))
-    workers = cfg.num_workers or os.cpu_count() or 1
-    pool = None
-    if workers > 1 and len(tasks) > 1:
-        # fork: workers run numpy/Pillow only and never touch TensorFlow state.
-        pool = multiprocessing.get_context("fork").Pool(workers)
-        results = pool.imap(_encode_one, tasks, chunksize=4)
-    else:
-        results = map(_encode_one, tasks)
-    bar = tqdm(total=len(tasks), unit="img", desc="convert", disable=not cfg.progress,
-               smoothing=0.1)
+    io.makedirs(io.join(cfg.output_dir, PROGRESS_DIR))
+    bar = Progress(sum(len(s["entries"]) for s in todo), "convert", enabled=cfg.progress,
+                   interval=PROGRESS_INTERVAL)
     try:
-        for shard in todo:
-            shard["skipped"] = []
-            final = _join(cfg.output_dir, shard["path"])
-            tmp = f"{final}.tmp-{os.getpid()}"
-            examples = []
-            with tf.io.TFRecordWriter(tmp) as writer:
-                for entry in shard["entries"]:
-                    _, result, error = next(results)
-                    bar.update(1)
-                    if error is not None:
-                        if cfg.on_error == "raise":
-                            raise ConvertError(f"{entry['rel_path']}: {error} "
-                                               "(use --on_error=skip to record and skip it)")
-                        shard["skipped"].append({"path": entry["rel_path"], "reason": error})
-                        continue
-                    meta = _example_meta(entry, result)
-                    writer.write(records.encode_example(
-                        result["encoded"], cfg.encoding, result["height"], result["width"],
-                        records.UNLABELED if meta["label"] is None else meta["label"],
-                        meta["patient_id"],
-                        records.NO_FOLD if meta["fold"] is None else meta["fold"],
-                        meta["split"], meta["rel_path"], meta["sha256"]))
-                    examples.append(meta)
-            sha, size = file_sha256(tmp)
-            gf.rename(tmp, final, overwrite=True)
-            shard.update(num_examples=len(examples), bytes=size, sha256=sha, reused=False)
-            with gf.GFile(_join(cfg.output_dir, f"{PROGRESS_DIR}/{shard['path']}.json"),
-                          "w") as f:
-                json.dump({"fingerprint": shard["fingerprint"], "num_examples": len(examples),
-                           "bytes": size, "sha256": sha, "examples": examples,
-                           "skipped": shard["skipped"]}, f)
-            metas[shard["path"]] = examples
-            skipped.extend(shard["skipped"])
+        n_encoded = _encode_shards(cfg, out, todo, metas, skipped, bar)
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-    _remove_stale(cfg.output_dir, {s["path"] for s in shards})
+    output_dir.remove_stale(out, {s["path"] for s in shards})
     seconds = time.perf_counter() - start
-    manifest = _manifest(cfg, root, shards, metas, skipped, seconds, len(tasks))
-    with gf.GFile(_join(cfg.output_dir, EXAMPLES), "w") as f:
-        f.write(examples_table(manifest, metas).to_csv(index=False))
-    with gf.GFile(manifest_path + f".tmp-{os.getpid()}", "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=False)
-    gf.rename(manifest_path + f".tmp-{os.getpid()}", manifest_path, overwrite=True)
+    stats.update(seconds=round(seconds, 2), encoded_images=n_encoded,
+                 reused_shards=len(shards) - len(todo),
+                 images_per_sec=round(n_encoded / seconds, 1) if seconds else None)
+    settings = {**cfg.output_settings(), "shard_size_mb": cfg.shard_size_mb,
+                "num_shards": cfg.num_shards, "stored_size": cfg.image_size or cfg.canvas_size}
+    manifest = manifest_lib.build(settings, root, shards, metas, skipped, stats)
+    out.invalidate()
+    manifest_lib.write_examples(cfg.output_dir, manifest_lib.examples_table(shards, metas))
+    manifest_lib.write(cfg.output_dir, manifest)
+    checked = (f"; {stats['hashed_images']} inputs re-read to prove them unchanged"
+               if stats["hashed_images"] else "")
+    bar.close(f"encoded {n_encoded} images, reused {stats['reused_shards']} of "
+              f"{len(shards)} shards, in {seconds:.1f} s{checked}")
     return manifest
-
-
-def _remove_stale(output_dir: str, keep: set) -> None:
-    """Shards from an earlier plan (other counts) or dead temporaries would confuse a glob."""
-    from leukemia_tf.data import records
-    gf = _gfile()
-    for name in gf.listdir(output_dir):
-        if name in keep:
-            continue
-        if records.parse_shard_name(name) or ".tfrecord.tmp-" in name:
-            log.warning("removing stale %s", name)
-            gf.remove(_join(output_dir, name))
-
-
-def examples_table(manifest: dict, metas: Dict[str, List[dict]]) -> pd.DataFrame:
-    rows = []
-    for shard in manifest["shards"]:
-        for m in metas[shard["path"]]:
-            rows.append({"shard": shard["path"], **{k: v for k, v in m.items()
-                                                    if k != "source_shape"}})
-    return pd.DataFrame(rows, columns=["shard", "rel_path", "split", "fold", "label",
-                                       "patient_id", "sha256"])
-
-
-def _manifest(cfg, root, shards, metas, skipped, seconds, n_encoded) -> dict:
-    from leukemia_tf.data import records
-    all_meta = pd.DataFrame([m for s in shards for m in metas[s["path"]]],
-                            columns=["rel_path", "split", "fold", "label", "patient_id",
-                                     "sha256", "source_shape"])
-    splits = {}
-    for split in ("train", "validation", "test"):
-        part = all_meta[all_meta["split"] == split]
-        sh = [s for s in shards if s["split"] == split]
-        labels = part["label"].dropna().astype(int)
-        splits[split] = {
-            "num_examples": int(len(part)),
-            "by_label": {"all": int((labels == 1).sum()), "hem": int((labels == 0).sum()),
-                         "unlabeled": int(part["label"].isna().sum())},
-            "by_fold": {str(int(k)): int(v) for k, v in
-                        part["fold"].dropna().astype(int).value_counts().sort_index().items()},
-            "num_patients": int(part["patient_id"].replace("", np.nan).nunique()),
-            "by_patient": {str(k): int(v) for k, v in
-                           part[part["patient_id"] != ""]["patient_id"].value_counts()
-                           .sort_index().items()},
-            "num_shards": len(sh), "bytes": int(sum(s["bytes"] for s in sh)),
-        }
-        splits[split]["bytes_per_example"] = (
-            round(splits[split]["bytes"] / len(part)) if len(part) else 0)
-    dup_table = all_meta.rename(columns={}).assign(fold=all_meta["fold"].astype("Int64"))
-    groups = cnmc.duplicate_groups(dup_table)
-    warnings = []
-    cross_fold = [g for g in groups if g["cross_fold"]]
-    cross_split = [g for g in groups if g["cross_split"]]
-    if cross_fold:
-        warnings.append(f"{len(cross_fold)} groups of byte-identical images cross training "
-                        "folds: holding out one fold leaks these images into training")
-    if cross_split:
-        warnings.append(f"{len(cross_split)} groups of byte-identical images cross splits")
-    if skipped:
-        warnings.append(f"{len(skipped)} files skipped (see 'skipped')")
-    return {
-        "schema_version": records.SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source_root": root,
-        "settings": {**cfg.output_settings(), "shard_size_mb": cfg.shard_size_mb,
-                     "num_shards": cfg.num_shards,
-                     "stored_size": cfg.image_size or cfg.canvas_size},
-        "splits": splits,
-        "shards": [{"path": s["path"], "split": s["split"], "fold": s["fold"],
-                    "num_examples": s["num_examples"], "bytes": s["bytes"],
-                    "sha256": s["sha256"]} for s in shards],
-        "duplicates": [g["paths"] for g in groups],
-        "duplicate_groups": groups,
-        "skipped": skipped,
-        "warnings": warnings,
-        "stats": {"seconds": round(seconds, 2), "encoded_images": n_encoded,
-                  "reused_shards": sum(1 for s in shards if s.get("reused")),
-                  "images_per_sec": round(n_encoded / seconds, 1) if seconds else None},
-    }
-
-
-def load_manifest(records_dir: str) -> dict:
-    path = _join(records_dir, MANIFEST)
-    if not _gfile().exists(path):
-        raise ConvertError(f"{path} not found: no complete conversion in {records_dir} "
-                           "(run tools/convert_to_tfrecords.py)")
-    with _gfile().GFile(path, "r") as f:
-        return json.load(f)
 
 
 def verify(records_dir: str) -> dict:
@@ -384,11 +377,11 @@ def verify(records_dir: str) -> dict:
     manifest = load_manifest(records_dir)
     problems, counted = [], {}
     for shard in manifest["shards"]:
-        path = _join(records_dir, shard["path"])
-        if not tf.io.gfile.exists(path):
+        path = io.join(records_dir, shard["path"])
+        if not io.exists(path):
             problems.append(f"{shard['path']}: missing")
             continue
-        sha, size = file_sha256(path)
+        sha, size = streaming.file_sha256(path)
         if size != shard["bytes"] or sha != shard["sha256"]:
             problems.append(f"{shard['path']}: checksum mismatch (sha256 {sha[:12]}…, "
                             f"{size} bytes; manifest {shard['sha256'][:12]}…, {shard['bytes']})")
@@ -408,35 +401,9 @@ def verify(records_dir: str) -> dict:
         if n != shard["num_examples"]:
             problems.append(f"{shard['path']}: {n} records, manifest says {shard['num_examples']}")
         counted[shard["split"]] = counted.get(shard["split"], 0) + n
-    for split, info in manifest["splits"].items():
-        if counted.get(split, 0) != info["num_examples"] and not problems:
-            problems.append(f"split {split}: {counted.get(split, 0)} records, manifest says "
-                            f"{info['num_examples']}")
     if problems:
-        raise ConvertError("verification failed:\n  " + "\n  ".join(problems))
+        raise ConvertError(f"verification failed ({len(problems)} problem(s): "
+                           f"{problems[0]}), {records_dir}" +
+                           "".join(f"\n  {p}" for p in problems[1:]))
     return {"shards": len(manifest["shards"]), "examples": sum(counted.values()),
             "by_split": counted}
-
-
-def summarize(manifest: dict) -> str:
-    """A human-readable summary table of a manifest."""
-    lines = [f"{'split':<11}{'examples':>9}{'ALL':>7}{'hem':>7}{'unlab':>7}{'patients':>9}"
-             f"{'shards':>7}{'MB':>9}{'B/img':>9}  folds"]
-    for split, s in manifest["splits"].items():
-        b = s["by_label"]
-        lines.append(f"{split:<11}{s['num_examples']:>9}{b['all']:>7}{b['hem']:>7}"
-                     f"{b['unlabeled']:>7}{s['num_patients']:>9}{s['num_shards']:>7}"
-                     f"{s['bytes'] / 2**20:>9.1f}{s['bytes_per_example']:>9}  "
-                     f"{s['by_fold'] or '-'}")
-    st = manifest.get("stats", {})
-    lines.append(f"encoding={manifest['settings']['encoding']} "
-                 f"stored_size={manifest['settings']['stored_size']} "
-                 f"encoded {st.get('encoded_images')} images in {st.get('seconds')} s "
-                 f"({st.get('images_per_sec')} img/s), reused shards: {st.get('reused_shards')}")
-    lines.append(f"duplicate groups: {len(manifest['duplicates'])}; "
-                 f"skipped files: {len(manifest['skipped'])}")
-    for s in manifest["skipped"][:20]:
-        lines.append(f"  skipped {s['path']}: {s['reason']}")
-    for w in manifest["warnings"]:
-        lines.append(f"WARNING: {w}")
-    return "\n".join(lines)

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from leukemia_tf import io as fileio  # `io` is the standard library's here
 from leukemia_tf.errors import UserError
 
 ENCODINGS = ("png", "raw", "bmp", "jpeg")
@@ -111,14 +112,12 @@ def encode_bmp(image: np.ndarray, v5: bool = False) -> bytes:
 
 def write_bmp(path: str, image: np.ndarray, v5: bool = False) -> None:
     """Writes `encode_bmp(image, v5)` to `path`."""
-    with open(path, "wb") as f:
-        f.write(encode_bmp(image, v5))
+    fileio.write_bytes(path, encode_bmp(image, v5))
 
 
 def read_bmp(path: str) -> np.ndarray:
     """`decode_bmp` of the file at `path`; ImageError messages name the file."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data = fileio.read_bytes(path)
     try:
         return decode_bmp(data)
     except ImageError as e:
@@ -134,9 +133,34 @@ def decode(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
+            if im.mode in _WIDE_MODES:
+                return _to_uint8_rgb(im, fmt)
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except ImageError:
+        raise
     except Exception as e:  # Pillow raises many types for broken files
         raise ImageError(f"corrupt {fmt.upper()}: {e}") from None
+
+
+# Pillow modes whose samples are wider than 8 bits. `Image.convert("RGB")` clips them at
+# 255 instead of scaling, which turns a 16-bit grey image into a near-binary one.
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _to_uint8_rgb(im, fmt: str) -> np.ndarray:
+    """16-bit grey -> 8 bits by v * 255 / 65535 (rounded), as three equal channels.
+
+    32-bit integer or float samples have no agreed full scale: refused, not guessed.
+    """
+    if im.mode == "F" or (im.mode == "I" and fmt != "png"):
+        raise ImageError(f"unsupported {fmt.upper()}: {im.mode!r} pixels (32-bit integer or "
+                         "float samples; 8- or 16-bit images expected)")
+    wide = np.asarray(im).astype(np.int64)
+    if wide.min() < 0 or wide.max() > 65535:
+        raise ImageError(f"unsupported {fmt.upper()}: samples outside 0..65535 in mode "
+                         f"{im.mode!r}")
+    grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
 
 
 def to_canvas(image: np.ndarray, size: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from leukemia_tf.config import Config, DataConfig
-from leukemia_tf.data import convert, records
+from leukemia_tf.data import manifest as manifest_file, records
 
 AUTOTUNE = tf.data.AUTOTUNE
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def count_examples(manifest: dict, sel: Selection) -> int:
 def label_counts(manifest: dict, records_dir: str, sel: Selection) -> Dict[int, int]:
     """{1: ALL count, 0: hem count} from examples.csv (falls back to split totals)."""
     import pandas as pd
-    path = records_dir.rstrip("/") + "/" + convert.EXAMPLES
+    path = records_dir.rstrip("/") + "/" + manifest_file.EXAMPLES
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
             table = pd.read_csv(f)
@@ -258,4 +258,4 @@ def _resample(ds: tf.data.Dataset, seed: int) -> tf.data.Dataset:
 
 def load(records_dir: str) -> dict:
     """The manifest of a records dir (raises if the conversion is not complete)."""
-    return convert.load_manifest(records_dir)
+    return manifest_file.load(records_dir)

@@ -1,0 +1,68 @@
+"""Progress of a long step: a tqdm bar in a terminal, plain periodic lines in a log.
+
+Why two forms: a tqdm bar redraws with carriage returns, which a log file or CI console
+keeps as one enormous line (or hundreds of them). When stderr is not a terminal the same
+progress is written as a plain line every `interval` seconds. Either way the step ends
+with one summary line, so a log always says how much was done and how fast.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, TextIO
+
+
+class Progress:
+    """Counts `update(n)` calls against `total`; `close(summary)` prints the last line.
+
+    Args:
+      total: units expected (images).
+      desc: what is being done ("convert").
+      enabled: False prints nothing at all (library callers, tests).
+      stream: where to write; default sys.stderr (looked up when created).
+      interval: seconds between plain lines when `stream` is not a terminal.
+    """
+
+    def __init__(self, total: int, desc: str, unit: str = "img", enabled: bool = True,
+                 stream: Optional[TextIO] = None, interval: float = 30.0):
+        self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.done = 0
+        self.start = self._last = time.perf_counter()
+        self._bar = None
+        if enabled and total and _isatty(self.stream):
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, unit=unit, desc=desc, file=self.stream,
+                             smoothing=0.1)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = time.perf_counter()
+        if self.enabled and self.total and now - self._last >= self.interval:
+            self._last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit} "
+                  f"({100.0 * self.done / self.total:.0f}%, {rate:.1f} {self.unit}/s)",
+                  file=self.stream, flush=True)
+
+    def close(self, summary: str = "") -> None:
+        """Ends the bar; prints `summary` (if any) as the last line."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.enabled and summary:
+            print(f"{self.desc}: {summary}", file=self.stream, flush=True)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
