@@ -39,7 +39,7 @@ from leukemia_tf.bench_rates import (CPU_WORK, REFERENCE, _run_config,  # noqa: 
                                      measure_all, read_rate, seed_numpy_rate, time_batches,
                                      train_rates)
 from leukemia_tf.bench_report import format_table, machine_info, ratios, targets  # noqa: F401
-from leukemia_tf.data import cnmc, convert, pipeline, records, synthetic
+from leukemia_tf.data import cnmc, convert, pipeline, preprocess, records, synthetic
 
 AUTOTUNE = tf.data.AUTOTUNE
 COMMANDS = ("input", "peers", "train", "convert")
@@ -174,7 +174,9 @@ def cpu_augment_fn(kind: str) -> Callable:
 def cpu_work_dataset(cfg: C.Config, manifest: dict, batch: int, kind: str) -> tf.data.Dataset:
     """The training pipeline of `pipeline.make_dataset` (cached), with per-example CPU
     augmentation mapped after the cache, as a tf.data-side augmentation would be."""
-    size, stored = cfg.data.image_size, int(manifest["settings"]["stored_size"])
+    size, stored = cfg.data.image_size, int(manifest["settings"]["stored_size"] or 0)
+    spec = pipeline.records_spec(manifest, size)
+    prepared = stored == size and stored != spec.canvas_size
     files = [s["full_path"] for s in pipeline.shards_for(manifest, cfg.data.records_dir,
                                                          pipeline.Selection("train"))]
     decode = records.decoder(manifest["settings"]["encoding"], stored)
@@ -182,7 +184,8 @@ def cpu_work_dataset(cfg: C.Config, manifest: dict, batch: int, kind: str) -> tf
 
     def parse(serialized):
         ex = records.parse_example(serialized)
-        return {"image": pipeline.resize_uint8(decode(ex), size),
+        image = decode(ex)
+        return {"image": image if prepared else preprocess.to_model_input(image, spec),
                 "label": ex["image/class/label"]}
 
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files))

@@ -6,6 +6,7 @@ leukemia_tf.bench plans the runs; this module measures; bench_report compares.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import math
 import multiprocessing
@@ -21,7 +22,7 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 
 from leukemia_tf import config as C
-from leukemia_tf.data import cnmc, convert, images, pipeline, records
+from leukemia_tf.data import cnmc, convert, images, pipeline, preprocess, records
 
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -156,13 +157,19 @@ def _encoded_training_images(records_dir: str) -> Tuple[List[bytes], dict]:
     return encoded, manifest
 
 
-def decode_rate(encoded: List[bytes], fmt: str, stored: int, image_size: int, batch: int,
-                min_batches: int, min_seconds: float) -> dict:
-    """In-memory decode + resize (as the pipeline does) of encoded bytes, AUTOTUNE."""
+def decode_rate(encoded: List[bytes], fmt: str, stored: int, spec: preprocess.Spec,
+                batch: int, min_batches: int, min_seconds: float) -> dict:
+    """In-memory decode + preprocessing (as the pipeline does) of encoded bytes, AUTOTUNE.
+
+    stored: the side of every stored image (0: originals of any size); images stored at
+    spec.image_size are already model input and are not resized again.
+    """
     decode = records.decoder(fmt, stored)
+    prepared = stored == spec.image_size and stored != spec.canvas_size
 
     def fn(data):
-        return pipeline.resize_uint8(decode({"image/encoded": data}), image_size)
+        image = decode({"image/encoded": data})
+        return image if prepared else preprocess.to_model_input(image, spec)
     opts = tf.data.Options()
     opts.deterministic = False
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(encoded, tf.string)).repeat()
@@ -178,20 +185,27 @@ def decode_rate(encoded: List[bytes], fmt: str, stored: int, image_size: int, ba
 def ceiling_rates(records_dir: str, image_size: int, batch: int, min_batches: int,
                   min_seconds: float, extra: Sequence[str], sample: int) -> dict:
     """The decode ceiling of the stored records, and of other encodings (`enc` or
-    `enc@size`, re-encoded in memory from `sample` stored images) for comparison."""
+    `enc@size`, re-encoded in memory from `sample` stored images, `@size` pre-resized by
+    `preprocess`, as the converter's --image_size does) for comparison."""
     encoded, manifest = _encoded_training_images(records_dir)
-    fmt, stored = manifest["settings"]["encoding"], int(manifest["settings"]["stored_size"])
-    out = decode_rate(encoded, fmt, stored, image_size, batch, min_batches, min_seconds)
+    fmt, stored = manifest["settings"]["encoding"], int(manifest["settings"]["stored_size"] or 0)
+    spec = pipeline.records_spec(manifest, image_size)
+    out = decode_rate(encoded, fmt, stored, spec, batch, min_batches, min_seconds)
     out["by_encoding"] = {}
     if extra:
         decode = records.decoder(fmt, stored)
         pixels = [decode({"image/encoded": e}).numpy() for e in encoded[:sample]]
-        for spec in extra:
-            enc, _, at = spec.partition("@")
+        for spec_text in extra:
+            enc, _, at = spec_text.partition("@")
             size = int(at) if at else stored
-            coded = [images.encode(images.resize(p, size), enc) for p in pixels]
-            r = decode_rate(coded, enc, size, image_size, batch, min_batches, min_seconds)
-            out["by_encoding"][spec] = {k: r[k] for k in ("images_per_sec", "bytes_per_image")}
+            if size:
+                make = preprocess.function_for(dataclasses.replace(spec, image_size=size))
+                coded = [images.encode(make(p).numpy(), enc) for p in pixels]
+            else:
+                coded = [images.encode(p, enc) for p in pixels]
+            r = decode_rate(coded, enc, size, spec, batch, min_batches, min_seconds)
+            out["by_encoding"][spec_text] = {k: r[k] for k in ("images_per_sec",
+                                                               "bytes_per_image")}
     return out
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from leukemia_tf import config as config_lib
 from leukemia_tf import export, metrics, report, scoring
-from leukemia_tf.data import pipeline
+from leukemia_tf.data import pipeline, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ def _model_config(model_dir: str) -> Optional[config_lib.Config]:
 def score_selection(predictor, records_dir: str, manifest: dict, sel: pipeline.Selection,
                     tta: str, batch_size: int, progress: bool = False) -> pd.DataFrame:
     """Predictions for every record of a selection, at the predictor's input size."""
+    # The model's saved preprocessing (canvas, resize) must be the records' one.
+    preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
     cfg = config_lib.Config(data=config_lib.DataConfig(records_dir=records_dir,
                                                        image_size=predictor.image_size))
     ds = pipeline.make_dataset(cfg, sel, False, manifest=manifest, batch_size=batch_size,

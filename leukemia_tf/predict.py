@@ -3,14 +3,13 @@
   python -m leukemia_tf.predict --model_dir=M --input=<records dir | folder | file[,file]>
       --output=predictions.csv [--tta=flips] [--threshold=0.5]
 
-The CSV (file, probability, label) follows the final-test numbering (1.bmp ... 2586.bmp)
-so it can be submitted. Image files of any size get the converter's canvas rule
-(centre crop / black pad to 450, never stretched) and the pipeline's resize. Files that
-cannot be read are reported by name (stderr and <output>.errors.csv); the rest are
-still predicted.
+The CSV (file, probability, label, path) follows the final-test numbering (1.bmp ...
+2586.bmp) so it can be submitted. Image files of any size are made into model input by
+leukemia_tf/data/preprocess.py with the model's own preprocessing.json (canvas: centre
+crop / black pad, never stretched; then the training resize). Files that cannot be read
+are reported by name (stderr and <output>.errors.csv; a stale one from an earlier run is
+removed); the rest are still predicted.
 """
-import os
-import re
 import sys
 
 from absl import app, flags, logging
@@ -21,11 +20,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Training model dir, export/ dir or .keras file.")
 flags.DEFINE_list("input", None, "A records dir (manifest.json), a folder of images, or "
                   "image files (comma-separated).")
-flags.DEFINE_string("output", None, "CSV to write.")
+flags.DEFINE_string("output", None, "CSV to write (columns: file, probability, label, path).")
 flags.DEFINE_string("split", "test", "Split to predict when --input is a records dir.")
 flags.DEFINE_enum("tta", "none", ["none", "flips", "dihedral8"], "Test-time augmentation.")
 flags.DEFINE_float("threshold", 0.5, "Probability at or above which the label is 1 (ALL).")
-flags.DEFINE_integer("canvas_size", 450, "Canvas of the training images (crop/pad only).")
 flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
 
 
@@ -40,25 +38,18 @@ def main(argv):
         raise app.UsageError("--model_dir, --input and --output are required")
     from leukemia_tf import prediction
     try:
-        result = prediction.predict(
+        table, errors = prediction.predict(
             FLAGS.model_dir, FLAGS.input, split=FLAGS.split, tta=FLAGS.tta,
-            threshold=FLAGS.threshold, canvas_size=FLAGS.canvas_size,
-            batch_size=FLAGS.batch_size)
+            threshold=FLAGS.threshold, batch_size=FLAGS.batch_size)
     except (ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         return 1
-    table, errors = result
-    out_dir = os.path.dirname(os.path.abspath(FLAGS.output))
-    os.makedirs(out_dir, exist_ok=True)
-    table.to_csv(FLAGS.output, index=False)
+    path = prediction.write_outputs(table, errors, FLAGS.output)
     print(f"{len(table)} predictions ({int(table['label'].sum())} ALL) -> {FLAGS.output}")
-    if errors:
-        path = re.sub(r"\.csv$", "", FLAGS.output) + ".errors.csv"
-        import pandas as pd
-        pd.DataFrame(errors).to_csv(path, index=False)
-        for e in errors:
-            print(f"could not predict {e['file']}: {e['reason']}", file=sys.stderr)
+    for e in errors:
+        print(f"could not predict {e['file']}: {e['reason']}", file=sys.stderr)
+    if path:
         print(f"{len(errors)} files not predicted, listed in {path}", file=sys.stderr)
     return 0 if len(table) else 1
 

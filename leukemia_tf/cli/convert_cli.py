@@ -19,7 +19,10 @@ flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality when --encoding=jpeg.")
 flags.DEFINE_integer("png_compression", 1, "zlib level 0-9 for --encoding=png.")
 flags.DEFINE_integer("canvas_size", 450, "Square canvas: larger images are centre-cropped, "
                      "smaller padded with black; never rescaled.")
-flags.DEFINE_integer("image_size", 0, "Store images resized to this size (0 = the canvas).")
+flags.DEFINE_integer("image_size", 0, "Store model input at this size, made by "
+                     "leukemia_tf/data/preprocess.py (canvas + area resize) in the parent "
+                     "process; 0 = store decoded originals (the pipeline preprocesses them "
+                     "with the same function and caches the result).")
 flags.DEFINE_float("shard_size_mb", 150.0, "Target shard size in MB.")
 flags.DEFINE_integer("num_shards", 0, "Exact shards per split/fold group (0 = by size).")
 flags.DEFINE_integer("num_workers", 0, "Encoding processes (0 = all cores).")

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from leukemia_tf import io
 from leukemia_tf.data import cnmc, images
 
 MANIFEST = "manifest.json"
@@ -53,36 +54,56 @@ class ConvertConfig:
         """The settings that change the bytes written (the resume fingerprint)."""
         keys = ("encoding", "jpeg_quality", "png_compression", "canvas_size", "image_size",
                 "seed", "on_error")
-        return {k: getattr(self, k) for k in keys}
+        # "pixels": what a record holds. v2 stores decoded images at their own size (or
+        # pre-resized by data/preprocess.py); v1 records held a numpy-made canvas.
+        return {**{k: getattr(self, k) for k in keys}, "pixels": "v2"}
 
 
 # ---------------------------------------------------------------- worker side (no TF)
 def _encode_one(task: Tuple[int, str, Optional[bytes], dict]):
-    """Read, hash, check, canvas, resize and encode one source file.
+    """Read, hash, check and encode one source file (worker process: no TensorFlow).
+
+    Without pre-resizing the image is stored as decoded, at its own size: the canvas rule
+    and the resize are applied by `preprocess.to_model_input` when the records are read,
+    the one implementation serving uses too. With pre-resizing (`image_size` > 0) the
+    decoded pixels go back to the parent, which runs that same function (TensorFlow
+    cannot run in these forked workers) and encodes the result (`finish_one`).
 
     Returns (index, result dict or None, error reason or None).
     """
     index, path, data, s = task
     try:
         if data is None:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = io.read_bytes(path)
         sha = hashlib.sha256(data).hexdigest()
         pixels = images.decode(data)
-        canvas = images.to_canvas(pixels, s["canvas_size"])
-        size = s["image_size"] or s["canvas_size"]
-        out = images.resize(canvas, size)
-        # "bmp" keeps the source file's bytes when they already are the stored image.
-        keep_original = (s["encoding"] == "bmp" and data[:2] == b"BM"
-                         and pixels.shape[:2] == (size, size))
-        encoded = images.encode(out, s["encoding"], s["jpeg_quality"], s["png_compression"],
-                                original=data if keep_original else None)
-        return index, {"encoded": encoded, "sha256": sha, "height": size, "width": size,
-                       "source_shape": list(pixels.shape[:2])}, None
+        result = {"sha256": sha, "source_shape": list(pixels.shape[:2]),
+                  "height": int(pixels.shape[0]), "width": int(pixels.shape[1])}
+        if s["image_size"]:
+            result["pixels"] = pixels
+            return index, result, None
+        # "bmp" keeps the source file's bytes: they are exactly the decoded pixels.
+        result["encoded"] = images.encode(pixels, s["encoding"], s["jpeg_quality"],
+                                          s["png_compression"],
+                                          original=data if data[:2] == b"BM" else None)
+        return index, result, None
     except images.ImageError as e:
         return index, None, str(e)
     except OSError as e:
         return index, None, f"cannot read file: {e}"
+
+
+def finish_one(result: Optional[dict], s: dict) -> Optional[dict]:
+    """Parent side of pre-resizing: the model-input pixels via `preprocess`, encoded."""
+    if result is None or "pixels" not in result:
+        return result
+    from leukemia_tf.data import preprocess
+    spec = preprocess.Spec(canvas_size=s["canvas_size"], image_size=s["image_size"])
+    out = preprocess.function_for(spec)(result.pop("pixels")).numpy()
+    result["encoded"] = images.encode(out, s["encoding"], s["jpeg_quality"],
+                                      s["png_compression"])
+    result["height"] = result["width"] = s["image_size"]
+    return result
 
 
 # ---------------------------------------------------------------- parent side
@@ -140,6 +161,7 @@ def _estimate_bytes(table: pd.DataFrame, cfg: ConvertConfig, settings: dict) -> 
     for path in sample["path"]:
         data = None if "://" not in path else _gfile().GFile(path, "rb").read()
         _, result, _ = _encode_one((0, path, data, settings))
+        result = finish_one(result, settings)
         if result is not None:
             sizes.append(len(result["encoded"]))
     return (float(np.mean(sizes)) if sizes else 600_000.0) + _RECORD_OVERHEAD
@@ -244,6 +266,7 @@ def convert(cfg: ConvertConfig) -> dict:
             with tf.io.TFRecordWriter(tmp) as writer:
                 for entry in shard["entries"]:
                     _, result, error = next(results)
+                    result = finish_one(result, settings)
                     bar.update(1)
                     if error is not None:
                         if cfg.on_error == "raise":
@@ -349,7 +372,10 @@ def _manifest(cfg, root, shards, metas, skipped, seconds, n_encoded) -> dict:
         "source_root": root,
         "settings": {**cfg.output_settings(), "shard_size_mb": cfg.shard_size_mb,
                      "num_shards": cfg.num_shards,
-                     "stored_size": cfg.image_size or cfg.canvas_size},
+                     # 0: every image stored at its own size, as decoded (the canvas
+                     # rule and the resize run when the records are read).
+                     "stored_size": cfg.image_size,
+                     "resize_method": _resize_method()},
         "splits": splits,
         "shards": [{"path": s["path"], "split": s["split"], "fold": s["fold"],
                     "num_examples": s["num_examples"], "bytes": s["bytes"],
@@ -362,6 +388,11 @@ def _manifest(cfg, root, shards, metas, skipped, seconds, n_encoded) -> dict:
                   "reused_shards": sum(1 for s in shards if s.get("reused")),
                   "images_per_sec": round(n_encoded / seconds, 1) if seconds else None},
     }
+
+
+def _resize_method() -> str:
+    from leukemia_tf.data import preprocess
+    return preprocess.RESIZE_METHOD
 
 
 def load_manifest(records_dir: str) -> dict:
