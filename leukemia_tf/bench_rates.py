@@ -12,8 +12,8 @@ import math
 import multiprocessing
 import os
 import resource
-import shutil
 import time
+from io import BytesIO
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -22,6 +22,7 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 
 from leukemia_tf import config as C
+from leukemia_tf import io
 from leukemia_tf.data import cnmc, convert, images, pipeline, preprocess, records
 
 
@@ -117,7 +118,7 @@ def idfd_rate(tree: str, image_size: int, batch: int, min_batches: int,
               min_seconds: float) -> dict:
     """tf_keras image_dataset_from_directory over training_data/fold_k/{all,hem}."""
     import tf_keras as keras
-    folds = sorted(tf.io.gfile.glob(f"{tree}/{cnmc.TRAIN_DIR}/fold_*"))
+    folds = io.glob(io.join(tree, cnmc.TRAIN_DIR, "fold_*"))
     ds = None
     for fold in folds:  # one call per fold: labels come from its all/ and hem/ folders
         part = keras.utils.image_dataset_from_directory(
@@ -136,7 +137,7 @@ def seed_numpy_rate(paths: Sequence[str], image_size: int) -> dict:
     start = time.perf_counter()
     xs = []
     for path in paths:
-        with Image.open(path) as im:
+        with Image.open(BytesIO(io.read_bytes(path))) as im:
             xs.append(np.asarray(im.convert("RGB").resize((image_size, image_size))))
     x = np.array(xs, dtype=np.float32) / 255.0
     seconds = time.perf_counter() - start
@@ -275,6 +276,8 @@ def train_rates(records_dir: str, model_name: str, precision: str, image_size: i
 
 def evict(paths: Sequence[str]) -> bool:
     """Drop local files from the page cache (no root needed: clean pages only)."""
+    if any(io.is_url(p) for p in paths):
+        return False
     try:
         for path in paths:
             fd = os.open(path, os.O_RDONLY)
@@ -292,8 +295,7 @@ def read_rate(paths: Sequence[str], cold: bool = False) -> dict:
     cold = cold and evict(paths)
     start, total = time.perf_counter(), 0
     for path in paths:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = io.read_bytes(path)
         hashlib.sha256(data).hexdigest()
         total += len(data)
     seconds = time.perf_counter() - start
@@ -304,7 +306,7 @@ def read_rate(paths: Sequence[str], cold: bool = False) -> dict:
 def convert_rate(tree: str, output_dir: str, encoding: str, workers: int,
                  cold: bool = False) -> dict:
     """One conversion from scratch (nothing to resume) and its bytes per image."""
-    shutil.rmtree(output_dir, ignore_errors=True)
+    io.rmtree(output_dir)
     if cold:
         table, _ = cnmc.discover(tree)
         cold = evict(list(table["path"]))
@@ -314,7 +316,7 @@ def convert_rate(tree: str, output_dir: str, encoding: str, workers: int,
     seconds = time.perf_counter() - start
     n = manifest["stats"]["encoded_images"]
     total = sum(s["bytes"] for s in manifest["shards"])
-    shutil.rmtree(output_dir, ignore_errors=True)
+    io.rmtree(output_dir)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     return {"images_per_sec": n / seconds, "images": n, "seconds": seconds,
             "bytes_per_image": total / n, "peak_rss_children_mb": children, "cold_cache": cold}

@@ -180,6 +180,7 @@ def _saved_model_cli():
     return path
 
 
+@pytest.mark.slow
 def test_saved_model_cli_raw_signature(served, tmp_path):
     """TF's own client on the raw signature: the three layouts, one subprocess each."""
     reference = prediction.predict(served["model_dir"], [served["files"]["450x450"]])[0]
@@ -200,6 +201,7 @@ def test_saved_model_cli_raw_signature(served, tmp_path):
         np.testing.assert_allclose(got, [reference], atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_keras_file_loads_in_a_fresh_python_safe_mode(served):
     """model.keras has no augmentation and no custom layer: plain tf_keras loads it."""
     path = os.path.join(served["model_dir"], "model.keras")

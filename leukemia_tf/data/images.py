@@ -106,15 +106,15 @@ def encode_bmp(image: np.ndarray, v5: bool = False) -> bytes:
 
 
 def write_bmp(path: str, image: np.ndarray, v5: bool = False) -> None:
-    """Writes `encode_bmp(image, v5)` to `path`."""
-    with open(path, "wb") as f:
-        f.write(encode_bmp(image, v5))
+    """Writes `encode_bmp(image, v5)` to `path` (through leukemia_tf.io)."""
+    from leukemia_tf import io as fileio
+    fileio.write_bytes(path, encode_bmp(image, v5))
 
 
 def read_bmp(path: str) -> np.ndarray:
     """`decode_bmp` of the file at `path`; ImageError messages name the file."""
-    with open(path, "rb") as f:
-        data = f.read()
+    from leukemia_tf import io as fileio
+    data = fileio.read_bytes(path)
     try:
         return decode_bmp(data)
     except ImageError as e:
