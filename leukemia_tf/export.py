@@ -58,11 +58,12 @@ def inference_model(model: keras.Model) -> keras.Model:
 
 def _save_keras(model: keras.Model, path: str) -> None:
     # tf_keras writes .keras archives with zipfile on a local path only: write a local
-    # temporary file, then copy it through the io door (any file system).
+    # temporary file, then write its bytes through the io door (any file system, atomic:
+    # a reader never sees half an archive).
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, KERAS_FILE)
         model.save(local)
-        io.copy(local, path, overwrite=True)
+        io.write_bytes(path, io.read_bytes(local))
 
 
 def _probability(model, image):
