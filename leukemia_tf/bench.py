@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from typing import Callable, Dict, List, Tuple
 
 
@@ -33,13 +32,14 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 
 from leukemia_tf import config as C
+from leukemia_tf import io
 # CPU_WORK, REFERENCE and the result helpers stay importable from here (the CLI uses them).
 from leukemia_tf.bench_rates import (CPU_WORK, REFERENCE, _run_config,  # noqa: F401
                                      ceiling_rates, convert_rate, idfd_rate, measure,
                                      measure_all, read_rate, seed_numpy_rate, time_batches,
                                      train_rates)
 from leukemia_tf.bench_report import format_table, machine_info, ratios, targets  # noqa: F401
-from leukemia_tf.data import cnmc, convert, pipeline, records, synthetic
+from leukemia_tf.data import cnmc, convert, pipeline, preprocess, records, synthetic
 
 AUTOTUNE = tf.data.AUTOTUNE
 COMMANDS = ("input", "peers", "train", "convert")
@@ -103,24 +103,29 @@ class Data:
     manifest: dict
 
 
+def _absolute(path: str) -> str:
+    return path if io.is_url(path) else os.path.abspath(path)
+
+
 def prepare(cfg: BenchConfig) -> Data:
     """The tree and records to benchmark: given, or generated/converted under work_dir."""
-    os.makedirs(cfg.work_dir, exist_ok=True)
-    cfg = dataclasses.replace(cfg, work_dir=os.path.abspath(cfg.work_dir))
+    io.makedirs(cfg.work_dir)
+    cfg = dataclasses.replace(cfg, work_dir=_absolute(cfg.work_dir))
     tree = cnmc.find_root(cfg.data_dir) if cfg.data_dir else ""
     if not tree and not cfg.records_dir:
         tree = _synthetic_tree(cfg)
     records_dir = cfg.records_dir
     if not records_dir:
-        key = hashlib.sha1(os.path.abspath(tree).encode()).hexdigest()[:8]
-        records_dir = os.path.join(os.path.dirname(tree), f"records-{cfg.encoding}-{key}")
-        if not tf.io.gfile.exists(os.path.join(records_dir, convert.MANIFEST)):
+        key = hashlib.sha1(_absolute(tree).encode()).hexdigest()[:8]
+        records_dir = io.join(io.dirname(tree), f"records-{cfg.encoding}-{key}")
+        if not io.exists(io.join(records_dir, convert.MANIFEST)):
             convert.convert(convert.ConvertConfig(tree, records_dir, encoding=cfg.encoding,
                                                   num_workers=cfg.convert_workers,
                                                   progress=False))
     manifest = pipeline.load(records_dir)
-    if not tree and os.path.isdir(manifest.get("source_root", "")):
-        tree = manifest["source_root"]
+    source = manifest.get("source_root", "")
+    if not tree and source and io.isdir(source):
+        tree = source
     return Data(tree, records_dir, manifest)
 
 
@@ -128,15 +133,14 @@ def _synthetic_tree(cfg: BenchConfig) -> str:
     """work_dir/synthetic-<n>-s<seed>/C-NMC_Leukemia, reused when its config matches."""
     scfg = synthetic_config(cfg.num_images, cfg.full, cfg.synthetic_seed)
     name = "full" if cfg.full else str(cfg.num_images or _SYNTHETIC_DEFAULT_TOTAL)
-    out = os.path.join(cfg.work_dir, f"synthetic-{name}-s{cfg.synthetic_seed}")
-    summary = os.path.join(out, synthetic.SUMMARY_JSON)
+    out = io.join(cfg.work_dir, f"synthetic-{name}-s{cfg.synthetic_seed}")
+    summary = io.join(out, synthetic.SUMMARY_JSON)
     want = json.loads(json.dumps(dataclasses.asdict(scfg)))
-    if os.path.exists(summary):
-        with open(summary) as f:
-            have = json.load(f)
+    if io.exists(summary):
+        have = io.read_json(summary)
         if have.get("config") == want and "training" in have:  # complete and the same
             return have["root"]
-        shutil.rmtree(out)  # ours (it has the summary): its records are stale too
+        io.rmtree(out)  # ours (it has the summary): its records are stale too
     return synthetic.make_tree(out, scfg)["root"]
 
 
@@ -174,7 +178,9 @@ def cpu_augment_fn(kind: str) -> Callable:
 def cpu_work_dataset(cfg: C.Config, manifest: dict, batch: int, kind: str) -> tf.data.Dataset:
     """The training pipeline of `pipeline.make_dataset` (cached), with per-example CPU
     augmentation mapped after the cache, as a tf.data-side augmentation would be."""
-    size, stored = cfg.data.image_size, int(manifest["settings"]["stored_size"])
+    size, stored = cfg.data.image_size, int(manifest["settings"]["stored_size"] or 0)
+    spec = pipeline.records_spec(manifest, size)
+    prepared = stored == size and stored != spec.canvas_size
     files = [s["full_path"] for s in pipeline.shards_for(manifest, cfg.data.records_dir,
                                                          pipeline.Selection("train"))]
     decode = records.decoder(manifest["settings"]["encoding"], stored)
@@ -182,7 +188,8 @@ def cpu_work_dataset(cfg: C.Config, manifest: dict, batch: int, kind: str) -> tf
 
     def parse(serialized):
         ex = records.parse_example(serialized)
-        return {"image": pipeline.resize_uint8(decode(ex), size),
+        image = decode(ex)
+        return {"image": image if prepared else preprocess.to_model_input(image, spec),
                 "label": ex["image/class/label"]}
 
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files))
@@ -283,7 +290,7 @@ def run_convert(cfg: BenchConfig, data: Data) -> Dict[str, dict]:
         jobs["read_files_warm"] = (read_rate, paths, False)
     for enc in cfg.encodings:
         jobs[f"convert_{enc}"] = (convert_rate, data.tree,
-                                  os.path.join(cfg.work_dir, f"convert-{enc}"), enc,
+                                  io.join(cfg.work_dir, f"convert-{enc}"), enc,
                                   cfg.convert_workers, cfg.cold_cache)
     return measure_all(jobs, cfg.isolate, cfg.repeats)
 
@@ -325,3 +332,8 @@ def run(command: str, cfg: BenchConfig) -> dict:
         "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in m.items()},
         "ratios": r, "targets": targets(m, r), "reference": REFERENCE, "measurements": m,
     }
+
+
+def save(result: dict, path: str) -> None:
+    """Write a `run` result as JSON through leukemia_tf.io (local, gs://, ram://)."""
+    io.write_json(path, result)

@@ -6,13 +6,14 @@ leukemia_tf.bench plans the runs; this module measures; bench_report compares.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import math
 import multiprocessing
 import os
 import resource
-import shutil
 import time
+from io import BytesIO
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -21,7 +22,8 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 
 from leukemia_tf import config as C
-from leukemia_tf.data import cnmc, convert, images, pipeline, records
+from leukemia_tf import io
+from leukemia_tf.data import cnmc, convert, images, pipeline, preprocess, records
 
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -116,7 +118,7 @@ def idfd_rate(tree: str, image_size: int, batch: int, min_batches: int,
               min_seconds: float) -> dict:
     """tf_keras image_dataset_from_directory over training_data/fold_k/{all,hem}."""
     import tf_keras as keras
-    folds = sorted(tf.io.gfile.glob(f"{tree}/{cnmc.TRAIN_DIR}/fold_*"))
+    folds = io.glob(io.join(tree, cnmc.TRAIN_DIR, "fold_*"))
     ds = None
     for fold in folds:  # one call per fold: labels come from its all/ and hem/ folders
         part = keras.utils.image_dataset_from_directory(
@@ -135,7 +137,7 @@ def seed_numpy_rate(paths: Sequence[str], image_size: int) -> dict:
     start = time.perf_counter()
     xs = []
     for path in paths:
-        with Image.open(path) as im:
+        with Image.open(BytesIO(io.read_bytes(path))) as im:
             xs.append(np.asarray(im.convert("RGB").resize((image_size, image_size))))
     x = np.array(xs, dtype=np.float32) / 255.0
     seconds = time.perf_counter() - start
@@ -156,13 +158,19 @@ def _encoded_training_images(records_dir: str) -> Tuple[List[bytes], dict]:
     return encoded, manifest
 
 
-def decode_rate(encoded: List[bytes], fmt: str, stored: int, image_size: int, batch: int,
-                min_batches: int, min_seconds: float) -> dict:
-    """In-memory decode + resize (as the pipeline does) of encoded bytes, AUTOTUNE."""
+def decode_rate(encoded: List[bytes], fmt: str, stored: int, spec: preprocess.Spec,
+                batch: int, min_batches: int, min_seconds: float) -> dict:
+    """In-memory decode + preprocessing (as the pipeline does) of encoded bytes, AUTOTUNE.
+
+    stored: the side of every stored image (0: originals of any size); images stored at
+    spec.image_size are already model input and are not resized again.
+    """
     decode = records.decoder(fmt, stored)
+    prepared = stored == spec.image_size and stored != spec.canvas_size
 
     def fn(data):
-        return pipeline.resize_uint8(decode({"image/encoded": data}), image_size)
+        image = decode({"image/encoded": data})
+        return image if prepared else preprocess.to_model_input(image, spec)
     opts = tf.data.Options()
     opts.deterministic = False
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(encoded, tf.string)).repeat()
@@ -178,20 +186,27 @@ def decode_rate(encoded: List[bytes], fmt: str, stored: int, image_size: int, ba
 def ceiling_rates(records_dir: str, image_size: int, batch: int, min_batches: int,
                   min_seconds: float, extra: Sequence[str], sample: int) -> dict:
     """The decode ceiling of the stored records, and of other encodings (`enc` or
-    `enc@size`, re-encoded in memory from `sample` stored images) for comparison."""
+    `enc@size`, re-encoded in memory from `sample` stored images, `@size` pre-resized by
+    `preprocess`, as the converter's --image_size does) for comparison."""
     encoded, manifest = _encoded_training_images(records_dir)
-    fmt, stored = manifest["settings"]["encoding"], int(manifest["settings"]["stored_size"])
-    out = decode_rate(encoded, fmt, stored, image_size, batch, min_batches, min_seconds)
+    fmt, stored = manifest["settings"]["encoding"], int(manifest["settings"]["stored_size"] or 0)
+    spec = pipeline.records_spec(manifest, image_size)
+    out = decode_rate(encoded, fmt, stored, spec, batch, min_batches, min_seconds)
     out["by_encoding"] = {}
     if extra:
         decode = records.decoder(fmt, stored)
         pixels = [decode({"image/encoded": e}).numpy() for e in encoded[:sample]]
-        for spec in extra:
-            enc, _, at = spec.partition("@")
+        for spec_text in extra:
+            enc, _, at = spec_text.partition("@")
             size = int(at) if at else stored
-            coded = [images.encode(images.resize(p, size), enc) for p in pixels]
-            r = decode_rate(coded, enc, size, image_size, batch, min_batches, min_seconds)
-            out["by_encoding"][spec] = {k: r[k] for k in ("images_per_sec", "bytes_per_image")}
+            if size:
+                make = preprocess.function_for(dataclasses.replace(spec, image_size=size))
+                coded = [images.encode(make(p).numpy(), enc) for p in pixels]
+            else:
+                coded = [images.encode(p, enc) for p in pixels]
+            r = decode_rate(coded, enc, size, spec, batch, min_batches, min_seconds)
+            out["by_encoding"][spec_text] = {k: r[k] for k in ("images_per_sec",
+                                                               "bytes_per_image")}
     return out
 
 
@@ -261,6 +276,8 @@ def train_rates(records_dir: str, model_name: str, precision: str, image_size: i
 
 def evict(paths: Sequence[str]) -> bool:
     """Drop local files from the page cache (no root needed: clean pages only)."""
+    if any(io.is_url(p) for p in paths):
+        return False
     try:
         for path in paths:
             fd = os.open(path, os.O_RDONLY)
@@ -278,8 +295,7 @@ def read_rate(paths: Sequence[str], cold: bool = False) -> dict:
     cold = cold and evict(paths)
     start, total = time.perf_counter(), 0
     for path in paths:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = io.read_bytes(path)
         hashlib.sha256(data).hexdigest()
         total += len(data)
     seconds = time.perf_counter() - start
@@ -290,7 +306,7 @@ def read_rate(paths: Sequence[str], cold: bool = False) -> dict:
 def convert_rate(tree: str, output_dir: str, encoding: str, workers: int,
                  cold: bool = False) -> dict:
     """One conversion from scratch (nothing to resume) and its bytes per image."""
-    shutil.rmtree(output_dir, ignore_errors=True)
+    io.rmtree(output_dir)
     if cold:
         table, _ = cnmc.discover(tree)
         cold = evict(list(table["path"]))
@@ -300,7 +316,7 @@ def convert_rate(tree: str, output_dir: str, encoding: str, workers: int,
     seconds = time.perf_counter() - start
     n = manifest["stats"]["encoded_images"]
     total = sum(s["bytes"] for s in manifest["shards"])
-    shutil.rmtree(output_dir, ignore_errors=True)
+    io.rmtree(output_dir)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     return {"images_per_sec": n / seconds, "images": n, "seconds": seconds,
             "bytes_per_image": total / n, "peak_rss_children_mb": children, "cold_cache": cold}

@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 import tensorflow as tf
 
+from leukemia_tf import io
 from leukemia_tf.bench_rates import CPU_WORK, REFERENCE
 
 
@@ -15,9 +16,9 @@ def machine_info() -> dict:
     import tf_keras
     model = ""
     try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f
-                          if line.startswith("model name")), "")
+        model = next((line.split(":", 1)[1].strip() for line in
+                      io.read_text("/proc/cpuinfo").splitlines()
+                      if line.startswith("model name")), "")
     except OSError:
         pass
     return {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),

@@ -21,7 +21,7 @@ import pandas as pd
 
 import leukemia_tf
 from leukemia_tf import export, io, metrics, plots, report, scoring, split_roles
-from leukemia_tf.data import pipeline
+from leukemia_tf.data import pipeline, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ def score_selection(predictor, records_dir: str, manifest: dict, sel: pipeline.S
                     tta: str, batch_size: int, progress: bool = False) -> pd.DataFrame:
     """Predictions for every record of a selection, at the predictor's input size."""
     from leukemia_tf import config as config_lib
+    # The model's saved preprocessing (canvas, resize) must be the records' one.
+    preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
     cfg = config_lib.Config(data=config_lib.DataConfig(records_dir=records_dir,
                                                        image_size=predictor.image_size))
     ds = pipeline.make_dataset(cfg, sel, False, manifest=manifest, batch_size=batch_size,

@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional
 
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from leukemia_tf import io
 from leukemia_tf.augment import build_augmentation
 from leukemia_tf.config import ModelConfig
 
@@ -27,13 +29,29 @@ _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 class CaffePreprocess(layers.Layer):
     """[0, 1] RGB -> 0..255 BGR minus the ImageNet means: ResNet50's "caffe" input.
 
-    A layer rather than `resnet50.preprocess_input` in a Lambda, which safe_mode loading
-    refuses.
+    Kept only so models saved before `caffe_preprocess` existed still load (with
+    `import leukemia_tf.models`); new models use that function's standard layer.
     """
 
     def call(self, inputs):
         bgr = tf.reverse(inputs, axis=[-1]) * 255.0
         return bgr - tf.constant(_CAFFE_BGR_MEAN, dtype=inputs.dtype)
+
+
+def caffe_preprocess(name: str = "caffe_preprocess") -> layers.Layer:
+    """[0, 1] RGB -> 0..255 BGR minus the ImageNet means, as ONE standard layer.
+
+    A frozen 1x1 convolution (kernel: the channel swap times 255, bias: minus the
+    means), so models that use it load in plain tf_keras with safe_mode=True and no
+    import of this package (a Lambda would be refused, a custom layer needs registering).
+    """
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    for c in range(3):
+        kernel[0, 0, 2 - c, c] = 255.0   # output channel c (B, G, R) <- input 2 - c
+    bias = -np.asarray(_CAFFE_BGR_MEAN, np.float32)
+    return layers.Conv2D(3, 1, trainable=False, dtype="float32", name=name,
+                         kernel_initializer=keras.initializers.Constant(kernel),
+                         bias_initializer=keras.initializers.Constant(bias))
 
 
 def _regularizer(cfg: ModelConfig) -> Optional[keras.regularizers.Regularizer]:
@@ -145,7 +163,7 @@ def efficientnetv2_b0(cfg: ModelConfig) -> keras.Model:
 def resnet50(cfg: ModelConfig) -> keras.Model:
     """keras.applications ResNet50 with caffe preprocessing done by CaffePreprocess."""
     inputs, x = _inputs_and_pixels(cfg)
-    x = CaffePreprocess(dtype="float32", name="caffe_preprocess")(x)
+    x = caffe_preprocess()(x)
     backbone = keras.applications.ResNet50(
         include_top=False, weights=_backbone_weights(cfg), pooling="avg",
         input_shape=(cfg.image_size, cfg.image_size, 3))
@@ -183,8 +201,8 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     model = MODELS[cfg.name](cfg)
     if cfg.weights not in ("none", "", "imagenet"):
         path = cfg.weights
-        if tf.io.gfile.isdir(path) and tf.io.gfile.exists(tf.io.gfile.join(path, "model.keras")):
-            path = tf.io.gfile.join(path, "model.keras")
+        if io.isdir(path) and io.exists(io.join(path, "model.keras")):
+            path = io.join(path, "model.keras")
         model.load_weights(path)
     return model
 

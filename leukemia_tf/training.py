@@ -405,7 +405,7 @@ def run(cfg: Config) -> dict:
     plain = models.build_model(cfg.model)
     plain.set_weights(values)
     if chief:
-        export.export_model(plain, t.model_dir)
+        export.export_model(plain, t.model_dir, pipeline.records_spec(manifest, d.image_size))
     summary = {"status": "ok", "model": cfg.model.name, "strategy": strategy_name(strategy),
                "replicas": replicas, "precision": precision, "chief": chief,
                "epochs": t.epochs, "steps_per_epoch": steps,

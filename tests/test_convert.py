@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from leukemia_tf.data import cnmc, convert, images, records
+from leukemia_tf.data import cnmc, convert, images, preprocess, records
 from conftest import REAL_SAMPLES, build_tree, real_sample_paths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,14 +65,17 @@ def test_tree_all_splits_canvas_and_manifest(tiny_tree, tmp_path):
     assert "train-fold0-00000-of-00002.tfrecord" in names
     assert "test-00001-of-00002.tfrecord" in names
     assert sum(sh["num_examples"] for sh in manifest["shards"]) == 19
-    # Test images (600x600) are centre-cropped to 450 without rescaling.
-    table, _ = cnmc.discover(tiny_tree)
+    # Test images (600x600) are stored as decoded; the one preprocessing function
+    # centre-crops them to the 450 canvas without rescaling when they are read.
+    assert manifest["settings"]["stored_size"] == 0
     for ex in _read_all(out, manifest):
         if ex["image/split"].numpy() == b"test":
             rel = ex["image/source_path"].numpy().decode()
             src = images.decode_bmp(open(os.path.join(tiny_tree, rel), "rb").read())
-            got = records.decoder("png", 450)(ex).numpy()
-            np.testing.assert_array_equal(got, src[75:525, 75:525])
+            got = records.decoder("png", 0)(ex).numpy()
+            np.testing.assert_array_equal(got, src)
+            np.testing.assert_array_equal(preprocess.to_canvas(got, 450).numpy(),
+                                          src[75:525, 75:525])
             assert ex["image/class/label"].numpy() == -1 and ex["image/fold"].numpy() == -1
     assert convert.verify(str(out))["examples"] == 19
     summary = convert.summarize(manifest).splitlines()

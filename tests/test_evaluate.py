@@ -212,21 +212,46 @@ def test_predict_folder_with_a_corrupt_file(model_dir, tmp_path):
 
 
 def test_predict_records_matches_files(model_dir, records_dir, tmp_path):
+    """The test split from records (pre-resized by the converter) and the same BMP files
+    from the tree (600x600, preprocessed by predict) get the same probabilities."""
     from_records, errors = prediction.predict(model_dir, [records_dir])
     assert errors == [] and list(from_records.file) == ["1.bmp", "2.bmp", "3.bmp"]
+    tree = pipeline.load(records_dir)["source_root"]
+    folder = os.path.join(tree, "testing_data", "C-NMC_test_final_phase_data")
+    from_files, errors = prediction.predict(model_dir, [folder])
+    assert errors == [] and list(from_files.file) == ["1.bmp", "2.bmp", "3.bmp"]
+    assert list(from_files.columns) == list(from_records.columns) == list(prediction.COLUMNS)
+    np.testing.assert_allclose(from_files.probability, from_records.probability, atol=1e-5)
+    assert from_files.probability.std() > 0  # three different cells, not a constant
+    assert list(from_files.label) == list(from_records.label)
 
 
 def test_predict_cli(model_dir, records_dir, tmp_path):
     import subprocess
     import sys
     out = tmp_path / "p.csv"
+    stale = tmp_path / "p.errors.csv"
+    stale.write_text("file,path,reason\nold.bmp,old.bmp,from an earlier run\n")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, "-m", "leukemia_tf.predict", f"--model_dir={model_dir}",
                         f"--input={records_dir}", f"--output={out}"], capture_output=True,
                        text=True, env=dict(os.environ, PYTHONPATH=repo), timeout=200)
     assert r.returncode == 0, r.stderr[-2000:]
     table = pd.read_csv(out)
-    assert list(table.columns[:3]) == ["file", "probability", "label"] and len(table) == 3
+    assert list(table.columns) == ["file", "probability", "label", "path"] and len(table) == 3
+    assert not stale.exists(), "a stale errors file from an earlier run was left"
+
+
+def test_write_outputs_errors_file_belongs_to_its_run(tmp_path):
+    table = pd.DataFrame({"file": ["1.bmp"], "probability": [0.7], "label": [1],
+                          "path": ["a/1.bmp"]})
+    out = str(tmp_path / "p.csv")
+    errors = [{"file": "7.bmp", "path": "a/7.bmp", "reason": "corrupt BMP"}]
+    assert prediction.write_outputs(table, errors, out) == str(tmp_path / "p.errors.csv")
+    assert list(pd.read_csv(tmp_path / "p.errors.csv").file) == ["7.bmp"]
+    assert prediction.write_outputs(table, [], out) is None
+    assert not (tmp_path / "p.errors.csv").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(out), table)
 
 
 def test_crossval_two_folds_and_validation(records_dir, tmp_path, monkeypatch):

@@ -61,18 +61,6 @@ def test_unsupported_bmp_depth():
         images.decode(bytes(data))
 
 
-def test_canvas_crops_and_pads_without_rescaling():
-    big = np.zeros((600, 600, 3), np.uint8)
-    big[290:310, 290:310] = 200  # a 20-pixel "cell" in the centre
-    out = images.to_canvas(big, 450)
-    assert out.shape == (450, 450, 3)
-    assert (out[:, :, 0] == 200).sum() == 400  # same size: not shrunk
-    small = np.full((100, 120, 3), 7, np.uint8)
-    out = images.to_canvas(small, 450)
-    assert out.shape == (450, 450, 3) and (out == 7).all(axis=2).sum() == 100 * 120
-    assert out[0, 0].tolist() == [0, 0, 0]
-
-
 def test_16bit_png_is_scaled_to_8_bits():
     """`Image.convert("RGB")` clips 16-bit grey at 255 (a near-binary image); decode
     scales v -> round(v * 255 / 65535) instead, for the converter and predict alike."""

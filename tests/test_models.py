@@ -201,9 +201,13 @@ def test_export_round_trip_predictions_match(tmp_path):
     np.testing.assert_allclose(reloaded(images, training=False).numpy().reshape(-1),
                                expected, atol=1e-5)
 
-    serving = tf.saved_model.load(paths["saved_model"]).signatures["serving_default"]
+    loaded = tf.saved_model.load(paths["saved_model"])
+    assert set(loaded.signatures) == {"serving_default", "serving_raw"}
+    serving = loaded.signatures["serving_default"]
     spec = serving.structured_input_signature[1]["image"]
-    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 32, 32, 3]
+    # Declared of any size so the graph's own check (not a trusted declaration) refuses
+    # other sizes; tests/test_preprocess.py checks the refusal.
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, None, None, 3]
     result = serving(image=tf.constant(images))
     assert list(result) == ["probability"] and result["probability"].dtype == tf.float32
     np.testing.assert_allclose(result["probability"].numpy(), expected, atol=1e-5)
@@ -235,3 +239,26 @@ def test_caffe_preprocess_and_augmentation_reload_in_safe_mode(tmp_path):
     pixels[..., 0] = 1.0   # pure red -> BGR (0, 0, 255) minus means
     np.testing.assert_allclose(reloaded(pixels)[0, 0, 0].numpy(),
                                [-103.939, -116.779, 255 - 123.68], rtol=1e-6)
+
+
+def test_caffe_preprocess_is_one_standard_layer():
+    """ResNet50's caffe input from a frozen 1x1 conv equals the old custom layer."""
+    from leukemia_tf.models import caffe_preprocess
+    pixels = np.random.default_rng(0).random((2, 4, 4, 3)).astype(np.float32)
+    layer = caffe_preprocess()
+    np.testing.assert_allclose(layer(pixels).numpy(), CaffePreprocess()(pixels).numpy(),
+                               rtol=1e-6, atol=1e-4)
+    assert type(layer).__module__.startswith("tf_keras") and not layer.trainable_weights
+
+
+def test_exported_keras_model_has_no_augmentation_layer(tmp_path):
+    from leukemia_tf.augment import Augmentation
+    model = build_model(tiny("resnet_small", augment=AugmentConfig(zoom=0.1)))
+    assert any(isinstance(layer, Augmentation) for layer in model.layers)
+    export_model(model, str(tmp_path))
+    reloaded = keras.models.load_model(str(tmp_path / "model.keras"), safe_mode=True)
+    assert not any(isinstance(layer, Augmentation) for layer in reloaded.layers)
+    assert reloaded.get_layer("augment").__class__.__name__ == "Identity"
+    x = uint8_batch(2, 32)
+    np.testing.assert_allclose(reloaded(x).numpy(), model(x, training=False).numpy(),
+                               atol=1e-6)

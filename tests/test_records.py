@@ -60,3 +60,17 @@ def test_shard_names():
 def test_unknown_format():
     with pytest.raises(ValueError, match="unknown image format"):
         records.decoder("tiff", 16)
+
+
+@pytest.mark.parametrize("fmt", ["png", "raw", "bmp"])
+def test_images_of_their_own_size(fmt):
+    """stored_size 0: records hold decoded images at their own sizes (raw reshaped by the
+    record's height and width), eagerly and inside tf.data."""
+    img = np.random.default_rng(3).integers(0, 256, (7, 11, 3), dtype=np.uint8)
+    ser = records.encode_example(images.encode(img, fmt), fmt, 7, 11, 0, "", -1, "test",
+                                 "testing_data/x/1.bmp", "cd" * 32)
+    decode = records.decoder(fmt, 0)
+    np.testing.assert_array_equal(decode(records.parse_example(tf.constant(ser))).numpy(), img)
+    ds = tf.data.Dataset.from_tensors(ser).map(records.parse_example).map(decode)
+    assert ds.element_spec.shape.as_list() == [None, None, 3]
+    np.testing.assert_array_equal(next(iter(ds)).numpy(), img)

@@ -11,9 +11,6 @@ in --work_dir and converted there; both are reused by later runs.
 """
 from __future__ import annotations
 
-import json
-import os
-
 from absl import app, flags
 
 from leukemia_tf.cli import common
@@ -88,9 +85,7 @@ def main(argv):
     result = bench.run(argv[1], config_from_flags())
     print(bench.format_table(result))
     if FLAGS.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json_out)), exist_ok=True)
-        with open(FLAGS.json_out, "w") as f:
-            json.dump(result, f, indent=1, default=str)
+        bench.save(result, FLAGS.json_out)
         print(f"wrote {FLAGS.json_out}")
     return 0
 

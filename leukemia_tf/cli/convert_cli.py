@@ -26,7 +26,10 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     d.integer("png_compression", 1, "zlib level 0-9 for --encoding=png.")
     d.integer("canvas_size", 450, "Square canvas: larger images are centre-cropped, "
               "smaller padded with black; never rescaled.")
-    d.integer("image_size", 0, "Store images resized to this size (0 = the canvas).")
+    d.integer("image_size", 0, "Store model input at this size, made by "
+              "leukemia_tf/data/preprocess.py (canvas + area resize) in the parent "
+              "process; 0 = store decoded originals (the pipeline preprocesses them "
+              "with the same function and caches the result).")
     d.float("shard_size_mb", 150.0, "Target shard size in MB.")
     d.integer("num_shards", 0, "Exact shards per split/fold group (0 = by size).")
     d.integer("num_workers", 0, "Encoding processes (0 = all cores).")

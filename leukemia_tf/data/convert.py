@@ -40,7 +40,7 @@ load_manifest = manifest_lib.load
 summarize = manifest_lib.summarize
 # Bump when the same input and settings would give other stored bytes (e.g. another
 # resize): progress records of an older layout are then not reused.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: records hold decoded originals or preprocess.py output
 PROGRESS_INTERVAL = 30.0        # seconds between plain progress lines when not a terminal
 _RECORD_OVERHEAD = 400  # bytes of proto fields and TFRecord framing per example
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ class ConvertConfig:
         """The settings that change the bytes written (part of the reuse key)."""
         keys = ("encoding", "jpeg_quality", "png_compression", "canvas_size", "image_size",
                 "seed", "on_error")
-        return {k: getattr(self, k) for k in keys}
+        # "pixels": what a record holds. v2 stores decoded images at their own size (or
+        # pre-resized by data/preprocess.py); v1 records held a numpy-made canvas.
+        return {**{k: getattr(self, k) for k in keys}, "pixels": "v2"}
 
     def validate(self) -> None:
         """Raises ConvertError listing every invalid setting (nothing is touched before)."""
@@ -99,31 +101,49 @@ class ConvertConfig:
 
 # ---------------------------------------------------------------- worker side (no TF)
 def _encode_one(task: Tuple[int, str, Optional[bytes], dict]):
-    """Read, hash, check, canvas, resize and encode one source file.
+    """Read, hash, check and encode one source file (worker process: no TensorFlow).
+
+    Without pre-resizing the image is stored as decoded, at its own size: the canvas rule
+    and the resize are applied by `preprocess.to_model_input` when the records are read,
+    the one implementation serving uses too. With pre-resizing (`image_size` > 0) the
+    decoded pixels go back to the parent, which runs that same function (TensorFlow
+    cannot run in these forked workers) and encodes the result (`finish_one`).
 
     Returns (index, result dict or None, error reason or None).
     """
     index, path, data, s = task
     try:
         if data is None:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = io.read_bytes(path)
         sha = hashlib.sha256(data).hexdigest()
         pixels = images.decode(data)
-        canvas = images.to_canvas(pixels, s["canvas_size"])
-        size = s["image_size"] or s["canvas_size"]
-        out = images.resize(canvas, size)
-        # "bmp" keeps the source file's bytes when they already are the stored image.
-        keep_original = (s["encoding"] == "bmp" and data[:2] == b"BM"
-                         and pixels.shape[:2] == (size, size))
-        encoded = images.encode(out, s["encoding"], s["jpeg_quality"], s["png_compression"],
-                                original=data if keep_original else None)
-        return index, {"encoded": encoded, "sha256": sha, "height": size, "width": size,
-                       "source_shape": list(pixels.shape[:2])}, None
+        result = {"sha256": sha, "source_shape": list(pixels.shape[:2]),
+                  "height": int(pixels.shape[0]), "width": int(pixels.shape[1])}
+        if s["image_size"]:
+            result["pixels"] = pixels
+            return index, result, None
+        # "bmp" keeps the source file's bytes: they are exactly the decoded pixels.
+        result["encoded"] = images.encode(pixels, s["encoding"], s["jpeg_quality"],
+                                          s["png_compression"],
+                                          original=data if data[:2] == b"BM" else None)
+        return index, result, None
     except images.ImageError as e:
         return index, None, str(e)
     except OSError as e:
         return index, None, f"cannot read file: {e}"
+
+
+def finish_one(result: Optional[dict], s: dict) -> Optional[dict]:
+    """Parent side of pre-resizing: the model-input pixels via `preprocess`, encoded."""
+    if result is None or "pixels" not in result:
+        return result
+    from leukemia_tf.data import preprocess
+    spec = preprocess.Spec(canvas_size=s["canvas_size"], image_size=s["image_size"])
+    out = preprocess.function_for(spec)(result.pop("pixels")).numpy()
+    result["encoded"] = images.encode(out, s["encoding"], s["jpeg_quality"],
+                                      s["png_compression"])
+    result["height"] = result["width"] = s["image_size"]
+    return result
 
 
 def _work(task: Tuple[int, str, Optional[bytes], dict]):
@@ -181,6 +201,7 @@ def _estimate_bytes(table: pd.DataFrame, settings: dict) -> float:
         except Exception:  # noqa: BLE001 - named later, when the file is encoded
             continue
         _, result, _ = _encode_one((0, path, data, settings))
+        result = finish_one(result, settings)
         if result is not None:
             sizes.append(len(result["encoded"]))
     return (float(np.mean(sizes)) if sizes else 600_000.0) + _RECORD_OVERHEAD
@@ -261,11 +282,13 @@ def _write_shard(cfg: ConvertConfig, out: output_dir.OutputDir, shard: dict, res
     import tensorflow as tf
     from leukemia_tf.data import records
     tmp = io.join(out.dir, PROGRESS_DIR, f"{shard['path']}.tmp-{os.getpid()}")
+    settings = cfg.output_settings()
     examples, skipped, shas = [], [], []
     try:
         with tf.io.TFRecordWriter(tmp) as writer:
             for entry in shard["entries"]:
                 _, result, error, sha = next(results)
+                result = finish_one(result, settings)
                 bar.update(1)
                 shas.append(sha)
                 if error is not None:
@@ -354,8 +377,12 @@ def convert(cfg: ConvertConfig) -> dict:
     stats.update(seconds=round(seconds, 2), encoded_images=n_encoded,
                  reused_shards=len(shards) - len(todo),
                  images_per_sec=round(n_encoded / seconds, 1) if seconds else None)
+    # stored_size 0: every image stored at its own size, as decoded (the canvas rule and
+    # the resize run when the records are read, by data/preprocess.py).
+    from leukemia_tf.data import preprocess
     settings = {**cfg.output_settings(), "shard_size_mb": cfg.shard_size_mb,
-                "num_shards": cfg.num_shards, "stored_size": cfg.image_size or cfg.canvas_size}
+                "num_shards": cfg.num_shards, "stored_size": cfg.image_size,
+                "resize_method": preprocess.RESIZE_METHOD}
     manifest = manifest_lib.build(settings, root, shards, metas, skipped, stats)
     out.invalidate()
     manifest_lib.write_examples(cfg.output_dir, manifest_lib.examples_table(shards, metas))

@@ -4,10 +4,8 @@ The converter's worker processes use this module, so it stays free of TensorFlow
 forked worker never touches TensorFlow state, and a worker costs megabytes, not a
 TensorFlow runtime.
 
-The canvas rule (shared with prediction): every image is brought to one square canvas
-without changing the cell's scale: larger images are centre-cropped, smaller ones padded
-with black (the C-NMC background). The 600x600 final-test images hold the cell at the
-same scale as the 450x450 training images, so stretching them would shrink every cell.
+Turning a decoded image into model input (canvas rule, resize) is not done here: it has
+one implementation, in TensorFlow, in `leukemia_tf.data.preprocess`.
 """
 from __future__ import annotations
 
@@ -161,34 +159,6 @@ def _to_uint8_rgb(im, fmt: str) -> np.ndarray:
                          f"{im.mode!r}")
     grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
     return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
-
-
-def to_canvas(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop or black-pad each side to `size` pixels; never rescales."""
-    out = image
-    h, w = out.shape[:2]
-    if h > size:
-        top = (h - size) // 2
-        out = out[top:top + size]
-    if w > size:
-        left = (w - size) // 2
-        out = out[:, left:left + size]
-    h, w = out.shape[:2]
-    if h < size or w < size:
-        canvas = np.zeros((size, size, 3), np.uint8)
-        top, left = (size - h) // 2, (size - w) // 2
-        canvas[top:top + h, left:left + w] = out
-        out = canvas
-    return np.ascontiguousarray(out)
-
-
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Area-preserving downscale (or bicubic upscale) of a square canvas to size x size."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    from PIL import Image
-    method = Image.BOX if size < image.shape[0] else Image.BICUBIC
-    return np.asarray(Image.fromarray(image).resize((size, size), method), dtype=np.uint8)
 
 
 def encode(image: np.ndarray, encoding: str, jpeg_quality: int = 95,

@@ -13,8 +13,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from leukemia_tf import io
 from leukemia_tf.config import Config, DataConfig
-from leukemia_tf.data import manifest as manifest_file, records
+from leukemia_tf.data import manifest as manifest_file, preprocess, records
 
 AUTOTUNE = tf.data.AUTOTUNE
 log = logging.getLogger(__name__)
@@ -62,11 +63,9 @@ def count_examples(manifest: dict, sel: Selection) -> int:
 
 def label_counts(manifest: dict, records_dir: str, sel: Selection) -> Dict[int, int]:
     """{1: ALL count, 0: hem count} from examples.csv (falls back to split totals)."""
-    import pandas as pd
     path = records_dir.rstrip("/") + "/" + manifest_file.EXAMPLES
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            table = pd.read_csv(f)
+    if io.exists(path):
+        table = io.read_csv(path)
         names = {s["path"] for s in shards_for(manifest, "", sel)}
         labels = table[table["shard"].isin(names)]["label"].dropna().astype(int)
         return {1: int((labels == 1).sum()), 0: int((labels == 0).sum())}
@@ -141,17 +140,14 @@ def _options(cfg: DataConfig, sharded_by_us: bool) -> tf.data.Options:
     return opts
 
 
-def resize_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Square uint8 canvas -> uint8 [size, size, 3]: area-averaged when shrinking.
-
-    The one resize used by training, evaluation and prediction from image files.
-    """
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    shrink = image.shape[0] is None or size < image.shape[0]
-    out = tf.image.resize(image, [size, size], method="area" if shrink else "bicubic",
-                          antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+def records_spec(manifest: dict, image_size: int) -> preprocess.Spec:
+    """The preprocessing a model trained on these records at `image_size` gets."""
+    settings = manifest["settings"]
+    spec = preprocess.Spec(canvas_size=int(settings.get("canvas_size",
+                                                        preprocess.DEFAULT_CANVAS)),
+                           image_size=int(image_size))
+    preprocess.check_records(spec, settings)
+    return spec
 
 
 def make_dataset(cfg: Config, sel: Selection, training: bool, *, manifest: dict,
@@ -180,7 +176,8 @@ def make_dataset(cfg: Config, sel: Selection, training: bool, *, manifest: dict,
     """
     data = cfg.data
     size = data.image_size
-    stored = int(manifest["settings"]["stored_size"])
+    spec = records_spec(manifest, size)
+    stored = int(manifest["settings"]["stored_size"] or 0)
     fmt = manifest["settings"]["encoding"]
     shards = shards_for(manifest, data.records_dir, sel)
     files = [s["full_path"] for s in shards]
@@ -206,11 +203,15 @@ def make_dataset(cfg: Config, sel: Selection, training: bool, *, manifest: dict,
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
 
     decode = records.decoder(fmt, stored)
+    # Pre-resized records already hold `to_model_input`'s output (made by the converter
+    # with the same function); it is not idempotent, so it must not run twice.
+    prepared = stored == size and stored != spec.canvas_size
 
     def parse(serialized):
         ex = records.parse_example(serialized)
         image = decode(ex)
-        image = resize_uint8(image, size)
+        if not prepared:  # the one canvas + resize that serving uses too
+            image = preprocess.to_model_input(image, spec)
         out = {"image": image, "label": ex["image/class/label"]}
         if with_metadata:
             out["patient_id"] = ex["image/patient_id"]
@@ -224,7 +225,7 @@ def make_dataset(cfg: Config, sel: Selection, training: bool, *, manifest: dict,
         path = cache[5:].rstrip("/") + f"/{sel.name}-{size}px"
         if input_context is not None:
             path += f"-pipeline{input_context.input_pipeline_id}"
-        tf.io.gfile.makedirs(cache[5:])
+        io.makedirs(cache[5:])
         ds = ds.cache(path)
     if training:
         if data.class_balance == "resample":

@@ -82,15 +82,23 @@ def parse_batch(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
     return tf.io.parse_example(serialized, FEATURES)
 
 
-def decoder(fmt: str, canvas: int) -> Callable[[Dict[str, tf.Tensor]], tf.Tensor]:
-    """A function parsed-example -> uint8 [canvas, canvas, 3] for one stored encoding.
+def decoder(fmt: str, stored_size: int) -> Callable[[Dict[str, tf.Tensor]], tf.Tensor]:
+    """A function parsed-example -> uint8 [H, W, 3] for one stored encoding.
 
     One format per dataset (the manifest says which), so the decode op is chosen once
     instead of branching per example.
+
+    Args:
+      stored_size: the side of every stored image (static shape), or 0 when images are
+        stored at their own sizes (the manifest's settings.stored_size); raw bytes are
+        then reshaped with the record's image/height and image/width.
     """
     def _raw(ex):
         pixels = tf.io.decode_raw(ex["image/encoded"], tf.uint8)
-        return tf.reshape(pixels, [canvas, canvas, 3])
+        if stored_size:
+            return tf.reshape(pixels, [stored_size, stored_size, 3])
+        return tf.reshape(pixels, tf.stack([tf.cast(ex["image/height"], tf.int32),
+                                            tf.cast(ex["image/width"], tf.int32), 3]))
 
     def _png(ex):
         return tf.io.decode_png(ex["image/encoded"], channels=3)
@@ -108,6 +116,6 @@ def decoder(fmt: str, canvas: int) -> Callable[[Dict[str, tf.Tensor]], tf.Tensor
 
     def fn(ex):
         image = decode(ex)
-        image.set_shape([canvas, canvas, 3])
+        image.set_shape([stored_size or None, stored_size or None, 3])
         return image
     return fn
