@@ -9,7 +9,7 @@ import pytest
 
 from leukemia_tf import config as C
 from leukemia_tf import crossval, evaluation, export, prediction, scoring, training
-from leukemia_tf.data import images
+from leukemia_tf.data import images, pipeline
 from conftest import build_tree, tiny_config
 from markdown_links import check_links
 
