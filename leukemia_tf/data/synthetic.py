@@ -17,15 +17,16 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import json
+import io as _stdio
 import multiprocessing
 import os
-import shutil
+import posixpath
 from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 # The BMP codec lives in images.py; encode_bmp and read_bmp stay importable from here.
+from leukemia_tf import io
 from leukemia_tf.data.images import encode_bmp, read_bmp, write_bmp  # noqa: F401
 
 ROOT_NAME = "C-NMC_Leukemia"
@@ -329,15 +330,16 @@ def _add_duplicates(images: List[_Image], n: int) -> List[_Image]:
 def _render_and_write(job: Tuple[str, _Image]) -> None:
     root, im = job
     rng = np.random.default_rng(list(im.key))
-    write_bmp(os.path.join(root, im.rel_path), render_cell(rng, im.label, im.stain, im.size),
+    write_bmp(io.join(root, im.rel_path), render_cell(rng, im.label, im.stain, im.size),
               v5=im.v5)
 
 
 def _write_csv(path: str, rows: List[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["Patient_ID", "new_names", "labels"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    buf = _stdio.StringIO()
+    writer = csv.DictWriter(buf, ["Patient_ID", "new_names", "labels"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(path, buf.getvalue())
 
 
 def make_tree(output_dir: str, cfg: SyntheticConfig = SyntheticConfig()) -> dict:
@@ -353,18 +355,17 @@ def make_tree(output_dir: str, cfg: SyntheticConfig = SyntheticConfig()) -> dict
       counts are the hidden labels). Also written to `<output_dir>/synthetic_summary.json`.
     """
     images, val_rows, test_rows = plan_tree(cfg)
-    root = os.path.join(output_dir, ROOT_NAME)
-    summary_path = os.path.join(output_dir, SUMMARY_JSON)
-    if os.path.exists(root):
-        if not os.path.exists(summary_path):
+    root = io.join(output_dir, ROOT_NAME)
+    summary_path = io.join(output_dir, SUMMARY_JSON)
+    if io.exists(root):
+        if not io.exists(summary_path):
             raise FileExistsError(f"{root} exists and is not a synthetic tree; not replacing it")
-        shutil.rmtree(root)
-    os.makedirs(output_dir, exist_ok=True)
+        io.rmtree(root)
+    io.makedirs(output_dir)
     summary = {"root": root, "config": dataclasses.asdict(cfg)}
-    with open(summary_path, "w") as f:  # marks the tree as synthetic before it exists
-        json.dump(summary, f, indent=1)
-    for d in sorted({os.path.dirname(im.rel_path) for im in images} | {VAL_DIR}):
-        os.makedirs(os.path.join(root, d), exist_ok=True)
+    io.write_json(summary_path, summary)  # marks the tree as synthetic before it exists
+    for d in sorted({posixpath.dirname(im.rel_path) for im in images} | {VAL_DIR}):
+        io.makedirs(io.join(root, d))
     jobs = [(root, im) for im in images if im.copy_of is None]
     workers = cfg.num_workers or ((os.cpu_count() or 1) if len(jobs) >= 2000 else 1)
     if workers > 1 and len(jobs) > 1:
@@ -377,10 +378,10 @@ def make_tree(output_dir: str, cfg: SyntheticConfig = SyntheticConfig()) -> dict
             _render_and_write(job)
     duplicates = [[im.copy_of, im.rel_path] for im in images if im.copy_of]
     for original, copy in duplicates:
-        shutil.copyfile(os.path.join(root, original), os.path.join(root, copy))
-    _write_csv(os.path.join(root, VAL_CSV), val_rows)
+        io.copy(io.join(root, original), io.join(root, copy), overwrite=True)
+    _write_csv(io.join(root, VAL_CSV), val_rows)
     if cfg.write_test_labels:
-        _write_csv(os.path.join(output_dir, TEST_LABELS_CSV), test_rows)
+        _write_csv(io.join(output_dir, TEST_LABELS_CSV), test_rows)
 
     def counts(prefix):
         rows = [im for im in images if im.rel_path.startswith(prefix)]
@@ -394,8 +395,7 @@ def make_tree(output_dir: str, cfg: SyntheticConfig = SyntheticConfig()) -> dict
         training={f"fold_{k}": counts(f"training_data/fold_{k}/") for k in range(3)},
         validation=dict(counts(VAL_DIR + "/"), v5_header=cfg.v5_validation),
         test=counts(TEST_DIR + "/"), duplicates=duplicates, num_duplicates=len(duplicates))
-    with open(summary_path, "w") as f:
-        json.dump(summary, f, indent=1)
+    io.write_json(summary_path, summary)
     return summary
 
 
