@@ -232,7 +232,8 @@ def create_exclusive(path: str, data: bytes) -> bool:
     so callers should read the file back to confirm they own it.
     """
     makedirs(dirname(path))
-    tmp = _tmp_name(path)
+    # Not `<path>.tmp-…`: ram:// answers exists(path) for any name that path prefixes.
+    tmp = join(dirname(path), f".{os.getpid()}-{os.urandom(4).hex()}.tmp")
     with open_file(tmp, "wb") as f:
         f.write(data)
     try:

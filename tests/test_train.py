@@ -221,37 +221,44 @@ def test_preemption_sigkill_resumes_from_backup(records_dir, tmp_path):
     assert "removing stale lock" in rerun.stderr and not (md / "train.lock").exists()
 
 
-def _reserve_ports(n):
-    """Ports bound now and kept bound (SO_REUSEPORT, as gRPC binds) until the workers
-    hold them, so no other process can take one in between."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
         s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    return socks, [s.getsockname()[1] for s in socks]
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:  # TensorFlow's gRPC server binds without SO_REUSEPORT: free them
+        s.close()
+    return ports
 
 
-def _run_two_workers(records_dir, md):
-    socks, ports = _reserve_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
+def _run_two_workers(records_dir, md, logs):
+    """Start two workers; return [(returncode, stdout, stderr)]. When one fails (e.g. its
+    port was taken in between), the other is stopped instead of waiting for its peer."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs, files = [], []
     try:
         for i in range(2):
             tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
             cmd = _train_cmd(records_dir, md, "--epochs=2", "--strategy=multi_worker",
                              "--backup_every_steps=2")
-            procs.append(subprocess.Popen(cmd, env=_env(TF_CONFIG=tf_config),
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
-        outs = [p.communicate(timeout=400) for p in procs]
+            out, err = open(logs / f"w{i}.out", "w+"), open(logs / f"w{i}.err", "w+")
+            files.append((out, err))
+            procs.append(subprocess.Popen(cmd, env=_env(TF_CONFIG=tf_config), stdout=out,
+                                          stderr=err, text=True))
+        _wait_for(lambda: all(p.poll() is not None for p in procs)
+                  or any(p.poll() not in (None, 0) for p in procs), 400, "both workers")
     finally:
         for p in procs:
             p.kill()
-        for s in socks:
-            s.close()
-    return procs, outs
+            p.wait()
+    results = []
+    for p, (out, err) in zip(procs, files):
+        out.seek(0)
+        err.seek(0)
+        results.append((p.returncode, out.read(), err.read()))
+        out.close()
+        err.close()
+    return results
 
 
 def test_multi_worker_two_processes_only_chief_writes(records_dir, tmp_path):
@@ -260,11 +267,11 @@ def test_multi_worker_two_processes_only_chief_writes(records_dir, tmp_path):
     writer would double history.csv); workers' temporary copies are gone."""
     md = tmp_path / "shared_model_dir"
     for attempt in range(3):  # a port taken by another process in between: new ports
-        procs, outs = _run_two_workers(records_dir, md)
-        if not any("ddress already in use" in err for _, err in outs):
+        results = _run_two_workers(records_dir, md, tmp_path)
+        if not any("Could not start gRPC server" in err for _, _, err in results):
             break
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
     summary = json.load(open(md / "summary.json"))
     assert summary["replicas"] == 2 and summary["strategy"] == "multi_worker"
     assert summary["validation"]["num_examples"] == 10
@@ -272,8 +279,8 @@ def test_multi_worker_two_processes_only_chief_writes(records_dir, tmp_path):
     assert [int(r["epoch"]) for r in _history(md)] == [1, 2]
     assert not [p for p in md.rglob("*") if "workertemp" in str(p)]
     assert not (md / "train.lock").exists()  # the chief took the lock and released it
-    assert "validation weighted F1" in outs[0][0]
-    assert '"chief": false' in outs[1][0]
+    assert "validation weighted F1" in results[0][1]
+    assert '"chief": false' in results[1][1]
 
 
 def test_nan_loss_stops_with_a_readable_message(records_dir, tmp_path):

@@ -158,7 +158,6 @@ def run(cfg: Config) -> dict:
       ValueError: invalid settings. TrainingError (RunDirError, InputError): the model
       dir or the records cannot be used. FloatingPointError: the loss diverged.
     """
-    from leukemia_tf import models
     t, d = cfg.train, cfg.data
     inputs_lib.validate_config(cfg)
     start = time.time()
@@ -177,11 +176,7 @@ def run(cfg: Config) -> dict:
     for w in inputs_lib.leakage_warning(data, cfg):
         log.warning("%s", w)
         warnings.append(w)
-    with strategy.scope():
-        model = models.build_model(cfg.model)
-        model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
-                      loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
-                      jit_compile=t.jit_compile, steps_per_execution=1)
+    model = _build(cfg, strategy, steps, precision)
     lock = rundir.Lock(t.model_dir)
     try:
         state = _claim(cfg, strategy, chief, lock)
@@ -193,16 +188,11 @@ def run(cfg: Config) -> dict:
                    "strategy": dist.strategy_name(strategy),
                    "replicas": strategy.num_replicas_in_sync, "precision": precision,
                    "chief": chief, "epochs": t.epochs, "steps_per_epoch": steps,
-                   "first_epoch": progress.first_epoch,
-                   "resumed_from_step": progress.resumed_from_step,
-                   "train_images_per_sec": progress.images_per_sec,
+                   **_progress_summary(progress, t.model_dir),
                    "cache": {k: v[0] for k, v in plan.items()}, "class_weights": weights,
                    "num_train": data.num_train, "num_val": data.num_val,
                    "val_split": d.val_split, "params": int(model.count_params()),
                    "warnings": warnings}
-        best = rundir.best_state(t.model_dir)
-        if best:
-            summary["best_epoch"] = best["epoch"]
         if not chief:
             return summary
         _score(cfg, data, plain, summary)
@@ -212,6 +202,27 @@ def run(cfg: Config) -> dict:
         return summary
     finally:
         lock.release()
+
+
+def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
+    from leukemia_tf import models
+    with strategy.scope():
+        model = models.build_model(cfg.model)
+        model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
+                      loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
+                      jit_compile=cfg.train.jit_compile, steps_per_execution=1)
+    return model
+
+
+def _progress_summary(progress: cb.Progress, model_dir: str) -> dict:
+    """Where this invocation started (epochs from 1), its speed and the best epoch."""
+    out = {"first_epoch": progress.first_epoch,
+           "resumed_from_step": progress.resumed_from_step,
+           "train_images_per_sec": progress.images_per_sec}
+    best = rundir.best_state(model_dir)
+    if best:
+        out["best_epoch"] = best["epoch"]
+    return out
 
 
 def _cache_plan(cfg: Config, data) -> dict:

@@ -172,7 +172,7 @@ class Lock:
     def _holder(self) -> dict:
         try:
             value = io.read_json(self.path)
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - gone, torn or foreign: no holder we can name
             return {}
         return value if isinstance(value, dict) else {}
 
