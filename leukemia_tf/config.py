@@ -83,6 +83,7 @@ class TrainConfig:
     tensorboard: bool = True
     verbose: int = 2
     cpu_devices: int = 0               # >1: split the CPU into logical devices (tests, demos)
+    overwrite: bool = False            # replace a finished or different run in model_dir
 
 
 @dataclasses.dataclass(frozen=True)

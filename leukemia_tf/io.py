@@ -220,3 +220,34 @@ def copytree(src: str, dst: str) -> None:
         makedirs(target)
         for name in names:
             copy(join(d, name), join(target, name), overwrite=True)
+
+
+def create_exclusive(path: str, data: bytes) -> bool:
+    """Create `path` holding `data` unless it exists; True if this call created it.
+
+    For lock files. The bytes go to a temporary name first, so no reader ever sees a
+    half-written file. Locally the temporary file is hard-linked to `path`, which fails
+    atomically when `path` exists. For URLs it is `tf.io.gfile.rename(overwrite=False)`:
+    atomic where the file system is (ram://), check-then-write on object stores (gs://),
+    so callers should read the file back to confirm they own it.
+    """
+    makedirs(dirname(path))
+    # Not `<path>.tmp-…`: ram:// answers exists(path) for any name that path prefixes.
+    tmp = join(dirname(path), f".{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    with open_file(tmp, "wb") as f:
+        f.write(data)
+    try:
+        if is_url(path):
+            import tensorflow as tf
+            try:
+                _gfile().rename(tmp, path, overwrite=False)
+            except tf.errors.AlreadyExistsError:
+                return False
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        remove(tmp)

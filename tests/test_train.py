@@ -1,7 +1,9 @@
 """run(cfg) end to end per strategy, mixed precision, preemption and the CLI contract."""
 import csv
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,7 +17,6 @@ import tf_keras as keras
 
 from leukemia_tf import config as C
 from leukemia_tf import export, models, training
-from leukemia_tf.data import pipeline
 from conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +33,20 @@ def _history(model_dir):
         return list(csv.DictReader(f))
 
 
-def test_run_default_strategy_writes_the_contract(records_dir, tmp_path):
+def _wait_for(predicate, timeout, what, proc=None):
+    """Poll until `predicate()` is true; fail the test (never pass silently) on timeout or
+    when `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the trainer exited (status {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_run_default_strategy_writes_the_contract(records_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="leukemia_tf")
     cfg = tiny_config(records_dir, tmp_path / "m", epochs=2)
     summary = training.run(cfg)
     md = str(tmp_path / "m")
@@ -45,16 +59,24 @@ def test_run_default_strategy_writes_the_contract(records_dir, tmp_path):
     assert on_disk["validation"]["num_examples"] == 10  # every validation image, once
     assert on_disk["train_images_per_sec"] > 0 and on_disk["steps_per_epoch"] == 6
     rows = _history(md)
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
-    assert {"loss", "accuracy", "auc", "precision", "recall", "weighted_f1",
-            "val_weighted_f1", "val_loss"} <= set(rows[0])
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # epochs from 1, as on the console
+    assert on_disk["best_epoch"] in (1, 2) and on_disk["first_epoch"] == 1
+    assert {"loss", "accuracy", "auc_approx", "precision", "recall", "weighted_f1",
+            "val_weighted_f1", "val_auc_approx", "val_loss"} <= set(rows[0])
+    # One AUC definition: the bucketed Keras AUC is never called plain "auc".
+    assert not {"auc", "val_auc"} & set(rows[0]) and "roc_auc" in on_disk["validation"]
+    assert not {"auc", "val_auc"} & set(on_disk["history"])
+    # The start-up log says what the run computes on.
+    assert "strategy default, 1 replica, precision float32" in caplog.text
+    assert "global batch 8 = 8 per replica" in caplog.text and "devices:" in caplog.text
     # The exported model predicts like the in-memory one would, on uint8 input.
     images = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
     from_keras = export.load_model(os.path.join(md, "model.keras"))(images)
     from_saved = export.load_model(os.path.join(md, "export"))(images)
     np.testing.assert_allclose(from_keras, from_saved, atol=1e-5)
-    assert not os.listdir(os.path.join(md, "backup")) if os.path.exists(
-        os.path.join(md, "backup")) else True
+    # A finished run leaves no backup to resume from (and no lock).
+    assert not [p for p in (tmp_path / "m" / "backup").rglob("*") if p.is_file()]
+    assert not (tmp_path / "m" / "train.lock").exists()
 
 
 def test_weighted_f1_metric_matches_sklearn():
@@ -155,32 +177,48 @@ def _env(**extra):
     return env
 
 
+def _backup_saves(md):
+    """How many backups the running trainer has taken (CheckpointManager's ckpt-N)."""
+    state = md / "backup" / "chief" / "checkpoint"
+    try:
+        text = state.read_text()
+    except OSError:
+        return 0
+    m = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', text)
+    return int(m.group(1)) if m else 0
+
+
 def test_preemption_sigkill_resumes_from_backup(records_dir, tmp_path):
     md = tmp_path / "m"
     cmd = _train_cmd(records_dir, md, "--epochs=4", "--steps_per_epoch=12",
                      "--backup_every_steps=3", "--image_size=48")
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    history = md / "history.csv"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if history.exists() and len(history.read_text().strip().splitlines()) >= 2:
-            time.sleep(0.8)  # into the next epoch, past a step backup
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        # Epoch 1 takes 12 / 3 step backups and one at its end: the 6th backup is a step
+        # backup inside epoch 2, the point this test kills at.
+        _wait_for(lambda: _backup_saves(md) >= 6, 300, "a step backup in epoch 2", proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the trainer ended before it was killed"
     assert not (md / "summary.json").exists()
     done_before = len(_history(md))
-    assert any((md / "backup").rglob("checkpoint")), "no backup written before the kill"
+    assert done_before >= 1
+    assert (md / "train.lock").exists()  # a killed trainer leaves its (stale) lock
     rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.load(open(md / "summary.json"))
-    assert summary["resumed_from_step"] >= 12 * done_before  # not from step 0
-    assert summary["first_epoch"] >= done_before
-    assert [int(r["epoch"]) for r in _history(md)] == [0, 1, 2, 3]
+    assert summary["resumed_from_step"] > 12 * done_before  # not from step 0
+    assert summary["first_epoch"] == done_before + 1
+    assert [int(r["epoch"]) for r in _history(md)] == [1, 2, 3, 4]
     assert "validation weighted F1" in rerun.stdout
+    said = re.search(r"resumed from epoch (\d+), step (\d+)", rerun.stdout + rerun.stderr)
+    assert said, rerun.stderr[-3000:]
+    assert (int(said.group(1)), int(said.group(2))) == (summary["first_epoch"],
+                                                        summary["resumed_from_step"])
+    assert "removing stale lock" in rerun.stderr and not (md / "train.lock").exists()
 
 
 def _free_ports(n):
@@ -188,37 +226,61 @@ def _free_ports(n):
     for s in socks:
         s.bind(("127.0.0.1", 0))
     ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
+    for s in socks:  # TensorFlow's gRPC server binds without SO_REUSEPORT: free them
         s.close()
     return ports
+
+
+def _run_two_workers(records_dir, md, logs):
+    """Start two workers; return [(returncode, stdout, stderr)]. When one fails (e.g. its
+    port was taken in between), the other is stopped instead of waiting for its peer."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs, files = [], []
+    try:
+        for i in range(2):
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            cmd = _train_cmd(records_dir, md, "--epochs=2", "--strategy=multi_worker",
+                             "--backup_every_steps=2")
+            out, err = open(logs / f"w{i}.out", "w+"), open(logs / f"w{i}.err", "w+")
+            files.append((out, err))
+            procs.append(subprocess.Popen(cmd, env=_env(TF_CONFIG=tf_config), stdout=out,
+                                          stderr=err, text=True))
+        _wait_for(lambda: all(p.poll() is not None for p in procs)
+                  or any(p.poll() not in (None, 0) for p in procs), 400, "both workers")
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    results = []
+    for p, (out, err) in zip(procs, files):
+        out.seek(0)
+        err.seek(0)
+        results.append((p.returncode, out.read(), err.read()))
+        out.close()
+        err.close()
+    return results
 
 
 def test_multi_worker_two_processes_only_chief_writes(records_dir, tmp_path):
     """Two local workers with TF_CONFIG on loopback and one shared model dir, as on a
     cluster with a shared file system. Both finish; the chief alone writes (a second
     writer would double history.csv); workers' temporary copies are gone."""
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     md = tmp_path / "shared_model_dir"
-    procs = []
-    for i in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        cmd = _train_cmd(records_dir, md, "--epochs=2", "--strategy=multi_worker",
-                         "--backup_every_steps=2")
-        procs.append(subprocess.Popen(cmd, env=_env(TF_CONFIG=tf_config),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    outs = [p.communicate(timeout=400) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    for attempt in range(3):  # a port taken by another process in between: new ports
+        results = _run_two_workers(records_dir, md, tmp_path)
+        if not any("Could not start gRPC server" in err for _, _, err in results):
+            break
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
     summary = json.load(open(md / "summary.json"))
     assert summary["replicas"] == 2 and summary["strategy"] == "multi_worker"
     assert summary["validation"]["num_examples"] == 10
     assert (md / "export" / "saved_model.pb").exists()
-    assert [int(r["epoch"]) for r in _history(md)] == [0, 1]
+    assert [int(r["epoch"]) for r in _history(md)] == [1, 2]
     assert not [p for p in md.rglob("*") if "workertemp" in str(p)]
-    assert "validation weighted F1" in outs[0][0]
-    assert '"chief": false' in outs[1][0]
+    assert not (md / "train.lock").exists()  # the chief took the lock and released it
+    assert "validation weighted F1" in results[0][1]
+    assert '"chief": false' in results[1][1]
 
 
 def test_nan_loss_stops_with_a_readable_message(records_dir, tmp_path):

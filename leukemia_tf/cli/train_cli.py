@@ -6,9 +6,8 @@
 Flags become one frozen Config, written to <model_dir>/config.json. --flagfile works.
 """
 import json
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
@@ -75,6 +74,10 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     d.integer("verbose", 2, "Keras fit verbosity.")
     d.integer("cpu_devices", 0, "Split the CPU into N logical devices (testing "
               "MirroredStrategy without GPUs).")
+    d.bool("overwrite", False, "Start fresh in a --model_dir that holds a finished run or a "
+           "run with other settings: deletes only the trainer's own files (config.json, "
+           "history.csv, summary.json, model.keras, preprocessing.json, best/, backup/, "
+           "logs/, export/, eval/).")
 
 
 def _given_in(fv: flags.FlagValues, name: str) -> bool:
@@ -98,7 +101,7 @@ def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.Config:
         "warmup_epochs", "optimizer", "weight_decay", "loss", "focal_gamma",
         "label_smoothing", "strategy", "mixed_precision", "jit_compile", "seed",
         "deterministic", "backup_every_steps", "early_stopping_patience", "tensorboard",
-        "verbose", "cpu_devices")}
+        "verbose", "cpu_devices", "overwrite")}
     train["model_dir"] = fv.model_dir or ""
     flag_of = {"name": "model"}
     pick = lambda section: {k: v for k, v in section.items()  # noqa: E731
@@ -128,17 +131,22 @@ def main(argv):
     from leukemia_tf import training
     try:
         summary = training.run(cfg)
-    except (ValueError, FloatingPointError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:  # expected failures: one line; anything else: traceback
+        message = training.expected_error(e)
+        if message is None:
+            raise
+        raise common.UserError(message) from e
+    if summary.get("status") == "finished":
+        print(f"{cfg.train.model_dir} already holds a finished run of these settings "
+              "(summary.json); nothing trained. --overwrite trains it again.")
     if summary.get("chief", True) and "validation" in summary:
         v = summary["validation"]
         ips = summary.get("train_images_per_sec")
+        speed = f"training {ips:.1f} images/s" if ips else "training speed not measured"
         print(f"best epoch {summary.get('best_epoch')}: validation weighted F1 "
               f"{v['weighted_f1']:.4f}, accuracy {v['accuracy']:.4f}, ROC AUC "
               f"{v['roc_auc'] if v['roc_auc'] is None else round(v['roc_auc'], 4)}; "
-              f"training {ips or 0:.1f} images/s; exported to {cfg.train.model_dir}/export")
+              f"{speed}; exported to {cfg.train.model_dir}/export")
     else:
         print(json.dumps({k: summary[k] for k in ("chief", "strategy", "replicas")}))
     return 0

@@ -1,0 +1,188 @@
+"""What the trainer checks before it writes anything, and how it names a bad shard.
+
+- The config: every setting in range and every name known (`validate_config`), so a
+  typo fails in a second, not after the model dir was touched.
+- The records: the manifest exists and parses; every shard the run reads exists, has the
+  manifest's size and, for local shards, the manifest's record count. Counting walks the
+  TFRecord length headers (12 bytes read per record, no payload), so it costs
+  milliseconds; remote shards (gs://) are checked by size only, because each header
+  would be one more request.
+- A corrupt record met during training (`DataLossError`, which names no file) is traced
+  to its shard by re-reading the run's shards (`corrupt_shard_error`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import struct
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from leukemia_tf import io
+from leukemia_tf.config import Config
+from leukemia_tf.data import duplicates
+from leukemia_tf.training import distribution, objectives
+from leukemia_tf.training.errors import InputError
+
+log = logging.getLogger("leukemia_tf.training")
+
+_POSITIVE = ("epochs", "batch_size")
+_NON_NEGATIVE = ("steps_per_epoch", "warmup_epochs", "weight_decay", "focal_gamma",
+                 "backup_every_steps", "early_stopping_patience", "cpu_devices")
+
+
+def validate_config(cfg: Config) -> None:
+    """Raise ValueError naming the flag for any setting out of range (no I/O)."""
+    t, d = cfg.train, cfg.data
+    if not t.model_dir or not d.records_dir:
+        raise ValueError("records_dir and model_dir are required")
+    for name in _POSITIVE:
+        if getattr(t, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, not {getattr(t, name)}")
+    for name in _NON_NEGATIVE:
+        if getattr(t, name) < 0:
+            raise ValueError(f"--{name} must not be negative, not {getattr(t, name)}")
+    if not (t.learning_rate > 0 and math.isfinite(t.learning_rate)):
+        raise ValueError(f"--learning_rate must be a positive number, not {t.learning_rate}")
+    if not 0 <= t.label_smoothing < 1:
+        raise ValueError(f"--label_smoothing must be in [0, 1), not {t.label_smoothing}")
+    for flag, value, choices in (
+            ("schedule", t.schedule, objectives.SCHEDULES),
+            ("optimizer", t.optimizer, objectives.OPTIMIZERS),
+            ("loss", t.loss, objectives.LOSSES),
+            ("strategy", t.strategy, distribution.STRATEGIES),
+            ("mixed_precision", t.mixed_precision, distribution.PRECISIONS),
+            ("class_balance", d.class_balance, ("weights", "resample", "none"))):
+        if value not in choices:
+            raise ValueError(f"--{flag}={value} is not one of {', '.join(choices)}")
+    from leukemia_tf import models
+    if cfg.model.name not in models.MODELS:
+        raise ValueError(f"--model={cfg.model.name} is not one of "
+                         f"{', '.join(sorted(models.MODELS))}")
+    if d.image_size < 1 or d.image_size != cfg.model.image_size:
+        raise ValueError(f"data image_size {d.image_size} != model image_size "
+                         f"{cfg.model.image_size}")
+    if not d.train_folds:
+        raise ValueError("--train_folds is empty")
+
+
+@dataclasses.dataclass
+class Inputs:
+    """The records a run reads, checked against its manifest."""
+    manifest: dict
+    train_sel: object
+    val_sel: object
+    num_train: int
+    num_val: int
+    leaked_groups: int
+
+
+def load_manifest(records_dir: str) -> dict:
+    """The manifest, or InputError naming the file that is missing or broken."""
+    from leukemia_tf.data import convert
+    path = io.join(records_dir, convert.MANIFEST)
+    if not io.isdir(records_dir):
+        raise InputError(f"records dir {records_dir} does not exist (convert the images "
+                         "first: tools/convert_to_tfrecords.py)")
+    if not io.exists(path):
+        raise InputError(f"{path} not found: no complete conversion in {records_dir} "
+                         "(run tools/convert_to_tfrecords.py)")
+    try:
+        manifest = io.read_json(path)
+    except ValueError as e:
+        raise InputError(f"{path} is not valid JSON ({e}): convert again") from e
+    if not isinstance(manifest, dict) or not {"shards", "splits", "settings"} <= set(manifest):
+        raise InputError(f"{path} is not a records manifest (no shards/splits/settings)")
+    return manifest
+
+
+def prepare(cfg: Config) -> Inputs:
+    """Load and check the records of a run; raises InputError or ValueError."""
+    from leukemia_tf.data import pipeline
+    d = cfg.data
+    manifest = load_manifest(d.records_dir)
+    train_sel = pipeline.Selection("train", tuple(d.train_folds))
+    val_sel = pipeline.parse_val_split(d.val_split)
+    if val_sel.split == "train" and set(val_sel.folds) & set(train_sel.folds):
+        raise ValueError(f"validation fold {val_sel.folds} is also a training fold "
+                         f"{train_sel.folds}: choose --train_folds without it")
+    for sel in (train_sel, val_sel):
+        check_shards(d.records_dir, pipeline.shards_for(manifest, d.records_dir, sel))
+    n_train = pipeline.count_examples(manifest, train_sel)
+    n_val = pipeline.count_examples(manifest, val_sel)
+    if n_train < cfg.train.batch_size:
+        raise ValueError(f"{n_train} training examples < global batch {cfg.train.batch_size}")
+    leaks = duplicates.leaked_groups(manifest, d.train_folds, d.val_split)
+    return Inputs(manifest, train_sel, val_sel, n_train, n_val, leaks)
+
+
+def check_shards(records_dir: str, shards: Sequence[dict]) -> None:
+    """Each shard exists, has the manifest's size and (local) its record count."""
+    for shard in shards:
+        path = shard["full_path"]
+        if not io.exists(path):
+            raise InputError(f"shard {path} is missing (listed in {records_dir}/manifest.json)")
+        size = io.size(path)
+        if "bytes" in shard and size != shard["bytes"]:
+            raise InputError(f"shard {path} is {size} bytes, the manifest says "
+                             f"{shard['bytes']}: truncated or replaced; convert again")
+        if io.is_url(path):
+            continue
+        count, problem = count_records(path)
+        if problem:
+            raise InputError(f"shard {path} is corrupt or truncated: {problem}")
+        if count != shard["num_examples"]:
+            raise InputError(f"shard {path} holds {count} records, the manifest says "
+                             f"{shard['num_examples']}: the manifest does not match the "
+                             "shards; convert again")
+
+
+def count_records(path: str) -> Tuple[int, Optional[str]]:
+    """(records, problem) from the TFRecord framing: 8-byte length, 4-byte CRC, payload,
+    4-byte CRC. Reads 12 bytes per record; CRCs are not checked (training does)."""
+    total = io.size(path)
+    n, pos = 0, 0
+    with io.open_file(path, "rb") as f:
+        while pos < total:
+            header = f.read(12)
+            if len(header) < 12:
+                return n, f"a partial record header at byte {pos}"
+            (length,) = struct.unpack("<Q", header[:8])
+            pos += 12 + length + 4
+            if pos > total:
+                return n, f"record {n} runs past the end of the file ({total} bytes)"
+            f.seek(pos)
+            n += 1
+    return n, None
+
+
+def corrupt_shard_error(records_dir: str, shards: List[dict],
+                        error: Exception) -> Optional[InputError]:
+    """Re-read `shards` to find the one behind a DataLossError; None if all read fine."""
+    import tensorflow as tf
+    for shard in shards:
+        n = 0
+        try:
+            for _ in tf.data.TFRecordDataset(shard["full_path"]):
+                n += 1
+        except tf.errors.DataLossError as e:
+            return InputError(f"shard {shard['full_path']} is corrupt after {n} good records "
+                              f"({e.message.splitlines()[0]}): convert again")
+    return None
+
+
+def leakage_warning(inputs: Inputs, cfg: Config) -> List[str]:
+    """The training-time duplicate warning (also in summary.json `warnings`)."""
+    if not inputs.leaked_groups:
+        return []
+    n = inputs.leaked_groups
+    groups = "1 group of byte-identical images is" if n == 1 else \
+        f"{n} groups of byte-identical images are"
+    return [f"{groups} both in the training folds {list(cfg.data.train_folds)} and in "
+            f"{cfg.data.val_split}: validation scores of those images are optimistic"]
+
+
+def class_weights(inputs: Inputs, records_dir: str) -> Dict[int, float]:
+    from leukemia_tf.data import pipeline
+    counts = pipeline.label_counts(inputs.manifest, records_dir, inputs.train_sel)
+    return pipeline.class_weights(counts)

@@ -1,0 +1,249 @@
+"""`run(cfg)`: check, claim the model dir, train, export and summarise one model.
+
+The order is the contract: everything that can fail from a bad flag or bad records
+(config, manifest, shards, model build, model dir ownership) fails before anything is
+written; config.json is written once the model is built and the lock is held; weights are
+exported only when finite; summary.json is written last and marks the run finished.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import tensorflow as tf
+import tf_keras as keras
+
+from leukemia_tf import io
+from leukemia_tf.config import Config
+from leukemia_tf.training import callbacks as cb
+from leukemia_tf.training import distribution as dist
+from leukemia_tf.training import inputs as inputs_lib
+from leukemia_tf.training import objectives, rundir
+from leukemia_tf.training.errors import RunDirError
+
+log = logging.getLogger("leukemia_tf.training")
+MONITOR = "val_weighted_f1"
+
+
+def _setup(cfg: Config):
+    t = cfg.train
+    if t.strategy != "multi_worker":
+        dist.split_cpu(t.cpu_devices)
+    strategy = dist.make_strategy(t.strategy)
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(t.seed)
+    precision = dist.resolve_precision(t.mixed_precision)
+    keras.mixed_precision.set_global_policy(precision)
+    if t.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"global batch {t.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas")
+    return strategy, precision
+
+
+def _claim(cfg: Config, strategy, chief: bool, lock: rundir.Lock) -> rundir.State:
+    """Chief: lock and prepare the model dir. Every worker learns whether it may go on."""
+    state, failure = None, None
+    if chief:
+        try:
+            state = rundir.take(cfg, lock)
+        except Exception as e:  # noqa: BLE001 - re-raised below, after the vote
+            failure = e
+    if dist.is_multi_worker(strategy):
+        if not dist.all_agree(strategy, failure is None):
+            if failure is None:
+                raise RunDirError(f"the chief worker refused to start in "
+                                  f"{cfg.train.model_dir}: see its log")
+            raise failure
+    elif failure is not None:
+        raise failure
+    return state or rundir.State("resume")
+
+
+def make_callbacks(cfg: Config, chief: bool):
+    """(callback list, guard, progress) in the order their saves must happen."""
+    t = cfg.train
+    guard, progress = cb.NanGuard(), cb.Progress(t.batch_size)
+    out = [guard, progress, cb.BestCheckpoint(t.model_dir, MONITOR, chief, guard)]
+    if chief:
+        out.append(cb.CsvHistory(io.join(t.model_dir, "history.csv")))
+        if t.tensorboard:
+            out.append(keras.callbacks.TensorBoard(io.join(t.model_dir, "logs"),
+                                                   update_freq="epoch"))
+    if t.early_stopping_patience:
+        out.append(keras.callbacks.EarlyStopping(MONITOR, mode="max",
+                                                 patience=t.early_stopping_patience))
+    out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP),
+                         t.backup_every_steps or "epoch", guard))
+    return out, guard, progress
+
+
+def _nan_message(cfg: Config, nan_at) -> str:
+    md = cfg.train.model_dir
+    epoch, step, loss = nan_at
+    kept = []
+    if rundir.has_backup(md):
+        kept.append(f"the last good backup is in {io.join(md, rundir.BACKUP)} (same flags "
+                    "resume from it)")
+    best = rundir.best_state(md)
+    if best:
+        kept.append(f"the best weights are in {io.join(md, rundir.BEST)} (epoch "
+                    f"{best['epoch']}, {best['monitor']} {best['best']:.4f})")
+    return (f"training stopped: the loss became {loss} at step {step} of epoch {epoch}; "
+            f"nothing was exported. {'; '.join(kept) or 'No finite weights were saved'}. "
+            "Try a lower --learning_rate, --mixed_precision=float32, or check the records "
+            "with tools/convert_to_tfrecords.py --verify; other settings need --overwrite "
+            "or a new --model_dir.")
+
+
+def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
+    from leukemia_tf.data import pipeline
+
+    def train_fn(input_context):
+        return pipeline.make_dataset(cfg, data.train_sel, True, manifest=data.manifest,
+                                     cache=plan["train"][0], input_context=input_context,
+                                     weights=weights)
+    val_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
+                                   cache=plan["validation"][0])
+    callbacks, guard, progress = make_callbacks(cfg, chief)
+    try:
+        history = model.fit(keras.utils.experimental.DatasetCreator(train_fn),
+                            epochs=cfg.train.epochs, steps_per_epoch=steps,
+                            validation_data=val_ds, callbacks=callbacks,
+                            verbose=cfg.train.verbose if chief else 0)
+    except tf.errors.DataLossError as e:
+        shards = [s for sel in (data.train_sel, data.val_sel)
+                  for s in pipeline.shards_for(data.manifest, cfg.data.records_dir, sel)]
+        named = inputs_lib.corrupt_shard_error(cfg.data.records_dir, shards, e)
+        if named is None:
+            raise
+        raise named from e
+    if guard.tripped:
+        raise FloatingPointError(_nan_message(cfg, guard.nan_at))
+    return history, progress
+
+
+def _export(cfg, strategy, model, chief, manifest):
+    """Load the best weights (if any), refuse non-finite ones, export (chief) with the
+    records' preprocessing spec (canvas, size, resize method)."""
+    from leukemia_tf import export, models
+    from leukemia_tf.data import pipeline
+    md = cfg.train.model_dir
+    if dist.is_multi_worker(strategy):
+        dist.barrier(strategy)  # the chief's best checkpoint is complete before anyone reads it
+    if rundir.best_state(md) is not None and io.exists(io.join(md, rundir.BEST,
+                                                               "weights.index")):
+        model.load_weights(io.join(md, rundir.BEST, "weights"))
+    if not cb.weights_finite(model):
+        raise FloatingPointError(f"the weights to export are not finite; nothing was "
+                                 f"exported to {md}")
+    # The exported copy is a plain single-device model: a SavedModel cannot hold functions
+    # over distributed variables, and scoring it needs no other replica or worker. Reading
+    # the weights is collective under multi-worker, so every worker takes part.
+    plain = models.build_model(cfg.model)
+    plain.set_weights(model.get_weights())
+    if chief:
+        export.export_model(plain, md, pipeline.records_spec(manifest, cfg.data.image_size))
+    return plain
+
+
+def run(cfg: Config) -> dict:
+    """Train `cfg.model` on `cfg.data`, export it and return the summary.
+
+    Writes (chief only) into cfg.train.model_dir: train.lock (while running),
+    config.json, history.csv, best/, backup/ (while unfinished), logs/ (TensorBoard),
+    export/ (SavedModel), model.keras, summary.json. A model dir whose run already
+    finished with the same settings is left as it is: the stored summary is returned
+    with status "finished".
+
+    Raises:
+      ValueError: invalid settings. TrainingError (RunDirError, InputError): the model
+      dir or the records cannot be used. FloatingPointError: the loss diverged.
+    """
+    t, d = cfg.train, cfg.data
+    inputs_lib.validate_config(cfg)
+    start = time.time()
+    strategy, precision = _setup(cfg)
+    chief = dist.is_chief(strategy)
+    state = rundir.inspect(cfg)
+    if state.status == "finished":
+        log.info("%s already holds a finished run of these settings (%s): nothing to do; "
+                 "--overwrite trains it again", t.model_dir, rundir.SUMMARY)
+        return {**state.summary, "status": "finished", "chief": chief}
+    data = inputs_lib.prepare(cfg)
+    steps = t.steps_per_epoch or data.num_train // t.batch_size
+    weights = inputs_lib.class_weights(data, d.records_dir)
+    plan = _cache_plan(cfg, data)
+    warnings = dist.log_startup(strategy, precision, t.batch_size, steps)
+    for w in inputs_lib.leakage_warning(data, cfg):
+        log.warning("%s", w)
+        warnings.append(w)
+    model = _build(cfg, strategy, steps, precision)
+    lock = rundir.Lock(t.model_dir)
+    try:
+        state = _claim(cfg, strategy, chief, lock)
+        if state.status == "finished":  # finished by another trainer while we started
+            return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
+        history, progress = _fit(cfg, strategy, model, data, steps, weights, plan, chief)
+        plain = _export(cfg, strategy, model, chief, data.manifest)
+        summary = {"status": "ok", "model": cfg.model.name,
+                   "strategy": dist.strategy_name(strategy),
+                   "replicas": strategy.num_replicas_in_sync, "precision": precision,
+                   "chief": chief, "epochs": t.epochs, "steps_per_epoch": steps,
+                   **_progress_summary(progress, t.model_dir),
+                   "cache": {k: v[0] for k, v in plan.items()}, "class_weights": weights,
+                   "num_train": data.num_train, "num_val": data.num_val,
+                   "val_split": d.val_split, "params": int(model.count_params()),
+                   "warnings": warnings}
+        if not chief:
+            return summary
+        _score(cfg, data, plain, summary)
+        summary["seconds"] = round(time.time() - start, 1)
+        summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
+        io.write_json(io.join(t.model_dir, rundir.SUMMARY), summary)
+        return summary
+    finally:
+        lock.release()
+
+
+def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
+    from leukemia_tf import models
+    with strategy.scope():
+        model = models.build_model(cfg.model)
+        model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
+                      loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
+                      jit_compile=cfg.train.jit_compile, steps_per_execution=1)
+    return model
+
+
+def _progress_summary(progress: cb.Progress, model_dir: str) -> dict:
+    """Where this invocation started (epochs from 1), its speed and the best epoch."""
+    out = {"first_epoch": progress.first_epoch,
+           "resumed_from_step": progress.resumed_from_step,
+           "train_images_per_sec": progress.images_per_sec}
+    best = rundir.best_state(model_dir)
+    if best:
+        out["best_epoch"] = best["epoch"]
+    return out
+
+
+def _cache_plan(cfg: Config, data) -> dict:
+    from leukemia_tf.data import pipeline
+    plan = pipeline.cache_plan(cfg.data, [("train", data.num_train),
+                                          ("validation", data.num_val)])
+    for name, (mode, why) in plan.items():
+        log.info("cache for %s: %s (%s)", name, mode, why)
+    return plan
+
+
+def _score(cfg: Config, data, plain, summary: dict) -> None:
+    """Exact validation metrics of the exported weights (sklearn ROC AUC: `roc_auc`)."""
+    from leukemia_tf import metrics, scoring
+    from leukemia_tf.data import pipeline
+    predict_fn = scoring.keras_predict_fn(plain)
+    eval_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
+                                    with_metadata=True)
+    scores = scoring.score_dataset(predict_fn, eval_ds)
+    summary["validation"] = metrics.classification_metrics(scores["label"],
+                                                           scores["probability"])
+    summary["weighted_f1"] = summary["validation"]["weighted_f1"]
