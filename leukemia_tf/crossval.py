@@ -18,21 +18,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 from leukemia_tf import config as config_lib
 from leukemia_tf import crossval_report, io, split_roles
 from leukemia_tf.data import pipeline
+from leukemia_tf.data.duplicates import leaked_groups  # noqa: F401  (one rule)
 
 log = logging.getLogger(__name__)
-
-
-def leaked_groups(manifest: dict, train_folds: Sequence[int], held_out: str) -> int:
-    """Duplicate groups with a copy in the training folds and one in the held-out set."""
-    n = 0
-    for g in manifest.get("duplicate_groups", []):
-        in_train = "train" in g["splits"] and bool(set(train_folds) & set(g["folds"]))
-        if held_out == "validation":
-            in_eval = "validation" in g["splits"]
-        else:
-            in_eval = int(held_out[4:]) in g["folds"]
-        n += in_train and in_eval
-    return n
 
 
 def plan(folds: Sequence[int], include_validation: bool = True) -> List[Dict]:
