@@ -143,6 +143,7 @@ def _export(cfg, strategy, model, chief, manifest):
     plain = models.build_model(cfg.model)
     plain.set_weights(model.get_weights())
     if chief:
+        log.info("exporting the best weights to %s (model.keras, export/)", md)
         export.export_model(plain, md, pipeline.records_spec(manifest, cfg.data.image_size))
     return plain
 
@@ -233,6 +234,9 @@ def _cache_plan(cfg: Config, data) -> dict:
                                           ("validation", data.num_val)])
     for name, (mode, why) in plan.items():
         log.info("cache for %s: %s (%s)", name, mode, why)
+    if plan.get("train", ("none",))[0] != "none":
+        log.info("epoch 1 reads, decodes and preprocesses %d training images once and caches "
+                 "them (slower); later epochs read the cache", data.num_train)
     return plan
 
 
