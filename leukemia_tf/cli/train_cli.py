@@ -136,9 +136,7 @@ def main(argv):
         if message is None:
             raise
         raise common.UserError(message) from e
-    if summary.get("status") == "finished":
-        print(f"{cfg.train.model_dir} already holds a finished run of these settings "
-              "(summary.json); nothing trained. --overwrite trains it again.")
+    # A finished run of the same settings is logged by the trainer ("nothing to do").
     if summary.get("chief", True) and "validation" in summary:
         v = summary["validation"]
         ips = summary.get("train_images_per_sec")
