@@ -27,6 +27,10 @@ class AugmentConfig:
     hue: float = 0.02               # max hue shift (fraction of the colour wheel); 0 disables
     saturation: float = 0.1         # saturation factor in [1 - s, 1 + s]; 0 disables
     zoom: float = 0.0               # random zoom in/out by up to this fraction; 0 disables
+    # Stain jitter in optical density (Tellez et al. 2018): per example and stain channel,
+    # od' = od * U[1 - s, 1 + s] + U[-s, s]; the black background stays black. 0 disables.
+    stain: float = 0.0
+    stain_space: str = "hed"        # hed (haematoxylin/eosin/DAB, Ruifrok) | rgb (OD per channel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,12 @@ class DataConfig:
     private_threadpool_size: int = 0   # 0 = tf.data's shared pool
     class_balance: str = "weights"     # weights | resample | none
     seed: int = 0
+    # Patient-grouped CV (leukemia_tf.grouping): a CSV mapping source_path -> cv_fold.
+    # Training drops the records of fold `cv_fold`; evaluation keeps only them
+    # (val_split="cv" validates on the held-out part of the training folds). Records the
+    # CSV does not list are never filtered.
+    cv_assignment: str = ""
+    cv_fold: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +65,10 @@ class ModelConfig:
     l1: float = 0.0                    # kernel L1 regularisation (the seed's recommendation)
     l2: float = 0.0                    # kernel L2 regularisation
     width: int = 32                    # base width of the project's own CNNs
+    # Per-image normalisation after augmentation, training and inference alike (own CNNs):
+    # none | per_image (each channel standardised over the cell's non-black pixels,
+    # background 0) | channel_mean (each channel minus its mean over the cell's pixels).
+    normalize: str = "none"
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 

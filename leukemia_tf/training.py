@@ -335,16 +335,17 @@ def run(cfg: Config) -> dict:
 
     manifest = pipeline.load(d.records_dir)
     train_sel = pipeline.Selection("train", tuple(d.train_folds))
-    val_sel = pipeline.parse_val_split(d.val_split)
-    if val_sel.split == "train" and set(val_sel.folds) & set(train_sel.folds):
+    val_sel = pipeline.parse_val_split(d.val_split, d.train_folds)
+    if (val_sel.split == "train" and set(val_sel.folds) & set(train_sel.folds)
+            and not d.cv_assignment):  # grouped CV filters the folds' records instead
         raise ValueError(f"validation fold {val_sel.folds} is also a training fold "
                          f"{train_sel.folds}: choose --train_folds without it")
-    n_train = pipeline.count_examples(manifest, train_sel)
-    n_val = pipeline.count_examples(manifest, val_sel)
+    n_train = pipeline.count_examples(manifest, train_sel, d, training=True)
+    n_val = pipeline.count_examples(manifest, val_sel, d, training=False)
     if n_train < t.batch_size:
         raise ValueError(f"{n_train} training examples < global batch {t.batch_size}")
     steps = t.steps_per_epoch or n_train // t.batch_size
-    weights = pipeline.class_weights(pipeline.label_counts(manifest, d.records_dir, train_sel))
+    weights = pipeline.class_weights(pipeline.label_counts(manifest, d.records_dir, train_sel, d))
     plan = pipeline.cache_plan(d, [("train", n_train), ("validation", n_val)])
     for name, (mode, why) in plan.items():
         log.info("cache for %s: %s (%s)", name, mode, why)
@@ -428,6 +429,10 @@ def run(cfg: Config) -> dict:
     summary["validation"] = metrics.classification_metrics(scores["label"],
                                                            scores["probability"])
     summary["weighted_f1"] = summary["validation"]["weighted_f1"]
+    labeled = scores[scores["label"] >= 0].assign(
+        prediction=lambda f: (f["probability"] >= 0.5).astype(int))
+    if len(labeled):  # per held-out patient (grouped CV reports the worst one)
+        summary["per_patient"] = metrics.per_patient(labeled).to_dict("records")
     summary["seconds"] = round(time.time() - start, 1)
     summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
     _write_json(f"{t.model_dir}/summary.json", summary)

@@ -3,6 +3,9 @@
   python tools/crossval.py --records_dir=R --out_dir=CV --models=seed_cnn,resnet_small \
       --epochs=20 --image_size=224 --batch_size=64
 
+  python tools/crossval.py --records_dir=R --out_dir=CV --cv=patients --folds=1 \
+      --num_folds=2 --models=resnet_small
+
 Writes CV/<model>/<fold>/ (one training run each) and CV/comparison.{csv,md,png}.
 """
 import sys
@@ -27,6 +30,12 @@ flags.DEFINE_integer("steps_per_epoch", 0, "0 = a pass over the training folds."
 flags.DEFINE_string("strategy", "auto", "Distribution strategy.")
 flags.DEFINE_string("mixed_precision", "auto", "Precision policy.")
 flags.DEFINE_integer("width", 32, "Base width of the project's CNNs.")
+flags.DEFINE_enum("cv", "official", ["official", "patients"],
+                  "official: rotate the official folds (they leak duplicates); patients: "
+                  "regroup --folds into --num_folds patient- and duplicate-disjoint folds, "
+                  "stratified by class.")
+flags.DEFINE_integer("num_folds", 5, "Folds for --cv=patients (lowered, with a note, when "
+                     "a class has fewer patients).")
 
 
 def main(argv):
@@ -46,7 +55,8 @@ def main(argv):
                                      mixed_precision=FLAGS.mixed_precision, verbose=0))
     result = crossval.run(base, FLAGS.models, FLAGS.out_dir,
                           folds=[int(f) for f in FLAGS.folds],
-                          include_validation=FLAGS.with_validation)
+                          include_validation=FLAGS.with_validation,
+                          cv=FLAGS.cv, num_folds=FLAGS.num_folds)
     print(open(result["md"]).read())
     for w in result["warnings"]:
         print(f"WARNING: {w}", file=sys.stderr)
