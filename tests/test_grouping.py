@@ -119,3 +119,22 @@ def test_cv_filter_refuses_a_missing_fold(records_dir, tmp_path):
     with pytest.raises(ValueError, match="cv_fold 7"):
         pipeline.cv_filter(data, training=True)
     assert pipeline.parse_val_split("cv", (0, 1)) == pipeline.Selection("train", (0, 1))
+
+
+def test_crossval_by_patients_end_to_end(records_dir, tmp_path):
+    from conftest import tiny_config
+    base = C.replace(tiny_config(records_dir, tmp_path / "unused", epochs=1),
+                     model={"augment": C.AugmentConfig(enabled=False)})
+    out = str(tmp_path / "cv")
+    result = crossval.run(base, ["resnet_small"], out, folds=(0, 1, 2), cv="patients",
+                          num_folds=2)
+    rows = result["rows"]
+    assert [r["fold"] for r in rows] == ["cv0", "cv1"]
+    assignment = grouping.read_assignment(f"{out}/cv_assignment.csv")
+    for r in rows:
+        k = int(r["fold"][2:])
+        expected = set(assignment[assignment["cv_fold"] == k]["patient_id"].astype(str))
+        assert set(r["held_out_patients"].split(",")) == expected
+        assert 0 <= r["worst_patient_accuracy"] <= 1
+    patients = pd.read_csv(result["per_patient"], dtype={"patient_id": str})
+    assert set(patients["patient_id"]) == set(assignment["patient_id"].astype(str))
