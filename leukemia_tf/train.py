@@ -23,7 +23,8 @@ flags.DEFINE_enum("preset", "default", sorted(config_lib.PRESETS),
 flags.DEFINE_string("records_dir", None, "Converted records (manifest.json inside).")
 flags.DEFINE_integer("image_size", _D.image_size, "Model input size (square).")
 flags.DEFINE_list("train_folds", ["0", "1", "2"], "Training folds to train on.")
-flags.DEFINE_string("val_split", _D.val_split, "validation (the labeled set) or fold<k>.")
+flags.DEFINE_string("val_split", _D.val_split, "validation (the labeled set), fold<k>, or cv "
+                    "(the held-out --cv_fold of the training folds).")
 flags.DEFINE_string("cache", _D.cache, "auto | memory | disk:<path> | none.")
 flags.DEFINE_float("cache_budget_gb", _D.cache_budget_gb, "RAM budget for caches "
                    "(0 = half the available RAM).")
@@ -42,6 +43,13 @@ flags.DEFINE_bool("augment", _A.enabled, "In-model augmentation (training only).
 flags.DEFINE_float("rotate_degrees", _A.rotate_degrees, "Random rotation range.")
 flags.DEFINE_float("zoom", _A.zoom, "Random zoom fraction (0 = off).")
 flags.DEFINE_float("color_jitter", 1.0, "Scale brightness/contrast/hue/saturation jitter.")
+flags.DEFINE_float("stain", _A.stain, "Stain jitter strength in optical density (0 = off).")
+flags.DEFINE_enum("stain_space", _A.stain_space, ["hed", "rgb"], "Stain jitter space.")
+flags.DEFINE_enum("normalize", _M.normalize, ["none", "per_image", "channel_mean"],
+                  "Per-image normalisation over the cell's pixels (training and inference).")
+flags.DEFINE_string("cv_assignment", _D.cv_assignment, "Grouped-CV fold CSV "
+                    "(leukemia_tf.grouping); with --cv_fold and --val_split=cv.")
+flags.DEFINE_integer("cv_fold", _D.cv_fold, "The held-out CV fold of --cv_assignment.")
 # training
 flags.DEFINE_string("model_dir", None, "Output dir (local or gs://).")
 flags.DEFINE_integer("epochs", _T.epochs, "Epochs.")
@@ -85,9 +93,10 @@ def config_from_flags() -> config_lib.Config:
             "cache_budget_gb": FLAGS.cache_budget_gb, "shuffle_buffer": FLAGS.shuffle_buffer,
             "private_threadpool_size": FLAGS.private_threadpool_size,
             "class_balance": FLAGS.class_balance, "deterministic": FLAGS.deterministic,
-            "seed": FLAGS.seed}
+            "seed": FLAGS.seed, "cv_assignment": FLAGS.cv_assignment, "cv_fold": FLAGS.cv_fold}
     model = {"name": FLAGS.model, "image_size": FLAGS.image_size, "weights": FLAGS.weights,
-             "dropout": FLAGS.dropout, "l1": FLAGS.l1, "l2": FLAGS.l2, "width": FLAGS.width}
+             "dropout": FLAGS.dropout, "l1": FLAGS.l1, "l2": FLAGS.l2, "width": FLAGS.width,
+             "normalize": FLAGS.normalize}
     train = {k: getattr(FLAGS, k) for k in (
         "epochs", "batch_size", "steps_per_epoch", "learning_rate", "schedule",
         "warmup_epochs", "optimizer", "weight_decay", "loss", "focal_gamma",
@@ -106,6 +115,9 @@ def config_from_flags() -> config_lib.Config:
         augment["rotate_degrees"] = FLAGS.rotate_degrees
     if FLAGS.preset == "default" or _given("zoom"):
         augment["zoom"] = FLAGS.zoom
+    for key in ("stain", "stain_space"):
+        if FLAGS.preset == "default" or _given(key):
+            augment[key] = getattr(FLAGS, key)
     for key in ("brightness", "contrast", "hue", "saturation"):
         augment[key] = getattr(config_lib.AugmentConfig(), key) * FLAGS.color_jitter
     model_changes = pick(model)
