@@ -308,3 +308,12 @@ def test_model_inference_ignores_stain_augmentation_and_normalises(tmp_path):
         np.testing.assert_allclose(load_model(source)(images), expected, atol=1e-5)
     with pytest.raises(ValueError, match="own input scaling"):
         build_model(tiny("resnet50", normalize="per_image"))
+
+
+def test_configs_written_before_normalisation_existed_read_back_without_it():
+    from leukemia_tf import config as C
+    old = C.Config().to_dict()
+    del old["model"]["normalize"]
+    assert C.from_dict(old).model.normalize == "none"
+    assert C.from_dict(C.Config().to_dict()).model.normalize == C.ModelConfig().normalize
+    assert C.seed_cnn_preset().model.normalize == "none"
