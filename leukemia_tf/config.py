@@ -65,7 +65,9 @@ class ModelConfig:
     l1: float = 0.0                    # kernel L1 regularisation (the seed's recommendation)
     l2: float = 0.0                    # kernel L2 regularisation
     width: int = 32                    # base width of the project's own CNNs
-    # Per-image normalisation after augmentation, training and inference alike (own CNNs):
+    # Per-image normalisation after augmentation, training and inference alike; only the
+    # project's CNNs (seed_cnn, resnet_small): keras.applications backbones ignore it and
+    # keep the input scaling their pretrained weights expect.
     # none | per_image (each channel standardised over the cell's non-black pixels,
     # background 0) | channel_mean (each channel minus its mean over the cell's pixels).
     # per_image is the default: on real cells (patient-grouped CV, BUILD_NOTES) it raised

@@ -185,9 +185,6 @@ def build_model(cfg: ModelConfig) -> keras.Model:
         raise ValueError(f"unknown model {cfg.name!r}; choose one of {sorted(MODELS)}")
     if cfg.weights == "imagenet" and cfg.name in ("seed_cnn", "resnet_small"):
         raise ValueError(f"{cfg.name} has no ImageNet weights")
-    if cfg.normalize != "none" and cfg.name not in ("seed_cnn", "resnet_small"):
-        raise ValueError(f"normalize={cfg.normalize!r}: {cfg.name} has its own input "
-                         "scaling; per-image normalisation is for the project's CNNs")
     model = MODELS[cfg.name](cfg)
     if cfg.weights not in ("none", "", "imagenet"):
         path = cfg.weights
