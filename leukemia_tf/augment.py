@@ -151,6 +151,47 @@ def random_color(images, brightness: float, contrast: float, hue: float,
     return tf.clip_by_value(tf.reshape(out, tf.shape(images)), 0.0, 1.0)
 
 
+# Ruifrok & Johnston's stain vectors (rows: haematoxylin, eosin, DAB), as skimage's
+# rgb2hed uses them: optical densities of a pixel (row vector) are hed @ _RGB_FROM_HED.
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29],
+                          [0.07, 0.99, 0.11],
+                          [0.27, 0.57, 0.78]])
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+# Darkest intensity the optical density sees (one uint8 step): keeps log() finite.
+_MIN_INTENSITY = 1.0 / 255.0
+# A pixel whose channels all stay below this is background (C-NMC cells lie on black).
+_BACKGROUND = 2.0 / 255.0
+
+
+def foreground_mask(images):
+    """float [N, H, W, 1]: 1 where a pixel belongs to the cell, 0 on the black background."""
+    return tf.cast(tf.reduce_max(images, axis=-1, keepdims=True) > _BACKGROUND, images.dtype)
+
+
+def random_stain(images, strength: float, space: str = "hed"):
+    """Per-example stain jitter in optical density; output in [0, 1].
+
+    Each image's optical density od = -ln(I) is split into stain amounts (HED space,
+    or the three RGB channels with space="rgb"); each amount is scaled by U[1-s, 1+s]
+    and shifted by U[-s, s] (Tellez et al. 2018, "HED-light" at s=0.05), then mapped
+    back. The change folds into one per-example 3x3 matrix plus offset, so it costs one
+    batched matmul; background pixels are left black rather than tinted.
+    """
+    if space not in ("hed", "rgb"):
+        raise ValueError(f"stain_space must be 'hed' or 'rgb', not {space!r}")
+    n = tf.shape(images)[0]
+    scale = tf.random.uniform([n, 3], 1.0 - strength, 1.0 + strength)
+    shift = tf.random.uniform([n, 1, 3], -strength, strength)
+    to_stain = tf.constant(_HED_FROM_RGB if space == "hed" else np.eye(3), tf.float32)
+    to_od = tf.constant(_RGB_FROM_HED if space == "hed" else np.eye(3), tf.float32)
+    # od' = ((od @ to_stain) * scale + shift) @ to_od = od @ A + shift @ to_od.
+    matrix = to_stain[None] @ (scale[:, :, None] * to_od[None])      # [N, 3, 3]
+    od = -tf.math.log(tf.maximum(tf.reshape(images, [n, -1, 3]), _MIN_INTENSITY))
+    od = od @ matrix + shift @ to_od
+    out = tf.clip_by_value(tf.exp(-tf.reshape(od, tf.shape(images))), 0.0, 1.0)
+    return out * foreground_mask(images)
+
+
 @keras.saving.register_keras_serializable(package="leukemia_tf")
 class Augmentation(keras.layers.Layer):
     """Training-only augmentation: geometry (one resample), then colour (one matmul).
@@ -170,9 +211,10 @@ class Augmentation(keras.layers.Layer):
                                         or c.zoom > 0)
         self._colour = c.enabled and (c.brightness > 0 or c.contrast > 0 or c.hue > 0
                                       or c.saturation > 0)
+        self._stain = c.enabled and c.stain > 0
 
     def call(self, inputs, training=None):
-        if not (self._geometry or self._colour):
+        if not (self._geometry or self._colour or self._stain):
             return inputs
         if training is None or isinstance(training, (bool, int)):
             return self._augment(inputs) if training else inputs
@@ -186,6 +228,8 @@ class Augmentation(keras.layers.Layer):
         x = tf.cast(images, tf.float32)
         if self._geometry:
             x = random_geometry(x, c.flip, c.rot90, c.rotate_degrees, c.zoom)
+        if self._stain:  # before the colour jitter: stains vary first, then the camera
+            x = random_stain(x, c.stain, c.stain_space)
         if self._colour:
             x = random_color(x, c.brightness, c.contrast, c.hue, c.saturation)
         return tf.cast(x, images.dtype)
@@ -197,6 +241,55 @@ class Augmentation(keras.layers.Layer):
         config = super().get_config()
         config.update(config=dataclasses.asdict(self.cfg))
         return config
+
+
+NORMALIZATIONS = ("none", "per_image", "channel_mean")
+
+
+@keras.saving.register_keras_serializable(package="leukemia_tf")
+class CellNormalization(keras.layers.Layer):
+    """Per-image normalisation over the cell's pixels, in training and inference alike.
+
+    Patients differ in stain intensity and camera exposure; standardising each image
+    removes the part of that variation a single global rescale cannot. Statistics come
+    from the non-black pixels only (the black canvas would otherwise dominate them), and
+    the background is set to 0. Plain TensorFlow ops, so the SavedModel needs nothing else.
+
+    Args:
+      mode: "per_image" (each channel to zero mean, unit variance) or "channel_mean"
+        (each channel minus its mean; the scale is kept).
+    """
+
+    def __init__(self, mode: str = "per_image", **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        if mode not in NORMALIZATIONS[1:]:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32)
+        mask = foreground_mask(x)
+        count = tf.maximum(tf.reduce_sum(mask, axis=[1, 2], keepdims=True), 1.0)
+        mean = tf.reduce_sum(x * mask, axis=[1, 2], keepdims=True) / count
+        out = x - mean
+        if self.mode == "per_image":
+            var = tf.reduce_sum(tf.square(out) * mask, axis=[1, 2], keepdims=True) / count
+            out = out * tf.math.rsqrt(var + 1e-4)
+        return tf.cast(out * mask, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def build_normalization(mode: str, name: str = "normalize"):
+    """The normalisation layer for ModelConfig.normalize, or None for "none"."""
+    if mode == "none":
+        return None
+    return CellNormalization(mode, name=name)
 
 
 def build_augmentation(cfg: AugmentConfig, name: str = "augment") -> keras.layers.Layer:

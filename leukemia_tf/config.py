@@ -27,6 +27,10 @@ class AugmentConfig:
     hue: float = 0.02               # max hue shift (fraction of the colour wheel); 0 disables
     saturation: float = 0.1         # saturation factor in [1 - s, 1 + s]; 0 disables
     zoom: float = 0.0               # random zoom in/out by up to this fraction; 0 disables
+    # Stain jitter in optical density (Tellez et al. 2018): per example and stain channel,
+    # od' = od * U[1 - s, 1 + s] + U[-s, s]; the black background stays black. 0 disables.
+    stain: float = 0.0
+    stain_space: str = "hed"        # hed (haematoxylin/eosin/DAB, Ruifrok) | rgb (OD per channel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,12 @@ class DataConfig:
     private_threadpool_size: int = 0   # 0 = tf.data's shared pool
     class_balance: str = "weights"     # weights | resample | none
     seed: int = 0
+    # Patient-grouped CV (leukemia_tf.grouping): a CSV mapping source_path -> cv_fold.
+    # Training drops the records of fold `cv_fold`; evaluation keeps only them
+    # (val_split="cv" validates on the held-out part of the training folds). Records the
+    # CSV does not list are never filtered.
+    cv_assignment: str = ""
+    cv_fold: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +65,14 @@ class ModelConfig:
     l1: float = 0.0                    # kernel L1 regularisation (the seed's recommendation)
     l2: float = 0.0                    # kernel L2 regularisation
     width: int = 32                    # base width of the project's own CNNs
+    # Per-image normalisation after augmentation, training and inference alike; only the
+    # project's CNNs (seed_cnn, resnet_small): keras.applications backbones ignore it and
+    # keep the input scaling their pretrained weights expect.
+    # none | per_image (each channel standardised over the cell's non-black pixels,
+    # background 0) | channel_mean (each channel minus its mean over the cell's pixels).
+    # per_image is the default: on real cells (patient-grouped CV, BUILD_NOTES) it raised
+    # weighted F1 on both held-out groups; patients differ most in stain and exposure.
+    normalize: str = "per_image"
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
@@ -120,6 +138,10 @@ def _build(cls, values: dict):
 
 def from_dict(values: dict) -> Config:
     """Inverse of `Config.to_dict` (reads a model dir's config.json)."""
+    model = values.get("model")
+    if isinstance(model, dict) and "normalize" not in model:
+        # Written before per-image normalisation existed (or was the default): none.
+        values = {**values, "model": {**model, "normalize": "none"}}
     return _build(Config, values)
 
 
@@ -138,7 +160,7 @@ def seed_cnn_preset(records_dir: str = "", model_dir: str = "") -> Config:
     """
     return Config(
         data=DataConfig(records_dir=records_dir, image_size=224),
-        model=ModelConfig(name="seed_cnn", image_size=224,
+        model=ModelConfig(name="seed_cnn", image_size=224, normalize="none",
                           augment=AugmentConfig(enabled=False)),
         train=TrainConfig(model_dir=model_dir, optimizer="adam", schedule="constant",
                           warmup_epochs=0.0, epochs=20, batch_size=32),
@@ -146,7 +168,8 @@ def seed_cnn_preset(records_dir: str = "", model_dir: str = "") -> Config:
 
 
 def default_preset(records_dir: str = "", model_dir: str = "") -> Config:
-    """The project default: compact residual CNN, AdamW + warm-up/cosine, GPU augmentation.
+    """The project default: compact residual CNN on per-image normalised cells, AdamW +
+    warm-up/cosine, GPU augmentation (chosen on real cells: see BUILD_NOTES).
 
     Run: python -m leukemia_tf.train --records_dir=R --model_dir=M
     """

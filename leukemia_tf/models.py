@@ -16,7 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf import io
-from leukemia_tf.augment import build_augmentation
+from leukemia_tf.augment import build_augmentation, build_normalization
 from leukemia_tf.config import ModelConfig
 
 layers = keras.layers
@@ -60,11 +60,16 @@ def _regularizer(cfg: ModelConfig) -> Optional[keras.regularizers.Regularizer]:
     return keras.regularizers.L1L2(l1=cfg.l1, l2=cfg.l2)
 
 
-def _inputs_and_pixels(cfg: ModelConfig, scale: float = 1.0 / 255.0):
-    """uint8 input -> float32 pixels in [0, 1], augmented when training."""
+def _inputs_and_pixels(cfg: ModelConfig, scale: float = 1.0 / 255.0, normalize: bool = True):
+    """uint8 input -> float32 pixels in [0, 1], augmented when training, then normalised
+    per image when cfg.normalize asks (own CNNs; pretrained backbones expect their own
+    input scaling and pass normalize=False)."""
     inputs = keras.Input((cfg.image_size, cfg.image_size, 3), dtype="uint8", name="image")
     x = layers.Rescaling(scale, dtype="float32", name="rescale")(inputs)
     x = build_augmentation(cfg.augment)(x)
+    norm = build_normalization(cfg.normalize) if normalize else None
+    if norm is not None:
+        x = norm(x)
     return inputs, x
 
 
@@ -149,7 +154,7 @@ def _backbone_weights(cfg: ModelConfig) -> Optional[str]:
 
 def efficientnetv2_b0(cfg: ModelConfig) -> keras.Model:
     """keras.applications EfficientNetV2-B0 with its own preprocessing (0..255 input)."""
-    inputs, x = _inputs_and_pixels(cfg)
+    inputs, x = _inputs_and_pixels(cfg, normalize=False)
     # The backbone's built-in Rescaling expects 0..255; scale the augmented [0, 1] back.
     x = layers.Rescaling(255.0, dtype="float32", name="to_0_255")(x)
     backbone = keras.applications.EfficientNetV2B0(
@@ -162,7 +167,7 @@ def efficientnetv2_b0(cfg: ModelConfig) -> keras.Model:
 
 def resnet50(cfg: ModelConfig) -> keras.Model:
     """keras.applications ResNet50 with caffe preprocessing done by CaffePreprocess."""
-    inputs, x = _inputs_and_pixels(cfg)
+    inputs, x = _inputs_and_pixels(cfg, normalize=False)
     x = caffe_preprocess()(x)
     backbone = keras.applications.ResNet50(
         include_top=False, weights=_backbone_weights(cfg), pooling="avg",

@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from leukemia_tf.augment import build_augmentation, random_color, random_geometry
+from leukemia_tf.augment import (CellNormalization, build_augmentation, random_color,
+                                 random_geometry, random_stain)
 from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.export import export_model, load_model
 from leukemia_tf.models import MODELS, CaffePreprocess, build_model
@@ -262,3 +263,85 @@ def test_exported_keras_model_has_no_augmentation_layer(tmp_path):
     x = uint8_batch(2, 32)
     np.testing.assert_allclose(reloaded(x).numpy(), model(x, training=False).numpy(),
                                atol=1e-6)
+
+
+# --- stain augmentation and per-image normalisation ---------------------------------------
+
+def cells(n=4, size=16, seed=0):
+    """Float [0, 1] cells: a coloured square on the black C-NMC background."""
+    x = np.zeros((n, size, size, 3), np.float32)
+    x[:, 4:12, 4:12] = 0.1 + 0.8 * np.random.default_rng(seed).random((n, 8, 8, 3))
+    return x
+
+
+@pytest.mark.parametrize("space", ["hed", "rgb"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_stain_jitter_keeps_shape_dtype_range_and_background(space, dtype):
+    tf.random.set_seed(3)
+    aug = build_augmentation(AugmentConfig(flip=False, rot90=False, rotate_degrees=0,
+                                           brightness=0, contrast=0, hue=0, saturation=0,
+                                           stain=0.1, stain_space=space))
+    x = tf.cast(np.repeat(cells(1), 6, axis=0), dtype)
+    out = aug(x, training=True)
+    assert out.dtype == x.dtype and out.shape == x.shape
+    out = tf.cast(out, tf.float32).numpy()
+    assert out.min() >= 0 and out.max() <= 1
+    assert np.all(out[:, :4] == 0) and np.all(out[:, :, 12:] == 0)   # background stays black
+    assert all(not np.allclose(out[i], out[j], atol=1e-3) for i in range(6) for j in range(i))
+    np.testing.assert_array_equal(aug(x, training=False).numpy(), x.numpy())   # inference
+
+
+def test_stain_strength_zero_is_identity_and_seeded_draws_repeat():
+    x = cells()
+    np.testing.assert_allclose(random_stain(tf.constant(x), 0.0).numpy(), x, atol=1e-5)
+    tf.random.set_seed(11)
+    a = random_stain(tf.constant(x), 0.05).numpy()
+    tf.random.set_seed(11)
+    b = random_stain(tf.constant(x), 0.05).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, x, atol=1e-3)
+    with pytest.raises(ValueError, match="stain_space"):
+        random_stain(tf.constant(x), 0.1, "lab")
+
+
+@pytest.mark.parametrize("mode", ["per_image", "channel_mean"])
+def test_cell_normalisation_statistics(mode):
+    x = cells()
+    x[1, 4:12, 4:12] = x[0, 4:12, 4:12] * 0.5   # a darker copy normalises like the cell
+    out = CellNormalization(mode)(tf.constant(x)).numpy()
+    cell = out[:, 4:12, 4:12]
+    np.testing.assert_allclose(cell.mean(axis=(1, 2)), 0, atol=1e-5)
+    assert np.all(out[:, :4] == 0)
+    if mode == "per_image":
+        np.testing.assert_allclose(cell.std(axis=(1, 2)), 1, atol=2e-2)
+        np.testing.assert_allclose(out[1], out[0], atol=2e-2)
+    with pytest.raises(ValueError, match="normalize"):
+        CellNormalization("global")
+
+
+def test_model_inference_ignores_stain_augmentation_and_normalises(tmp_path):
+    plain = build_model(tiny("resnet_small", normalize="per_image"))
+    jittered = build_model(tiny("resnet_small", normalize="per_image",
+                                augment=AugmentConfig(stain=0.2)))
+    jittered.set_weights(plain.get_weights())
+    images = uint8_batch(3, 32, seed=5)
+    np.testing.assert_array_equal(jittered(images, training=False).numpy(),
+                                  plain(images, training=False).numpy())
+    assert plain.get_layer("normalize").mode == "per_image"
+    # The exported model keeps normalising: both saved forms give the same probabilities.
+    expected = plain(images, training=False).numpy().reshape(-1)
+    export_model(jittered, str(tmp_path))
+    for source in (str(tmp_path / "model.keras"), str(tmp_path / "export")):
+        np.testing.assert_allclose(load_model(source)(images), expected, atol=1e-5)
+    # Pretrained backbones keep their own input scaling: no normalisation layer.
+    backbone = build_model(tiny("resnet50", normalize="per_image"))
+    assert "normalize" not in [layer.name for layer in backbone.layers]
+
+
+def test_configs_written_before_normalisation_existed_read_back_without_it():
+    from leukemia_tf import config as C
+    old = C.Config().to_dict()
+    del old["model"]["normalize"]
+    assert C.from_dict(old).model.normalize == "none"
+    assert C.from_dict(C.Config().to_dict()).model.normalize == C.ModelConfig().normalize
+    assert C.seed_cnn_preset().model.normalize == "none"

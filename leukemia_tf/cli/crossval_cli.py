@@ -3,8 +3,12 @@
   python tools/crossval.py --records_dir=R --out_dir=CV --models=seed_cnn,resnet_small
       --epochs=20 --image_size=224 --batch_size=64
 
+  python tools/crossval.py --records_dir=R --out_dir=CV --cv=patients --folds=0,1,2
+      --num_folds=5 --models=resnet_small
+
 Writes CV/<model>/<fold>/ (one training run each) and CV/comparison.{csv,md,png}:
 mean ± std over the held-out folds; the all-folds -> validation run as its own row.
+With --cv=patients also CV/cv_assignment.csv and CV/per_patient.csv.
 Prints `run k/N: <model> fold <k>` before each run and a summary line at the end.
 """
 import sys
@@ -35,6 +39,12 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     d.string("strategy", "auto", "Distribution strategy.")
     d.string("mixed_precision", "auto", "Precision policy.")
     d.integer("width", 32, "Base width of the project's CNNs.")
+    d.enum("cv", "official", ["official", "patients"],
+           "official: rotate the official folds (they leak duplicates); patients: regroup "
+           "--folds into --num_folds patient- and duplicate-disjoint folds, stratified by "
+           "class.")
+    d.integer("num_folds", 5, "Folds for --cv=patients (lowered, with a note, when a class "
+              "has fewer patients).")
 
 
 def main(argv):
@@ -54,7 +64,8 @@ def main(argv):
     result = crossval.run(base, FLAGS.models, FLAGS.out_dir,
                           folds=[int(f) for f in FLAGS.folds],
                           include_validation=FLAGS.with_validation,
-                          on_progress=lambda line: print(line, flush=True))
+                          on_progress=lambda line: print(line, flush=True),
+                          cv=FLAGS.cv, num_folds=FLAGS.num_folds)
     from leukemia_tf import io
     print(io.read_text(result["md"]))
     for w in result["warnings"]:

@@ -27,7 +27,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     d.string("records_dir", None, "Converted records (manifest.json inside).")
     d.integer("image_size", _D.image_size, "Model input size (square).")
     d.list("train_folds", ["0", "1", "2"], "Training folds to train on.")
-    d.string("val_split", _D.val_split, "validation (the labeled set) or fold<k>.")
+    d.string("val_split", _D.val_split, "validation (the labeled set), fold<k>, or cv "
+             "(the held-out --cv_fold of the training folds).")
     d.string("cache", _D.cache, "auto | memory | disk:<path> | none.")
     d.float("cache_budget_gb", _D.cache_budget_gb, "RAM budget for caches "
             "(0 = half the available RAM).")
@@ -46,6 +47,13 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     d.float("rotate_degrees", _A.rotate_degrees, "Random rotation range.")
     d.float("zoom", _A.zoom, "Random zoom fraction (0 = off).")
     d.float("color_jitter", 1.0, "Scale brightness/contrast/hue/saturation jitter.")
+    d.float("stain", _A.stain, "Stain jitter strength in optical density (0 = off).")
+    d.enum("stain_space", _A.stain_space, ["hed", "rgb"], "Stain jitter space.")
+    d.enum("normalize", _M.normalize, ["none", "per_image", "channel_mean"],
+           "Per-image normalisation over the cell's pixels (training and inference).")
+    d.string("cv_assignment", _D.cv_assignment, "Grouped-CV fold CSV "
+             "(leukemia_tf.grouping); with --cv_fold and --val_split=cv.")
+    d.integer("cv_fold", _D.cv_fold, "The held-out CV fold of --cv_assignment.")
     # training
     d.string("model_dir", None, "Output dir (local or gs://).")
     d.integer("epochs", _T.epochs, "Epochs.")
@@ -93,9 +101,10 @@ def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.Config:
             "cache_budget_gb": fv.cache_budget_gb, "shuffle_buffer": fv.shuffle_buffer,
             "private_threadpool_size": fv.private_threadpool_size,
             "class_balance": fv.class_balance, "deterministic": fv.deterministic,
-            "seed": fv.seed}
+            "seed": fv.seed, "cv_assignment": fv.cv_assignment, "cv_fold": fv.cv_fold}
     model = {"name": fv.model, "image_size": fv.image_size, "weights": fv.weights,
-             "dropout": fv.dropout, "l1": fv.l1, "l2": fv.l2, "width": fv.width}
+             "dropout": fv.dropout, "l1": fv.l1, "l2": fv.l2, "width": fv.width,
+             "normalize": fv.normalize}
     train = {k: getattr(fv, k) for k in (
         "epochs", "batch_size", "steps_per_epoch", "learning_rate", "schedule",
         "warmup_epochs", "optimizer", "weight_decay", "loss", "focal_gamma",
@@ -114,6 +123,9 @@ def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.Config:
         augment["rotate_degrees"] = fv.rotate_degrees
     if fv.preset == "default" or _given_in(fv, "zoom"):
         augment["zoom"] = fv.zoom
+    for key in ("stain", "stain_space"):
+        if fv.preset == "default" or _given_in(fv, key):
+            augment[key] = getattr(fv, key)
     for key in ("brightness", "contrast", "hue", "saturation"):
         augment[key] = getattr(config_lib.AugmentConfig(), key) * fv.color_jitter
     model_changes = pick(model)

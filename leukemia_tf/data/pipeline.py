@@ -33,8 +33,14 @@ class Selection:
             f"{self.split}-fold{''.join(str(f) for f in self.folds)}"
 
 
-def parse_val_split(val_split: str) -> Selection:
-    """`validation` -> the labeled validation set; `fold<k>` -> training fold k."""
+def parse_val_split(val_split: str, train_folds: Optional[Sequence[int]] = None) -> Selection:
+    """`validation` -> the labeled validation set; `fold<k>` -> training fold k;
+    `cv` -> the training folds, whose held-out CV part `make_dataset` keeps (see
+    DataConfig.cv_assignment)."""
+    if val_split == "cv":
+        if not train_folds:
+            raise ValueError("val_split 'cv' needs the training folds")
+        return Selection("train", tuple(train_folds))
     if val_split == "validation":
         return Selection("validation")
     if val_split.startswith("fold") and val_split[4:].isdigit():
@@ -57,13 +63,60 @@ def shards_for(manifest: dict, records_dir: str, sel: Selection) -> List[dict]:
     return out
 
 
-def count_examples(manifest: dict, sel: Selection) -> int:
+def count_examples(manifest: dict, sel: Selection, data: Optional[DataConfig] = None,
+                   training: bool = True) -> int:
+    """Records in `sel`; with data.cv_assignment, only those the CV filter keeps."""
+    if data is not None and data.cv_assignment:
+        return len(_cv_examples(manifest, data, sel, training))
     return sum(s["num_examples"] for s in shards_for(manifest, "", sel))
 
 
-def label_counts(manifest: dict, records_dir: str, sel: Selection) -> Dict[int, int]:
+def _cv_examples(manifest: dict, data: DataConfig, sel: Selection, training: bool):
+    """examples.csv rows of `sel` that the CV filter keeps (see `cv_filter`)."""
+    from leukemia_tf import grouping, io
+    table = io.read_csv(io.join(data.records_dir, manifest_file.EXAMPLES))
+    names = {s["path"] for s in shards_for(manifest, "", sel)}
+    table = table[table["shard"].isin(names)]
+    folds = grouping.read_assignment(data.cv_assignment).set_index("source_path")["cv_fold"]
+    fold = table["rel_path"].map(folds).fillna(-1).astype(int)
+    held_out = fold == data.cv_fold
+    return table[(fold == -1) | (held_out != training)]
+
+
+def cv_filter(data: DataConfig, training: bool):
+    """A predicate on serialized records, or None without data.cv_assignment.
+
+    Training keeps records not assigned to fold data.cv_fold; evaluation keeps the ones
+    assigned to it. Unlisted records pass both. It reads only image/source_path, so it
+    runs before decoding and before the cache (a cache must never hold the other side).
+    """
+    if not data.cv_assignment:
+        return None
+    from leukemia_tf import grouping
+    if data.cv_fold < 0:
+        raise ValueError("cv_assignment is set but cv_fold is not (>= 0)")
+    table = grouping.read_assignment(data.cv_assignment)
+    if data.cv_fold not in set(table["cv_fold"]):
+        raise ValueError(f"cv_fold {data.cv_fold} is not in {data.cv_assignment}")
+    lookup = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(table["source_path"].astype(str).tolist()),
+        tf.constant(table["cv_fold"].astype("int64").tolist())), default_value=-1)
+    spec = {"image/source_path": records.FEATURES["image/source_path"]}
+
+    def keep(serialized):
+        fold = lookup.lookup(tf.io.parse_single_example(serialized, spec)["image/source_path"])
+        held_out = tf.equal(fold, data.cv_fold)
+        return tf.logical_or(tf.equal(fold, -1), tf.not_equal(held_out, training))
+    return keep
+
+
+def label_counts(manifest: dict, records_dir: str, sel: Selection,
+                 data: Optional[DataConfig] = None) -> Dict[int, int]:
     """{1: ALL count, 0: hem count} from examples.csv (falls back to split totals)."""
     path = records_dir.rstrip("/") + "/" + manifest_file.EXAMPLES
+    if data is not None and data.cv_assignment:
+        labels = _cv_examples(manifest, data, sel, True)["label"].dropna().astype(int)
+        return {1: int((labels == 1).sum()), 0: int((labels == 0).sum())}
     if io.exists(path):
         table = io.read_csv(path)
         names = {s["path"] for s in shards_for(manifest, "", sel)}
@@ -202,6 +255,9 @@ def make_dataset(cfg: Config, sel: Selection, training: bool, *, manifest: dict,
     if sharded_by_us and not by_file:  # too few shards: every pipeline keeps its n-th record
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
 
+    keep = cv_filter(data, training)
+    if keep is not None:  # before parse and cache: the held-out side is never decoded
+        ds = ds.filter(keep)
     decode = records.decoder(fmt, stored)
     # Pre-resized records already hold `to_model_input`'s output (made by the converter
     # with the same function); it is not idempotent, so it must not run twice.

@@ -19,7 +19,7 @@ import struct
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from leukemia_tf import io
-from leukemia_tf.config import Config
+from leukemia_tf.config import Config, DataConfig
 from leukemia_tf.data import duplicates
 from leukemia_tf.training import distribution, objectives
 from leukemia_tf.training.errors import InputError
@@ -102,14 +102,15 @@ def prepare(cfg: Config) -> Inputs:
     d = cfg.data
     manifest = load_manifest(d.records_dir)
     train_sel = pipeline.Selection("train", tuple(d.train_folds))
-    val_sel = pipeline.parse_val_split(d.val_split)
-    if val_sel.split == "train" and set(val_sel.folds) & set(train_sel.folds):
+    val_sel = pipeline.parse_val_split(d.val_split, d.train_folds)
+    if (val_sel.split == "train" and set(val_sel.folds) & set(train_sel.folds)
+            and not d.cv_assignment):  # grouped CV filters the folds' records instead
         raise ValueError(f"validation fold {val_sel.folds} is also a training fold "
                          f"{train_sel.folds}: choose --train_folds without it")
     for sel in (train_sel, val_sel):
         check_shards(d.records_dir, pipeline.shards_for(manifest, d.records_dir, sel))
-    n_train = pipeline.count_examples(manifest, train_sel)
-    n_val = pipeline.count_examples(manifest, val_sel)
+    n_train = pipeline.count_examples(manifest, train_sel, d, training=True)
+    n_val = pipeline.count_examples(manifest, val_sel, d, training=False)
     if n_train < cfg.train.batch_size:
         raise ValueError(f"{n_train} training examples < global batch {cfg.train.batch_size}")
     leaks = duplicates.leaked_groups(manifest, d.train_folds, d.val_split)
@@ -182,7 +183,7 @@ def leakage_warning(inputs: Inputs, cfg: Config) -> List[str]:
             f"{cfg.data.val_split}: validation scores of those images are optimistic"]
 
 
-def class_weights(inputs: Inputs, records_dir: str) -> Dict[int, float]:
+def class_weights(inputs: Inputs, data: DataConfig) -> Dict[int, float]:
     from leukemia_tf.data import pipeline
-    counts = pipeline.label_counts(inputs.manifest, records_dir, inputs.train_sel)
+    counts = pipeline.label_counts(inputs.manifest, data.records_dir, inputs.train_sel, data)
     return pipeline.class_weights(counts)

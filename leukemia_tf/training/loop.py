@@ -173,7 +173,7 @@ def run(cfg: Config) -> dict:
         return {**state.summary, "status": "finished", "chief": chief}
     data = inputs_lib.prepare(cfg)
     steps = t.steps_per_epoch or data.num_train // t.batch_size
-    weights = inputs_lib.class_weights(data, d.records_dir)
+    weights = inputs_lib.class_weights(data, d)
     plan = _cache_plan(cfg, data)
     warnings = dist.log_startup(strategy, precision, t.batch_size, steps)
     for w in inputs_lib.leakage_warning(data, cfg):
@@ -251,3 +251,7 @@ def _score(cfg: Config, data, plain, summary: dict) -> None:
     summary["validation"] = metrics.classification_metrics(scores["label"],
                                                            scores["probability"])
     summary["weighted_f1"] = summary["validation"]["weighted_f1"]
+    labeled = scores[scores["label"] >= 0].assign(
+        prediction=lambda f: (f["probability"] >= 0.5).astype(int))
+    if len(labeled):  # per held-out patient (grouped CV reports the worst one)
+        summary["per_patient"] = metrics.per_patient(labeled).to_dict("records")
