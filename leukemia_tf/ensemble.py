@@ -48,6 +48,12 @@ class Ensemble:
                              "train them at one --image_size")
         if member_tta not in scoring.TTA_MODES:
             raise ValueError(f"member_tta must be one of {scoring.TTA_MODES}")
+        specs = {getattr(m, "spec", None) for m in members}
+        if len(specs) != 1:
+            raise ValueError(f"ensemble members were trained with different preprocessing "
+                             f"{sorted(map(str, specs))}: they must share canvas, size and "
+                             "resize method")
+        self.spec = specs.pop()
         self.members = list(members)
         self.member_paths = [str(getattr(m, "path", "?")) for m in self.members]
         self.image_size = sizes.pop()

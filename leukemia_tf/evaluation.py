@@ -151,9 +151,15 @@ def resolve_threshold_split(cfg: EvalConfig, trained: Sequence[TrainedRun],
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    """Load the model and its run's config, then `evaluate_predictor`."""
-    trained = [load_trained(run_dir(cfg.model_dir))]
-    predictor = export.load_model(cfg.model_dir, batch_size=cfg.batch_size)
+    """Load the model (or the ensemble of several comma-separated model dirs: the mean of
+    their probabilities) and its runs' configs, then `evaluate_predictor`."""
+    from leukemia_tf import ensemble
+    paths = ensemble.split_paths(cfg.model_dir)
+    if len(paths) > 1 and not cfg.out_dir:
+        raise ValueError(f"an ensemble of {len(paths)} models has no run dir of its own: "
+                         "give --out_dir for its evaluation folders")
+    trained = [load_trained(run_dir(p)) for p in paths]
+    predictor = ensemble.load(paths, batch_size=cfg.batch_size)
     return evaluate_predictor(cfg, predictor, trained)
 
 
@@ -195,6 +201,7 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
         threshold_biased=bool(threshold_split) and split_roles.threshold_biased(
             threshold_split, t_role),
         model=predictor.path, image_size=predictor.image_size,
+        members=list(getattr(predictor, "member_paths", [predictor.path])),
         split_warning=banner or None,
         leakage_warnings=[] if role == split_roles.TRAINED_ON else
         leakage_warnings(manifest, train_folds, sel),
@@ -234,8 +241,10 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
         warnings.append(f"the threshold was chosen on {result['threshold_chosen_on']} "
                         f"({result['threshold_split_role']}, allowed by "
                         "--allow_biased_threshold): it is fitted to training images")
-    title = (f"{io.basename(run_dir(cfg.model_dir)) or cfg.model_dir} on {cfg.split} "
-             f"({result['split_role']})")
+    members = result.get("members") or [cfg.model_dir]
+    name = (io.basename(run_dir(cfg.model_dir)) or cfg.model_dir if len(members) == 1
+            else f"ensemble of {len(members)} models")
+    title = f"{name} on {cfg.split} ({result['split_role']})"
     path = report.write_report(out, result, patients, figures, title=title,
                                context=list(result["context"].items()), banners=warnings,
                                extra_md=_files_section(result))

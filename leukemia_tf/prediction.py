@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from leukemia_tf import export, io, scoring
+from leukemia_tf import io, scoring
 from leukemia_tf.data import cnmc, images, pipeline, preprocess
 from leukemia_tf.data import manifest as manifest_file
 
@@ -106,11 +106,13 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
 
     Args:
       model_path: a model dir, export/ dir or .keras file; its preprocessing.json (or the
-        SavedModel's spec) says how images become input.
+        SavedModel's spec) says how images become input. Several, comma-separated: an
+        ensemble, the mean of their probabilities (same preprocessing required).
       inputs: one records dir (has manifest.json), or image files and folders.
       split: the records' split to predict (test, validation, fold<k>).
     """
-    predictor = export.load_model(model_path, batch_size=batch_size)
+    from leukemia_tf import ensemble
+    predictor = ensemble.load(model_path, batch_size=batch_size)
     inputs = list(inputs)
     if len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST)):
         table, errors = _predict_records(predictor, inputs[0], split, tta, batch_size)

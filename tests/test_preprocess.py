@@ -105,7 +105,7 @@ def served(tmp_path_factory):
         convert.convert(convert.ConvertConfig(tree, recs[stored], image_size=stored,
                                               num_shards=1, num_workers=1, progress=False))
     keras.utils.set_random_seed(1)
-    model = build_model(ModelConfig(name="seed_cnn", image_size=SIZE,
+    model = build_model(ModelConfig(name="seed_cnn", image_size=SIZE, normalize="none",
                                     augment=AugmentConfig(enabled=True)))
     md = str(root / "model")
     export.export_model(model, md, SPEC)
@@ -203,7 +203,8 @@ def test_saved_model_cli_raw_signature(served, tmp_path):
 
 @pytest.mark.slow
 def test_keras_file_loads_in_a_fresh_python_safe_mode(served):
-    """model.keras has no augmentation and no custom layer: plain tf_keras loads it."""
+    """model.keras has no augmentation and (without --normalize) no custom layer: plain
+    tf_keras loads it."""
     path = os.path.join(served["model_dir"], "model.keras")
     want = served["model"](preprocess.to_model_input(
         served["layouts"]["450x450"], SPEC)[None]).numpy()[0, 0]
@@ -221,3 +222,33 @@ def test_keras_file_loads_in_a_fresh_python_safe_mode(served):
                           cwd=str(io.dirname(path)), env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert float(proc.stdout.strip().splitlines()[-1]) == pytest.approx(float(want), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_keras_file_with_cell_normalisation_loads_after_one_import(tmp_path):
+    """--normalize keeps one registered custom layer (leukemia_tf>CellNormalization):
+    model.keras loads with safe_mode=True once leukemia_tf.augment is imported, as the
+    README says; the error without it names the layer."""
+    keras.utils.set_random_seed(2)
+    model = build_model(ModelConfig(name="seed_cnn", image_size=SIZE, normalize="per_image"))
+    export.export_model(model, str(tmp_path), SPEC)
+    x = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    x[:, :8] = 0  # some black canvas, as in a real cell image
+    np.save(tmp_path / "x.npy", x)
+    want = model(x, training=False).numpy()[:, 0]
+    code = (
+        "import sys, numpy as np, tf_keras\n"
+        "{imp}"
+        f"m = tf_keras.models.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True,"
+        " compile=False)\n"
+        f"print(*m(np.load({str(tmp_path / 'x.npy')!r}), training=False).numpy()[:, 0])\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    bare = subprocess.run([sys.executable, "-c", code.format(imp="")], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert bare.returncode != 0 and "CellNormalization" in bare.stderr, bare.stderr[-2000:]
+    ok = subprocess.run([sys.executable, "-c", code.format(imp="import leukemia_tf.augment\n")],
+                        capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    got = [float(v) for v in ok.stdout.split()]
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -18,7 +18,8 @@ FLAGS = flags.FLAGS
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
     d = common.definer(fv)
-    d.string("model_dir", None, "Training model dir, export/ dir or .keras file.")
+    d.string("model_dir", None, "Training model dir, export/ dir or .keras file; several, "
+             "comma-separated: an ensemble (mean probability; evaluate needs --out_dir).")
     d.string("records_dir", None, "Converted records (manifest.json inside).")
     d.string("split", "validation", "validation (labeled set) or fold<k>.")
     d.enum("tta", "none", ["none", "flips", "dihedral8"],

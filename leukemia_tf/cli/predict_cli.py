@@ -23,7 +23,8 @@ FLAGS = flags.FLAGS
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
     d = common.definer(fv)
-    d.string("model_dir", None, "Training model dir, export/ dir or .keras file.")
+    d.string("model_dir", None, "Training model dir, export/ dir or .keras file; several, "
+             "comma-separated: an ensemble (mean probability; evaluate needs --out_dir).")
     d.list("input", None, "A records dir (manifest.json), a folder of images, or "
            "image files (comma-separated).")
     d.string("output", None, "CSV to write (columns: file, probability, label, path).")
