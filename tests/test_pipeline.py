@@ -116,7 +116,8 @@ def test_cache_auto_decisions():
     auto = C.DataConfig(image_size=224)
     assert pipeline.cache_plan(auto, [("train", 100)], available=10**9)["train"][0] == "memory"
     assert pipeline.cache_plan(auto, [("train", 10**5)], available=10**9)["train"][0] == "none"
-    assert pipeline.cache_plan(C.DataConfig(cache="disk:/tmp/x"), [("t", 1)])["t"][0] == "disk:/tmp/x"
+    disk = C.DataConfig(cache="disk:/tmp/x")
+    assert pipeline.cache_plan(disk, [("t", 1)])["t"][0] == "disk:/tmp/x"
     with pytest.raises(ValueError, match="cache must be"):
         pipeline.cache_plan(C.DataConfig(cache="ssd"), [("t", 1)])
 

@@ -166,13 +166,14 @@ def cache_plan(cfg: DataConfig, needs: Sequence[Tuple[str, int]],
     plan, used = {}, 0
     for name, n in needs:
         need = cache_bytes(n, cfg.image_size)
+        mb = 2 ** 20
         if used + need <= budget:
             used += need
-            plan[name] = ("memory", f"{need / 2**20:.0f} MB fits the budget "
-                                    f"({(budget - used) / 2**20:.0f} MB left of {budget / 2**20:.0f})")
+            plan[name] = ("memory", f"{need / mb:.0f} MB fits the budget "
+                                    f"({(budget - used) / mb:.0f} MB left of {budget / mb:.0f})")
         else:
-            plan[name] = ("none", f"{need / 2**20:.0f} MB exceeds the {(budget - used) / 2**20:.0f} MB "
-                                  "left of the RAM budget: decoding every epoch")
+            plan[name] = ("none", f"{need / mb:.0f} MB exceeds the {(budget - used) / mb:.0f} "
+                                  "MB left of the RAM budget: decoding every epoch")
     return plan
 
 
@@ -274,7 +275,8 @@ def make_dataset(cfg: Config, sel: Selection, training: bool, *, manifest: dict,
             out["source_path"] = ex["image/source_path"]
         return out
 
-    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=data.deterministic or not training)
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE,
+                deterministic=data.deterministic or not training)
     if cache == "memory":
         ds = ds.cache()
     elif cache.startswith("disk:"):

@@ -27,7 +27,8 @@ FEATURES = {
     "image/sha256": tf.io.FixedLenFeature([], tf.string),
 }
 
-_SHARD_NAME = re.compile(r"^(?P<prefix>[a-z]+(?:-fold\d+)?)-(?P<i>\d{5})-of-(?P<n>\d{5})\.tfrecord$")
+_SHARD_NAME = re.compile(
+    r"^(?P<prefix>[a-z]+(?:-fold\d+)?)-(?P<i>\d{5})-of-(?P<n>\d{5})\.tfrecord$")
 
 
 def shard_name(prefix: str, index: int, count: int) -> str:
