@@ -250,6 +250,10 @@ NORMALIZATIONS = ("none", "per_image", "channel_mean")
 class CellNormalization(keras.layers.Layer):
     """Per-image normalisation over the cell's pixels, in training and inference alike.
 
+    The reference implementation (plain TF ops): models use the same computation built
+    from standard layers (leukemia_tf.normalization) so that model.keras loads anywhere;
+    this layer stays registered so model files saved with it still load.
+
     Patients differ in stain intensity and camera exposure; standardising each image
     removes the part of that variation a single global rescale cannot. Statistics come
     from the non-black pixels only (the black canvas would otherwise dominate them), and
@@ -286,10 +290,16 @@ class CellNormalization(keras.layers.Layer):
 
 
 def build_normalization(mode: str, name: str = "normalize"):
-    """The normalisation layer for ModelConfig.normalize, or None for "none"."""
+    """A function applying ModelConfig.normalize to a functional-model tensor, or None for
+    "none". Built from standard layers (leukemia_tf.normalization), so model.keras loads
+    without this package; `CellNormalization` is the reference it is tested against."""
     if mode == "none":
         return None
-    return CellNormalization(mode, name=name)
+    from leukemia_tf import normalization
+    if mode not in normalization.NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {normalization.NORMALIZATIONS}, "
+                         f"not {mode!r}")
+    return lambda x: normalization.cell_normalization(x, mode, name)
 
 
 def build_augmentation(cfg: AugmentConfig, name: str = "augment") -> keras.layers.Layer:

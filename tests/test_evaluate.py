@@ -300,5 +300,6 @@ def test_leaked_groups():
     assert crossval.leaked_groups(manifest, (0, 2), "fold1") == 0
     assert crossval.leaked_groups(manifest, (1,), "validation") == 1
     assert crossval.plan((0, 1, 2))[-1] == {"train_folds": (0, 1, 2), "val_split": "validation",
-                                            "fold": None, "protocol": "all folds -> validation"}
+                                            "name": "validation", "fold": None, "data": {},
+                                            "protocol": "all folds -> validation"}
     assert crossval.plan((0, 1, 2))[0]["fold"] == 0

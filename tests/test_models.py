@@ -327,7 +327,7 @@ def test_model_inference_ignores_stain_augmentation_and_normalises(tmp_path):
     images = uint8_batch(3, 32, seed=5)
     np.testing.assert_array_equal(jittered(images, training=False).numpy(),
                                   plain(images, training=False).numpy())
-    assert plain.get_layer("normalize").mode == "per_image"
+    assert plain.get_layer("normalize_standardised") is not None
     # The exported model keeps normalising: both saved forms give the same probabilities.
     expected = plain(images, training=False).numpy().reshape(-1)
     export_model(jittered, str(tmp_path))
@@ -335,7 +335,7 @@ def test_model_inference_ignores_stain_augmentation_and_normalises(tmp_path):
         np.testing.assert_allclose(load_model(source)(images), expected, atol=1e-5)
     # Pretrained backbones keep their own input scaling: no normalisation layer.
     backbone = build_model(tiny("resnet50", normalize="per_image"))
-    assert "normalize" not in [layer.name for layer in backbone.layers]
+    assert not [layer.name for layer in backbone.layers if layer.name.startswith("normalize")]
 
 
 def test_configs_written_before_normalisation_existed_read_back_without_it():
@@ -345,3 +345,22 @@ def test_configs_written_before_normalisation_existed_read_back_without_it():
     assert C.from_dict(old).model.normalize == "none"
     assert C.from_dict(C.Config().to_dict()).model.normalize == C.ModelConfig().normalize
     assert C.seed_cnn_preset().model.normalize == "none"
+
+
+@pytest.mark.parametrize("mode", ["per_image", "channel_mean"])
+def test_model_normalisation_is_standard_layers_equal_to_the_reference(mode):
+    """The models' normalisation (standard tf_keras layers, so model.keras loads without
+    this package) computes what the reference CellNormalization computes; the only
+    difference is the reference's 1e-4 variance floor."""
+    from leukemia_tf.augment import build_normalization
+    x = cells(n=3, size=32, seed=4)
+    x[:, 6:26, 8:24] = np.round(x[:, 6:26, 8:24] * 255) / 255   # pixels as the model sees
+    x[1, 10:12, 10:12] = 1 / 255                               # near-black: background
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, build_normalization(mode)(inputs))
+    assert all(type(layer).__module__.startswith("tf_keras") for layer in model.layers)
+    want = CellNormalization(mode)(tf.constant(x)).numpy()
+    np.testing.assert_allclose(model(x).numpy(), want, atol=5e-3 if mode == "per_image"
+                               else 1e-6)
+    with pytest.raises(ValueError, match="normalize"):
+        build_normalization("global")

@@ -105,7 +105,7 @@ def served(tmp_path_factory):
         convert.convert(convert.ConvertConfig(tree, recs[stored], image_size=stored,
                                               num_shards=1, num_workers=1, progress=False))
     keras.utils.set_random_seed(1)
-    model = build_model(ModelConfig(name="seed_cnn", image_size=SIZE, normalize="none",
+    model = build_model(ModelConfig(name="seed_cnn", image_size=SIZE,
                                     augment=AugmentConfig(enabled=True)))
     md = str(root / "model")
     export.export_model(model, md, SPEC)
@@ -203,8 +203,7 @@ def test_saved_model_cli_raw_signature(served, tmp_path):
 
 @pytest.mark.slow
 def test_keras_file_loads_in_a_fresh_python_safe_mode(served):
-    """model.keras has no augmentation and (without --normalize) no custom layer: plain
-    tf_keras loads it."""
+    """model.keras has no augmentation and no custom layer: plain tf_keras loads it."""
     path = os.path.join(served["model_dir"], "model.keras")
     want = served["model"](preprocess.to_model_input(
         served["layouts"]["450x450"], SPEC)[None]).numpy()[0, 0]
@@ -225,10 +224,10 @@ def test_keras_file_loads_in_a_fresh_python_safe_mode(served):
 
 
 @pytest.mark.slow
-def test_keras_file_with_cell_normalisation_loads_after_one_import(tmp_path):
-    """--normalize keeps one registered custom layer (leukemia_tf>CellNormalization):
-    model.keras loads with safe_mode=True once leukemia_tf.augment is imported, as the
-    README says; the error without it names the layer."""
+def test_keras_file_with_cell_normalisation_loads_in_plain_tf_keras(tmp_path):
+    """The default per-image normalisation is built from standard layers: model.keras
+    of such a model loads with safe_mode=True in a Python that never imports this
+    package, and predicts what the in-memory model predicts."""
     keras.utils.set_random_seed(2)
     model = build_model(ModelConfig(name="seed_cnn", image_size=SIZE, normalize="per_image"))
     export.export_model(model, str(tmp_path), SPEC)
@@ -238,17 +237,14 @@ def test_keras_file_with_cell_normalisation_loads_after_one_import(tmp_path):
     want = model(x, training=False).numpy()[:, 0]
     code = (
         "import sys, numpy as np, tf_keras\n"
-        "{imp}"
         f"m = tf_keras.models.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True,"
         " compile=False)\n"
+        "assert not any(k.startswith('leukemia_tf') for k in sys.modules), 'imported'\n"
+        "assert all(type(l).__module__.startswith('tf_keras') for l in m.layers)\n"
         f"print(*m(np.load({str(tmp_path / 'x.npy')!r}), training=False).numpy()[:, 0])\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    bare = subprocess.run([sys.executable, "-c", code.format(imp="")], capture_output=True,
-                          text=True, env=env, timeout=300)
-    assert bare.returncode != 0 and "CellNormalization" in bare.stderr, bare.stderr[-2000:]
-    ok = subprocess.run([sys.executable, "-c", code.format(imp="import leukemia_tf.augment\n")],
-                        capture_output=True, text=True, env=env, timeout=300)
-    assert ok.returncode == 0, ok.stderr[-3000:]
-    got = [float(v) for v in ok.stdout.split()]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(tmp_path), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = [float(v) for v in proc.stdout.split()]
     np.testing.assert_allclose(got, want, atol=1e-6)
