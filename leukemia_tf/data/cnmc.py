@@ -69,10 +69,10 @@ def normalise_patient(patient: str) -> str:
 def find_root(path: str) -> str:
     """Accept the `C-NMC_Leukemia` folder itself or the folder above it."""
     path = path.rstrip("/") or "/"
-    if io.isdir(_join(path, TRAIN_DIR)) or io.isdir(_join(path, "validation_data")) or \
-            io.isdir(_join(path, "testing_data")):
+    if io.isdir(io.join(path, TRAIN_DIR)) or io.isdir(io.join(path, "validation_data")) or \
+            io.isdir(io.join(path, "testing_data")):
         return path
-    inner = _join(path, ROOT_NAME)
+    inner = io.join(path, ROOT_NAME)
     if io.isdir(inner):
         return inner
     raise CnmcError(f"not a C-NMC tree (expected {ROOT_NAME}/ or {TRAIN_DIR}/, "
@@ -139,7 +139,7 @@ def table_from_paths(rel_paths: Iterable[str], sizes: Optional[Dict[str, int]] =
         if not name.lower().endswith(IMAGE_EXTENSIONS):
             issues.problem(rel, "not an image file (unexpected extension)")
             continue
-        row = {"path": _join(root, rel) if root else rel, "rel_path": rel,
+        row = {"path": io.join(root, rel) if root else rel, "rel_path": rel,
                "name": name, "original_name": name, "size": sizes.get(rel)}
         if parts[0] == TRAIN_DIR:
             if len(parts) != 4 or not re.fullmatch(r"fold_[0-9]+", parts[1]):
@@ -255,7 +255,7 @@ def discover(path: str, on_error: str = "raise") -> Tuple[pd.DataFrame, List[Dic
     rel_paths, sizes = [], {}
     for dirpath, _, files in io.walk(root):
         for name in sorted(files):
-            full = _join(dirpath, name)
+            full = io.join(dirpath, name)
             rel = posixpath.relpath(full, root) if not io.is_url(root) else full[len(root) + 1:]
             try:
                 sizes[rel] = io.size(full)
@@ -269,7 +269,7 @@ def discover(path: str, on_error: str = "raise") -> Tuple[pd.DataFrame, List[Dic
                 continue
             rel_paths.append(rel)
     labels_rows = None
-    csv_path = _join(root, VAL_CSV)
+    csv_path = io.join(root, VAL_CSV)
     if io.exists(csv_path):
         labels_rows = read_labels_csv(io.read_text(csv_path))
     table, skipped = table_from_paths(sorted(rel_paths), sizes, labels_rows, root=root,
@@ -297,7 +297,3 @@ def duplicate_groups(table: pd.DataFrame) -> List[Dict[str, object]]:
                        "cross_fold": len(folds) > 1, "cross_split": len(splits) > 1,
                        "cross_patient": len(patients) > 1})
     return groups
-
-
-def _join(*parts: str) -> str:
-    return io.join(*parts)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 from typing import Optional
 
+from leukemia_tf.errors import UserError
 
-class TrainingError(Exception):
+
+class TrainingError(UserError):
     """An expected failure; the message is one line that names the file or flag."""
 
 

@@ -79,8 +79,8 @@ class Inputs:
 
 def load_manifest(records_dir: str) -> dict:
     """The manifest, or InputError naming the file that is missing or broken."""
-    from leukemia_tf.data import convert
-    path = io.join(records_dir, convert.MANIFEST)
+    from leukemia_tf.data import manifest as manifest_file
+    path = io.join(records_dir, manifest_file.MANIFEST)
     if not io.isdir(records_dir):
         raise InputError(f"records dir {records_dir} does not exist (convert the images "
                          "first: tools/convert_to_tfrecords.py)")
