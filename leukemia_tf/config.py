@@ -47,7 +47,7 @@ class DataConfig:
     private_threadpool_size: int = 0   # 0 = tf.data's shared pool
     class_balance: str = "weights"     # weights | resample | none
     seed: int = 0
-    # Patient-grouped CV (leukemia_tf.grouping): a CSV mapping source_path -> cv_fold.
+    # Patient-grouped CV (leukemia_tf.data.grouping): a CSV mapping source_path -> cv_fold.
     # Training drops the records of fold `cv_fold`; evaluation keeps only them
     # (val_split="cv" validates on the held-out part of the training folds). Records the
     # CSV does not list are never filtered.

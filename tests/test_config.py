@@ -3,7 +3,7 @@ import pytest
 from absl import flags
 
 from leukemia_tf import config as C
-from leukemia_tf.cli import train_cli
+from leukemia_tf.cli import train as train_cli
 
 
 @pytest.fixture

@@ -7,9 +7,12 @@ the local disk: no `./ram:` folder in the working directory or anywhere under tm
 import os
 
 
-from leukemia_tf import bench, crossval, evaluation, io, prediction, training
+from leukemia_tf.bench import plan as bench
+from leukemia_tf.crossval import run as crossval
+from leukemia_tf.evaluation import evaluate as evaluation, predict as prediction
+from leukemia_tf import io, training
 from leukemia_tf.data import convert
-from conftest import build_tree, tiny_config
+from tests.helpers import build_tree, tiny_config
 
 
 def _ram_folders(top):

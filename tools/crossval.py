@@ -1,7 +1,7 @@
 """Cross-validate and compare models.
 
 `python tools/crossval.py --help` lists the flags. The entry point is
-leukemia_tf/cli/crossval_cli.py (also installed as a console script, see setup.cfg).
+leukemia_tf/cli/crossval.py (also installed as a console script, see setup.cfg).
 """
 import os
 import sys
@@ -11,7 +11,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from leukemia_tf.cli.crossval_cli import console_main  # noqa: E402
+from leukemia_tf.cli.crossval import console_main  # noqa: E402
 
 if __name__ == "__main__":
     console_main()

@@ -1,7 +1,7 @@
 """Write a synthetic C-NMC-shaped tree.
 
 `python tools/make_synthetic_cnmc.py --help` lists the flags. The entry point is
-leukemia_tf/cli/synthetic_cli.py (also installed as a console script, see setup.cfg).
+leukemia_tf/cli/synthetic.py (also installed as a console script, see setup.cfg).
 """
 import os
 import sys
@@ -11,7 +11,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from leukemia_tf.cli.synthetic_cli import console_main  # noqa: E402
+from leukemia_tf.cli.synthetic import console_main  # noqa: E402
 
 if __name__ == "__main__":
     console_main()

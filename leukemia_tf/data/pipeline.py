@@ -73,7 +73,8 @@ def count_examples(manifest: dict, sel: Selection, data: Optional[DataConfig] = 
 
 def _cv_examples(manifest: dict, data: DataConfig, sel: Selection, training: bool):
     """examples.csv rows of `sel` that the CV filter keeps (see `cv_filter`)."""
-    from leukemia_tf import grouping, io
+    from leukemia_tf.data import grouping
+    from leukemia_tf import io
     table = io.read_csv(io.join(data.records_dir, manifest_file.EXAMPLES))
     names = {s["path"] for s in shards_for(manifest, "", sel)}
     table = table[table["shard"].isin(names)]
@@ -92,7 +93,7 @@ def cv_filter(data: DataConfig, training: bool):
     """
     if not data.cv_assignment:
         return None
-    from leukemia_tf import grouping
+    from leukemia_tf.data import grouping
     if data.cv_fold < 0:
         raise ValueError("cv_assignment is set but cv_fold is not (>= 0)")
     table = grouping.read_assignment(data.cv_assignment)

@@ -55,7 +55,7 @@ def validate_config(cfg: Config) -> None:
             ("class_balance", d.class_balance, ("weights", "resample", "none"))):
         if value not in choices:
             raise ValueError(f"--{flag}={value} is not one of {', '.join(choices)}")
-    from leukemia_tf import models
+    from leukemia_tf.model import registry as models
     if cfg.model.name not in models.MODELS:
         raise ValueError(f"--model={cfg.model.name} is not one of "
                          f"{', '.join(sorted(models.MODELS))}")

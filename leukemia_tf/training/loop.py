@@ -126,7 +126,7 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
 def _export(cfg, strategy, model, chief, manifest):
     """Load the best weights (if any), refuse non-finite ones, export (chief) with the
     records' preprocessing spec (canvas, size, resize method)."""
-    from leukemia_tf import export, models
+    from leukemia_tf.model import export, registry as models
     from leukemia_tf.data import pipeline
     md = cfg.train.model_dir
     if dist.is_multi_worker(strategy):
@@ -208,7 +208,7 @@ def run(cfg: Config) -> dict:
 
 
 def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
-    from leukemia_tf import models
+    from leukemia_tf.model import registry as models
     with strategy.scope():
         model = models.build_model(cfg.model)
         model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
@@ -242,7 +242,7 @@ def _cache_plan(cfg: Config, data) -> dict:
 
 def _score(cfg: Config, data, plain, summary: dict) -> None:
     """Exact validation metrics of the exported weights (sklearn ROC AUC: `roc_auc`)."""
-    from leukemia_tf import metrics, scoring
+    from leukemia_tf.evaluation import metrics, scoring
     from leukemia_tf.data import pipeline
     predict_fn = scoring.keras_predict_fn(plain)
     eval_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,

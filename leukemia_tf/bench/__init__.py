@@ -1,0 +1,1 @@
+"""Benchmarks: plan the runs, measure rates and limits, report ratios."""

@@ -1,0 +1,339 @@
+"""Throughput benchmarks: the input pipeline side by side with what users would use instead.
+
+Four measurements (issue 5), each a dict with `images_per_sec` and `peak_rss_mb` keyed by
+pipeline name, plus ratios and pass/miss against the project's targets:
+
+  input    the project's pipeline: first pass (decoding every pass from the shards, no
+           cache), steady state (after the in-memory cache), and the steady state with
+           per-example CPU augmentation in tf.data (why augmentation lives in the model)
+  peers    keras image_dataset_from_directory over the BMP folders, the seed notebook's
+           read-everything-into-numpy, and the in-memory decode ceiling of the stored bytes
+  train    training steps/s fed by the real pipeline vs by in-memory synthetic tensors
+  convert  converter images/s and bytes/image per encoding vs just reading the files
+
+Each measurement runs in its own spawned process when `isolate` is on, so its peak RSS
+(ru_maxrss) is its own. Absolute numbers drift with other load on the machine: each rate
+runs `repeats` times interleaved with the rates it is compared to and the fastest run
+counts; training alternates pipeline and synthetic steps and compares median step times.
+Each measurement records the load average at its start.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+from typing import Callable, Dict, List, Tuple
+
+
+import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+
+from leukemia_tf import config as C
+from leukemia_tf import io
+# CPU_WORK, REFERENCE and the result helpers stay importable from here (the CLI uses them).
+from leukemia_tf.bench.rates import (CPU_WORK, REFERENCE, _run_config,  # noqa: F401
+                                     ceiling_rates, convert_rate, idfd_rate, measure,
+                                     measure_all, read_rate, seed_numpy_rate, time_batches,
+                                     train_rates)
+from leukemia_tf.bench.report import format_table, machine_info, ratios, targets  # noqa: F401
+from leukemia_tf.data import cnmc, convert, pipeline, preprocess, records, synthetic
+
+AUTOTUNE = tf.data.AUTOTUNE
+COMMANDS = ("input", "peers", "train", "convert")
+_SYNTHETIC_DEFAULT_TOTAL = 510  # images in a default SyntheticConfig tree
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What to benchmark and how long; the CLI fills it from flags."""
+    work_dir: str = "bench_out/work"   # synthetic trees, records and conversions go here
+    data_dir: str = ""                 # C-NMC tree; empty: a synthetic one in work_dir
+    records_dir: str = ""              # records of data_dir; empty: converted into work_dir
+    num_images: int = 0                # synthetic tree size, all splits (0: the default 510)
+    full: bool = False                 # synthetic tree with the real counts (~15,000 images)
+    synthetic_seed: int = 0
+    encoding: str = "png"              # stored encoding when converting for the records
+    image_size: int = 224              # output size of every pipeline compared
+    batch_size: int = 256
+    min_seconds: float = 10.0          # each rate is timed at least this long ...
+    min_batches: int = 20              # ... and over at least this many batches
+    isolate: bool = True               # one process per measurement (own peak RSS)
+    repeats: int = 2                   # runs of each rate, interleaved; the fastest counts
+    cpu_work: Tuple[str, ...] = CPU_WORK
+    ceiling_encodings: Tuple[str, ...] = ("bmp", "png", "jpeg", "raw", "png@224")
+    ceiling_sample: int = 256          # images re-encoded for the per-encoding ceilings
+    seed_numpy_limit: int = 2000       # at most this many images for the seed approach
+    models: Tuple[str, ...] = ("seed_cnn", "resnet_small")
+    precisions: Tuple[str, ...] = ("float32", "mixed_bfloat16")
+    train_batch_size: int = 32
+    train_steps: int = 20              # timed steps per input, in train_rounds blocks
+    train_rounds: int = 20             # blocks alternate pipeline/synthetic (A B B A ...)
+    train_augment: bool = True
+    encodings: Tuple[str, ...] = ("png", "raw", "bmp", "jpeg")
+    convert_workers: int = 0           # 0 = all cores, as the converter's default
+    cold_cache: bool = True            # convert: read the sources from disk (page cache evicted)
+
+
+# ------------------------------------------------------------------ data to benchmark
+def synthetic_config(num_images: int = 0, full: bool = False,
+                     seed: int = 0) -> synthetic.SyntheticConfig:
+    """A synthetic tree of about `num_images` images (all splits) in the default's shape."""
+    if full:
+        return synthetic.full_config(seed=seed)
+    base = synthetic.SyntheticConfig(seed=seed)
+    if num_images <= 0:
+        return base
+    s = num_images / _SYNTHETIC_DEFAULT_TOTAL
+    n_all, n_hem = max(1, round(80 * s)), max(1, round(40 * s))
+    p_all = min(16, n_all, max(1, round(4 * math.sqrt(s))))
+    p_hem = min(9, n_hem, max(1, round(3 * math.sqrt(s))))
+    return dataclasses.replace(
+        base, train_all=(n_all,) * 3, train_hem=(n_hem,) * 3, patients_all=(p_all,) * 3,
+        patients_hem=(p_hem,) * 3, num_validation=max(2, round(90 * s)),
+        num_test=max(1, round(60 * s)), num_duplicates=min(4, n_all // 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    tree: str         # C-NMC_Leukemia root ("" if only records were given)
+    records_dir: str
+    manifest: dict
+
+
+def _absolute(path: str) -> str:
+    return path if io.is_url(path) else os.path.abspath(path)
+
+
+def prepare(cfg: BenchConfig) -> Data:
+    """The tree and records to benchmark: given, or generated/converted under work_dir."""
+    io.makedirs(cfg.work_dir)
+    cfg = dataclasses.replace(cfg, work_dir=_absolute(cfg.work_dir))
+    tree = cnmc.find_root(cfg.data_dir) if cfg.data_dir else ""
+    if not tree and not cfg.records_dir:
+        tree = _synthetic_tree(cfg)
+    records_dir = cfg.records_dir
+    if not records_dir:
+        key = hashlib.sha1(_absolute(tree).encode()).hexdigest()[:8]
+        records_dir = io.join(io.dirname(tree), f"records-{cfg.encoding}-{key}")
+        if not io.exists(io.join(records_dir, convert.MANIFEST)):
+            convert.convert(convert.ConvertConfig(tree, records_dir, encoding=cfg.encoding,
+                                                  num_workers=cfg.convert_workers,
+                                                  progress=False))
+    manifest = pipeline.load(records_dir)
+    source = manifest.get("source_root", "")
+    if not tree and source and io.isdir(source):
+        tree = source
+    return Data(tree, records_dir, manifest)
+
+
+def _synthetic_tree(cfg: BenchConfig) -> str:
+    """work_dir/synthetic-<n>-s<seed>/C-NMC_Leukemia, reused when its config matches."""
+    scfg = synthetic_config(cfg.num_images, cfg.full, cfg.synthetic_seed)
+    name = "full" if cfg.full else str(cfg.num_images or _SYNTHETIC_DEFAULT_TOTAL)
+    out = io.join(cfg.work_dir, f"synthetic-{name}-s{cfg.synthetic_seed}")
+    summary = io.join(out, synthetic.SUMMARY_JSON)
+    want = json.loads(json.dumps(dataclasses.asdict(scfg)))
+    if io.exists(summary):
+        have = io.read_json(summary)
+        if have.get("config") == want and "training" in have:  # complete and the same
+            return have["root"]
+        io.rmtree(out)  # ours (it has the summary): its records are stale too
+    return synthetic.make_tree(out, scfg)["root"]
+
+
+def training_files(tree: str) -> List[str]:
+    """The training images of a tree (the set every peer reads), in path order."""
+    table, _ = cnmc.discover(tree)
+    return sorted(table[table["split"] == "train"]["path"])
+
+
+# ------------------------------------------------------------------ measuring
+def cpu_augment_fn(kind: str) -> Callable:
+    """Per-example augmentation on uint8 [S, S, 3] as a tf.data map would run it.
+
+    flip_rot90: random flips and quarter turns (exact, copies only); rotate: the model's
+    flips, quarter turns and +-15 degree bilinear rotation (`augment.random_geometry`).
+    """
+    if kind == "flip_rot90":
+        def fn(image):
+            image = tf.image.random_flip_left_right(image)
+            image = tf.image.random_flip_up_down(image)
+            return tf.image.rot90(image, tf.random.uniform([], 0, 4, tf.int32))
+        return fn
+    if kind == "rotate":
+        from leukemia_tf.model import augment
+
+        def fn(image):
+            x = tf.cast(image, tf.float32)[None]
+            x = augment.random_geometry(x, flip=True, rot90=True, rotate_degrees=15.0,
+                                        zoom=0.0)
+            return tf.cast(tf.clip_by_value(tf.round(x[0]), 0, 255), tf.uint8)
+        return fn
+    raise ValueError(f"unknown cpu work {kind!r}; choose from {CPU_WORK}")
+
+
+def cpu_work_dataset(cfg: C.Config, manifest: dict, batch: int, kind: str) -> tf.data.Dataset:
+    """The training pipeline of `pipeline.make_dataset` (cached), with per-example CPU
+    augmentation mapped after the cache, as a tf.data-side augmentation would be."""
+    size, stored = cfg.data.image_size, int(manifest["settings"]["stored_size"] or 0)
+    spec = pipeline.records_spec(manifest, size)
+    prepared = stored == size and stored != spec.canvas_size
+    files = [s["full_path"] for s in pipeline.shards_for(manifest, cfg.data.records_dir,
+                                                         pipeline.Selection("train"))]
+    decode = records.decoder(manifest["settings"]["encoding"], stored)
+    work = cpu_augment_fn(kind)
+
+    def parse(serialized):
+        ex = records.parse_example(serialized)
+        image = decode(ex)
+        return {"image": image if prepared else preprocess.to_model_input(image, spec),
+                "label": ex["image/class/label"]}
+
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files))
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), 16)),
+                       num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.cache()
+    ds = ds.shuffle(cfg.data.shuffle_buffer).repeat()
+    ds = ds.map(lambda e: {"image": work(e["image"]), "label": e["label"]},
+                num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda b: (b["image"], tf.cast(b["label"], tf.float32)[:, None]),
+                num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def pipeline_rate(records_dir: str, image_size: int, batch: int, cache: str,
+                  min_batches: int, min_seconds: float, cpu_work: str = "") -> dict:
+    """Images/s of the training pipeline: cache "none" decodes every pass (the first-pass
+    rate); "memory" is timed after a warm-up that fills the cache (the steady state)."""
+    manifest = pipeline.load(records_dir)
+    cfg = _run_config(records_dir, image_size, batch)
+    sel = pipeline.Selection("train")
+    n = pipeline.count_examples(manifest, sel)
+    if cpu_work:
+        ds = cpu_work_dataset(cfg, manifest, batch, cpu_work)
+    else:
+        ds = pipeline.make_dataset(cfg, sel, True, manifest=manifest, cache=cache,
+                                   batch_size=batch)
+    # Cached: one epoch fills the cache, the shuffle buffer holds up to 2048 more.
+    warmup = (math.ceil((n + cfg.data.shuffle_buffer) / batch) + 2
+              if cache == "memory" else 2)
+    out = time_batches(iter(ds), warmup, min_batches, min_seconds)
+    out.update(num_examples=n, cache=cache, cpu_work=cpu_work or None,
+               stored=f"{manifest['settings']['encoding']}@{manifest['settings']['stored_size']}",
+               cache_mb=(pipeline.cache_bytes(n, image_size) / 1.1 / 2 ** 20
+                         if cache == "memory" else 0.0))
+    return out
+
+
+def input_jobs(cfg: BenchConfig, data: Data) -> Dict[str, tuple]:
+    common = (data.records_dir, cfg.image_size, cfg.batch_size)
+    timing = (cfg.min_batches, cfg.min_seconds)
+    jobs = {"pipeline_first_pass": (pipeline_rate, *common, "none", *timing),
+            "pipeline_steady_state": (pipeline_rate, *common, "memory", *timing)}
+    for kind in cfg.cpu_work:
+        jobs[f"pipeline_steady_state_cpu_{kind}"] = (pipeline_rate, *common, "memory",
+                                                     *timing, kind)
+    return jobs
+
+
+def run_input(cfg: BenchConfig, data: Data) -> Dict[str, dict]:
+    return measure_all(input_jobs(cfg, data), cfg.isolate, cfg.repeats)
+
+
+# ------------------------------------------------------------------ peers
+def peer_jobs(cfg: BenchConfig, data: Data) -> Dict[str, tuple]:
+    if not data.tree:
+        raise ValueError("peers needs the image tree (--data_dir) beside the records")
+    timing = (cfg.min_batches, cfg.min_seconds)
+    paths = training_files(data.tree)
+    if cfg.seed_numpy_limit:
+        paths = paths[:cfg.seed_numpy_limit]
+    return {"image_dataset_from_directory": (idfd_rate, data.tree, cfg.image_size,
+                                             cfg.batch_size, *timing),
+            "seed_numpy": (seed_numpy_rate, tuple(paths), cfg.image_size),
+            "decode_ceiling": (ceiling_rates, data.records_dir, cfg.image_size,
+                               cfg.batch_size, *timing, tuple(cfg.ceiling_encodings),
+                               cfg.ceiling_sample)}
+
+
+def run_peers(cfg: BenchConfig, data: Data) -> Dict[str, dict]:
+    """The peers with the project's own first pass and steady state, interleaved."""
+    jobs = input_jobs(dataclasses.replace(cfg, cpu_work=()), data)
+    return measure_all({**jobs, **peer_jobs(cfg, data)}, cfg.isolate, cfg.repeats)
+
+
+# ------------------------------------------------------------------ train
+def run_train(cfg: BenchConfig, data: Data) -> Dict[str, dict]:
+    m = {}
+    for model in cfg.models:
+        for precision in cfg.precisions:
+            m[f"train/{model}/{precision}"] = measure(
+                train_rates, data.records_dir, model, precision, cfg.image_size,
+                cfg.train_batch_size, cfg.train_steps, cfg.train_rounds, cfg.train_augment,
+                isolate=cfg.isolate)
+    return m
+
+
+# ------------------------------------------------------------------ convert
+def run_convert(cfg: BenchConfig, data: Data) -> Dict[str, dict]:
+    if not data.tree:
+        raise ValueError("convert needs the image tree (--data_dir)")
+    table, _ = cnmc.discover(data.tree)
+    paths = tuple(sorted(table["path"]))
+    jobs = {"read_files": (read_rate, paths, cfg.cold_cache)}
+    if cfg.cold_cache:
+        jobs["read_files_warm"] = (read_rate, paths, False)
+    for enc in cfg.encodings:
+        jobs[f"convert_{enc}"] = (convert_rate, data.tree,
+                                  io.join(cfg.work_dir, f"convert-{enc}"), enc,
+                                  cfg.convert_workers, cfg.cold_cache)
+    return measure_all(jobs, cfg.isolate, cfg.repeats)
+
+
+# ------------------------------------------------------------------ report
+def run(command: str, cfg: BenchConfig) -> dict:
+    """Run one subcommand (input, peers, train, convert) or "all"; returns the results
+    dict that the CLI prints and writes as JSON."""
+    if command not in COMMANDS + ("all",):
+        raise ValueError(f"unknown benchmark {command!r}; choose from {COMMANDS + ('all',)}")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    data = prepare(cfg)
+    m: Dict[str, dict] = {}
+    todo = COMMANDS if command == "all" else (command,)
+    if "input" in todo and "peers" in todo:  # one interleaved set: the ratios are fair
+        m.update(measure_all({**input_jobs(cfg, data), **peer_jobs(cfg, data)},
+                             cfg.isolate, cfg.repeats))
+    elif "input" in todo:
+        m.update(run_input(cfg, data))
+    elif "peers" in todo:
+        m.update(run_peers(cfg, data))
+    if "train" in todo:
+        m.update(run_train(cfg, data))
+    if "convert" in todo:
+        m.update(run_convert(cfg, data))
+    r = ratios(m)
+    s = data.manifest["settings"]
+    return {
+        "command": command, "date": started.isoformat(timespec="seconds"),
+        "seconds": round((datetime.datetime.now(datetime.timezone.utc) - started)
+                         .total_seconds(), 1),
+        "machine": machine_info(),
+        "settings": {**dataclasses.asdict(cfg), "tree": data.tree,
+                     "records_dir": data.records_dir, "stored_encoding": s["encoding"],
+                     "stored_size": s["stored_size"],
+                     "num_train_images": pipeline.count_examples(
+                         data.manifest, pipeline.Selection("train"))},
+        "images_per_sec": {k: v["images_per_sec"] for k, v in m.items()},
+        "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in m.items()},
+        "ratios": r, "targets": targets(m, r), "reference": REFERENCE, "measurements": m,
+    }
+
+
+def save(result: dict, path: str) -> None:
+    """Write a `run` result as JSON through leukemia_tf.io (local, gs://, ram://)."""
+    io.write_json(path, result)

@@ -1,0 +1,323 @@
+"""Benchmark machinery: per-measurement processes, batch timing, and the rates of
+the peers (keras, seed approach, decode ceiling), training and conversion.
+
+leukemia_tf.bench.plan plans the runs; this module measures; bench_report compares.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import math
+import multiprocessing
+import os
+import resource
+import time
+from io import BytesIO
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+
+from leukemia_tf import config as C
+from leukemia_tf import io
+from leukemia_tf.data import cnmc, convert, images, pipeline, preprocess, records
+
+
+AUTOTUNE = tf.data.AUTOTUNE
+CPU_WORK = ("flip_rot90", "rotate")
+# Reference points of issue 5 (2-core, 24 GB machine, 224 px output).
+REFERENCE = {"image_dataset_from_directory": 942.0, "seed_numpy": 158.0,
+             "seed_numpy_gb_per_1000": 1.2, "h100_seed_cnn_bf16": 13000.0,
+             "decode_ceiling": {"bmp": 3100.0, "png": 890.0, "jpeg": 2600.0}}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    import psutil
+    return psutil.Process().memory_info().rss / 2 ** 20
+
+
+def _child(fn: Callable[..., dict], args: tuple) -> dict:
+    rss0 = current_rss_mb()
+    out = fn(*args)
+    out.setdefault("peak_rss_mb", peak_rss_mb())
+    out.setdefault("rss_before_mb", rss0)
+    return out
+
+
+def measure(fn: Callable[..., dict], *args, isolate: bool = True) -> dict:
+    """fn(*args) -> dict, with `peak_rss_mb` and the load average at the start.
+
+    isolate: in a fresh spawned process, so the peak RSS is this measurement's alone
+    (in-process, ru_maxrss is the process's peak so far and says little).
+    """
+    load = os.getloadavg()[0]
+    if not isolate:
+        out = _child(fn, args)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # fork would inherit TF threads
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+            out = ex.submit(_child, fn, args).result()
+    out["load_1m"] = round(load, 2)
+    out["isolated"] = isolate
+    return out
+
+
+def measure_all(jobs: Dict[str, tuple], isolate: bool, repeats: int) -> Dict[str, dict]:
+    """Run each job {name: (fn, *args)} `repeats` times, interleaved (A B C A B C), and
+    keep each one's fastest run: other load on the machine only ever slows a run down,
+    and interleaving exposes the compared measurements to the same conditions."""
+    runs: Dict[str, List[dict]] = {name: [] for name in jobs}
+    for _ in range(max(1, repeats)):
+        for name, (fn, *args) in jobs.items():
+            runs[name].append(measure(fn, *args, isolate=isolate))
+    out = {}
+    for name, rs in runs.items():
+        best = dict(max(rs, key=lambda r: r["images_per_sec"]))
+        best["runs_images_per_sec"] = [round(r["images_per_sec"], 1) for r in rs]
+        best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rs)
+        out[name] = best
+    return out
+
+
+def time_batches(it, warmup: int, min_batches: int, min_seconds: float,
+                 count: Callable = lambda b: int(b[0].shape[0])) -> dict:
+    """Pull `warmup` batches, then time at least `min_batches` and `min_seconds`.
+
+    Batches are touched only by counting their rows (a static shape): copying them to
+    numpy would measure memcpy, not the pipeline.
+    """
+    for _ in range(warmup):
+        next(it)
+    n = b = 0
+    start = time.perf_counter()
+    while b < min_batches or time.perf_counter() - start < min_seconds:
+        n += count(next(it))
+        b += 1
+    seconds = time.perf_counter() - start
+    return {"images_per_sec": n / seconds, "images": n, "batches": b, "seconds": seconds}
+
+
+def _run_config(records_dir: str, image_size: int, batch_size: int) -> C.Config:
+    return C.Config(data=C.DataConfig(records_dir=records_dir, image_size=image_size),
+                    model=C.ModelConfig(image_size=image_size),
+                    train=C.TrainConfig(batch_size=batch_size))
+
+
+# ------------------------------------------------------------------ input
+
+
+def idfd_rate(tree: str, image_size: int, batch: int, min_batches: int,
+              min_seconds: float) -> dict:
+    """tf_keras image_dataset_from_directory over training_data/fold_k/{all,hem}."""
+    import tf_keras as keras
+    folds = io.glob(io.join(tree, cnmc.TRAIN_DIR, "fold_*"))
+    ds = None
+    for fold in folds:  # one call per fold: labels come from its all/ and hem/ folders
+        part = keras.utils.image_dataset_from_directory(
+            fold, labels="inferred", label_mode="binary", class_names=["hem", "all"],
+            image_size=(image_size, image_size), batch_size=batch, shuffle=True, seed=0)
+        ds = part if ds is None else ds.concatenate(part)
+    out = time_batches(iter(ds.repeat()), 1, min_batches, min_seconds)
+    out["folders"] = len(folds)
+    return out
+
+
+def seed_numpy_rate(paths: Sequence[str], image_size: int) -> dict:
+    """The seed notebook: every image read into a list, resized, one float array."""
+    from PIL import Image
+    rss0 = current_rss_mb()
+    start = time.perf_counter()
+    xs = []
+    for path in paths:
+        with Image.open(BytesIO(io.read_bytes(path))) as im:
+            xs.append(np.asarray(im.convert("RGB").resize((image_size, image_size))))
+    x = np.array(xs, dtype=np.float32) / 255.0
+    seconds = time.perf_counter() - start
+    n = len(paths)
+    held = sum(a.nbytes for a in xs) + x.nbytes
+    return {"images_per_sec": n / seconds, "images": n, "seconds": seconds,
+            "rss_growth_mb_per_1000": (peak_rss_mb() - rss0) / n * 1000,
+            "held_mb_per_1000": held / 2 ** 20 / n * 1000}
+
+
+def _encoded_training_images(records_dir: str) -> Tuple[List[bytes], dict]:
+    manifest = pipeline.load(records_dir)
+    files = [s["full_path"] for s in
+             pipeline.shards_for(manifest, records_dir, pipeline.Selection("train"))]
+    encoded = []
+    for batch in tf.data.TFRecordDataset(files).batch(256):
+        encoded += list(records.parse_batch(batch)["image/encoded"].numpy())
+    return encoded, manifest
+
+
+def decode_rate(encoded: List[bytes], fmt: str, stored: int, spec: preprocess.Spec,
+                batch: int, min_batches: int, min_seconds: float) -> dict:
+    """In-memory decode + preprocessing (as the pipeline does) of encoded bytes, AUTOTUNE.
+
+    stored: the side of every stored image (0: originals of any size); images stored at
+    spec.image_size are already model input and are not resized again.
+    """
+    decode = records.decoder(fmt, stored)
+    prepared = stored == spec.image_size and stored != spec.canvas_size
+
+    def fn(data):
+        image = decode({"image/encoded": data})
+        return image if prepared else preprocess.to_model_input(image, spec)
+    opts = tf.data.Options()
+    opts.deterministic = False
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(encoded, tf.string)).repeat()
+    ds = ds.map(fn, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    ds = ds.prefetch(AUTOTUNE).with_options(opts)
+    out = time_batches(iter(ds), 2, min_batches, min_seconds, count=lambda b: int(b.shape[0]))
+    out.update(encoding=fmt, stored_size=stored,
+               bytes_per_image=float(np.mean([len(e) for e in encoded])))
+    return out
+
+
+def ceiling_rates(records_dir: str, image_size: int, batch: int, min_batches: int,
+                  min_seconds: float, extra: Sequence[str], sample: int) -> dict:
+    """The decode ceiling of the stored records, and of other encodings (`enc` or
+    `enc@size`, re-encoded in memory from `sample` stored images, `@size` pre-resized by
+    `preprocess`, as the converter's --image_size does) for comparison."""
+    encoded, manifest = _encoded_training_images(records_dir)
+    fmt, stored = manifest["settings"]["encoding"], int(manifest["settings"]["stored_size"] or 0)
+    spec = pipeline.records_spec(manifest, image_size)
+    out = decode_rate(encoded, fmt, stored, spec, batch, min_batches, min_seconds)
+    out["by_encoding"] = {}
+    if extra:
+        decode = records.decoder(fmt, stored)
+        pixels = [decode({"image/encoded": e}).numpy() for e in encoded[:sample]]
+        for spec_text in extra:
+            enc, _, at = spec_text.partition("@")
+            size = int(at) if at else stored
+            if size:
+                make = preprocess.function_for(dataclasses.replace(spec, image_size=size))
+                coded = [images.encode(make(p).numpy(), enc) for p in pixels]
+            else:
+                coded = [images.encode(p, enc) for p in pixels]
+            r = decode_rate(coded, enc, size, spec, batch, min_batches, min_seconds)
+            out["by_encoding"][spec_text] = {k: r[k] for k in ("images_per_sec",
+                                                               "bytes_per_image")}
+    return out
+
+
+def train_rates(records_dir: str, model_name: str, precision: str, image_size: int,
+                batch: int, steps: int, rounds: int, augment: bool) -> dict:
+    """Training steps/s fed by the real pipeline (as train.run builds it) vs by a cached,
+    repeated random uint8 dataset, after the cache is filled. Blocks of steps alternate
+    A B B A ... so drift cancels; rates are from the median step time of each input."""
+    import tf_keras as keras
+    from leukemia_tf.model import registry as models
+    from leukemia_tf import training
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        cfg = C.Config(
+            data=C.DataConfig(records_dir=records_dir, image_size=image_size),
+            model=C.ModelConfig(name=model_name, image_size=image_size,
+                                augment=C.AugmentConfig(enabled=augment)),
+            train=C.TrainConfig(batch_size=batch, mixed_precision=precision))
+        manifest = pipeline.load(records_dir)
+        sel = pipeline.Selection("train")
+        n = pipeline.count_examples(manifest, sel)
+        plan = pipeline.cache_plan(cfg.data, [("train", n)])
+        weights = pipeline.class_weights(pipeline.label_counts(manifest, records_dir, sel))
+        real = pipeline.make_dataset(cfg, sel, True, manifest=manifest,
+                                     cache=plan["train"][0], batch_size=batch, weights=weights)
+        rng = np.random.default_rng(0)
+        k = 4 * batch
+        fake = tf.data.Dataset.from_tensor_slices((
+            rng.integers(0, 256, (k, image_size, image_size, 3), dtype=np.uint8),
+            rng.integers(0, 2, (k, 1)).astype(np.float32), np.ones(k, np.float32)))
+        fake = fake.batch(batch, drop_remainder=True).cache().repeat().prefetch(AUTOTUNE)
+        model = models.build_model(cfg.model)
+        model.compile(optimizer=training.make_optimizer(cfg, max(1, n // batch), precision),
+                      loss=training.make_loss(cfg), metrics=training.make_metrics())
+        step = model.make_train_function()
+        its = {"pipeline": iter(real), "synthetic": iter(fake)}
+        for _ in range(math.ceil(n / batch) + 1):  # the first epoch fills the cache
+            next(its["pipeline"])
+        for it in its.values():  # trace and warm up on both inputs
+            for _ in range(2):
+                step(it)["loss"].numpy()
+        block = max(1, steps // rounds)
+        times: Dict[str, List[float]] = {"pipeline": [], "synthetic": []}
+        per_round = []
+        for r in range(rounds):
+            order = ("pipeline", "synthetic") if r % 2 == 0 else ("synthetic", "pipeline")
+            for name in order:
+                for _ in range(block):
+                    start = time.perf_counter()
+                    step(its[name])["loss"].numpy()
+                    times[name].append(time.perf_counter() - start)
+            per_round.append(sum(times["synthetic"][-block:]) / sum(times["pipeline"][-block:]))
+        out = {}
+        for name, t in times.items():
+            med = float(np.median(t))  # robust to bursts of other load on the machine
+            out[name] = {"steps_per_sec": 1 / med, "images_per_sec": batch / med,
+                         "mean_steps_per_sec": len(t) / sum(t)}
+        out["ratio"] = out["pipeline"]["images_per_sec"] / out["synthetic"]["images_per_sec"]
+        out["ratio_of_means"] = (out["pipeline"]["mean_steps_per_sec"]
+                                 / out["synthetic"]["mean_steps_per_sec"])
+        out.update(round_ratios=per_round, steps=rounds * block, batch=batch,
+                   cache=plan["train"][0], model=model_name, precision=precision,
+                   images_per_sec=out["pipeline"]["images_per_sec"])
+        return out
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def evict(paths: Sequence[str]) -> bool:
+    """Drop local files from the page cache (no root needed: clean pages only)."""
+    if any(io.is_url(p) for p in paths):
+        return False
+    try:
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def read_rate(paths: Sequence[str], cold: bool = False) -> dict:
+    """Just reading the source files: all bytes and their sha256, one after another."""
+    cold = cold and evict(paths)
+    start, total = time.perf_counter(), 0
+    for path in paths:
+        data = io.read_bytes(path)
+        hashlib.sha256(data).hexdigest()
+        total += len(data)
+    seconds = time.perf_counter() - start
+    return {"images_per_sec": len(paths) / seconds, "images": len(paths), "seconds": seconds,
+            "bytes_per_image": total / len(paths), "cold_cache": cold}
+
+
+def convert_rate(tree: str, output_dir: str, encoding: str, workers: int,
+                 cold: bool = False) -> dict:
+    """One conversion from scratch (nothing to resume) and its bytes per image."""
+    io.rmtree(output_dir)
+    if cold:
+        table, _ = cnmc.discover(tree)
+        cold = evict(list(table["path"]))
+    start = time.perf_counter()
+    manifest = convert.convert(convert.ConvertConfig(tree, output_dir, encoding=encoding,
+                                                     num_workers=workers, progress=False))
+    seconds = time.perf_counter() - start
+    n = manifest["stats"]["encoded_images"]
+    total = sum(s["bytes"] for s in manifest["shards"])
+    io.rmtree(output_dir)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return {"images_per_sec": n / seconds, "images": n, "seconds": seconds,
+            "bytes_per_image": total / n, "peak_rss_children_mb": children, "cold_cache": cold}

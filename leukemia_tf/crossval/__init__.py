@@ -1,0 +1,1 @@
+"""Cross-validation: plan and run the folds, then report over held-out folds."""

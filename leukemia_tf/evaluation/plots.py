@@ -1,0 +1,235 @@
+"""The figures of an evaluation or a cross-validation, written through leukemia_tf.io.
+
+Figures are drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through
+pyplot: this works headless, leaves the process-wide backend alone and keeps no global
+figure state between calls. Each is rendered to PNG bytes and written with
+`io.write_figure`, so model dirs on gs:// or ram:// get their plots too.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn import metrics as skm
+
+from leukemia_tf import io
+from leukemia_tf.evaluation.metrics import validate_scores
+
+CLASS_LABELS = {0: "hem", 1: "ALL"}
+# (panel title, train column candidates, whether it chose the best epoch); the validation
+# column is "val_" + the train column Keras logged. No AUC panel on purpose: Keras'
+# bucketed AUC differs from the exact (sklearn) ROC AUC the reports give, and one AUC must
+# not look like the other.
+_CURVES = (
+    ("loss", ("loss",), False),
+    ("accuracy", ("accuracy", "binary_accuracy", "acc"), False),
+    ("weighted F1 (chooses the best epoch)", ("weighted_f1",), True),
+)
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_png) -> str:
+    out_png = os.fspath(out_png)
+    fig.tight_layout()
+    io.write_figure(out_png, fig)
+    return out_png
+
+
+def _epochs(history: pd.DataFrame) -> np.ndarray:
+    """Epoch numbers from 1: Keras' CSV logs count from 0, the trainer may log from 1."""
+    if "epoch" not in history.columns:
+        return np.arange(1, len(history) + 1)
+    epochs = history["epoch"].to_numpy()
+    return epochs + 1 if len(epochs) and epochs.min() == 0 else epochs
+
+
+def plot_training_curves(history_csv_path, out_png, val_label: str = "validation") -> str:
+    """Plots train and validation loss / accuracy / weighted F1 per epoch.
+
+    The best validation weighted F1 (the trainer's selection rule) is starred and marked by
+    a dashed line in every panel, so each curve shows where the kept weights come from.
+
+    Args:
+      history_csv_path: the run's history.csv (any file system). Each curve is drawn when
+        its train or val column exists; epochs are shown from 1.
+      out_png: where to write the figure.
+      val_label: legend of the validation curves (e.g. "fold2 (selection)").
+
+    Returns:
+      out_png as a string.
+
+    Raises:
+      ValueError: the file has none of the known curves.
+    """
+    history = io.read_csv(os.fspath(history_csv_path)).reset_index(drop=True)
+    epochs = _epochs(history)
+    panels = []
+    for title, candidates, higher_better in _CURVES:
+        train = next((c for c in candidates if c in history.columns), None)
+        val = next((f"val_{c}" for c in candidates if f"val_{c}" in history.columns), None)
+        if train or val:
+            panels.append((title, train, val, higher_better))
+    if not panels:
+        raise ValueError(f"{history_csv_path}: no loss/accuracy/weighted_f1 columns in "
+                         f"{list(history.columns)}")
+    monitor = history.get("val_weighted_f1")
+    best = None
+    if monitor is not None and monitor.notna().any():
+        best = int(monitor.idxmax())   # first maximum, as ModelCheckpoint keeps it
+    fig = _figure(5.0 * len(panels), 4.0)
+    for i, (title, train, val, chooses) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        if train:
+            ax.plot(epochs, history[train], marker=".", label="train")
+        if val:
+            ax.plot(epochs, history[val], marker=".", label=val_label)
+        if best is not None:
+            ax.axvline(epochs[best], color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch {epochs[best]}")
+            if chooses and val:
+                ax.plot(epochs[best], history[val][best], "k*", markersize=10,
+                        label=f"best {history[val][best]:.4f}")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    return _save(fig, out_png)
+
+
+def plot_confusion_matrix(cm, out_png) -> str:
+    """Draws the 2x2 confusion matrix [[tn, fp], [fn, tp]] with counts and row percentages.
+
+    Returns:
+      out_png as a string.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.shape != (2, 2):
+        raise ValueError(f"expected a 2x2 confusion matrix, got shape {cm.shape}")
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    fig = _figure(4.5, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
+    names = [f"{CLASS_LABELS[k]} ({k})" for k in (0, 1)]
+    ax.set_xticks([0, 1], labels=names)
+    ax.set_yticks([0, 1], labels=names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for r in range(2):
+        for c in range(2):
+            ax.text(c, r, f"{cm[r, c]}\n({share[r, c]:.1%})", ha="center", va="center",
+                    color="white" if share[r, c] > 0.5 else "black")
+    ax.set_title("confusion matrix")
+    return _save(fig, out_png)
+
+
+def operating_point(labels, probabilities, threshold: float) -> dict:
+    """FPR, TPR and precision when predicting ALL for probability >= threshold."""
+    y, p = validate_scores(labels, probabilities)
+    pred = p >= threshold
+    pos, neg = y == 1, y == 0
+    return {"threshold": float(threshold),
+            "fpr": float(pred[neg].mean()) if neg.any() else None,
+            "tpr": float(pred[pos].mean()) if pos.any() else None,
+            "precision": float(y[pred].mean()) if pred.any() else None}
+
+
+def plot_roc_pr(labels, probabilities, out_png, threshold: float | None = None) -> str:
+    """Draws the ROC curve and the precision-recall curve (ALL positive) side by side.
+
+    The legend gives the exact ROC AUC (sklearn) and average precision; with `threshold`
+    both panels mark the operating point (its FPR/TPR and recall/precision). On a
+    single-class set the curves are undefined; the panels then say so instead of failing.
+
+    Returns:
+      out_png as a string.
+    """
+    y, p = validate_scores(labels, probabilities)
+    fig = _figure(10.0, 4.5)
+    roc_ax = fig.add_subplot(1, 2, 1)
+    pr_ax = fig.add_subplot(1, 2, 2)
+    if np.unique(y).size == 2:
+        fpr, tpr, _ = skm.roc_curve(y, p)
+        roc_ax.plot(fpr, tpr, label=f"ROC AUC = {skm.roc_auc_score(y, p):.4f}")
+        precision, recall, _ = skm.precision_recall_curve(y, p)
+        pr_ax.step(recall, precision, where="post",
+                   label=f"AP (PR AUC) = {skm.average_precision_score(y, p):.4f}")
+        pr_ax.axhline(y.mean(), color="grey", linestyle=":", label=f"ALL share {y.mean():.3f}")
+        if threshold is not None:
+            op = operating_point(y, p, threshold)
+            roc_ax.plot([op["fpr"], op["fpr"], 0], [0, op["tpr"], op["tpr"]], color="red",
+                        linestyle="--", linewidth=0.8)
+            roc_ax.plot(op["fpr"], op["tpr"], "o", color="red", markersize=8, zorder=5,
+                        label=f"threshold {threshold:.3f}: FPR {op['fpr']:.3f}, "
+                              f"TPR {op['tpr']:.3f}")
+            if op["precision"] is not None:
+                pr_ax.plot(op["tpr"], op["precision"], "o", color="red", markersize=8, zorder=5,
+                           label=f"threshold {threshold:.3f}: recall {op['tpr']:.3f}, "
+                                 f"precision {op['precision']:.3f}")
+    else:
+        for ax in (roc_ax, pr_ax):
+            ax.text(0.5, 0.5, f"undefined: only class {CLASS_LABELS[int(y[0])]} present",
+                    ha="center", va="center", transform=ax.transAxes)
+    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    roc_ax.set(xlabel="false positive rate (1 - specificity)",
+               ylabel="true positive rate (sensitivity)", title="ROC", xlim=(0, 1),
+               ylim=(0, 1.02))
+    pr_ax.set(xlabel="recall (ALL)", ylabel="precision (ALL)", title="precision-recall",
+              xlim=(0, 1), ylim=(0, 1.02))
+    for ax in (roc_ax, pr_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            # "best": the legend avoids the curve and the operating point where it can.
+            ax.legend(loc="best", fontsize=8, framealpha=0.8)
+    return _save(fig, out_png)
+
+
+def plot_comparison(df: pd.DataFrame, out_png) -> str:
+    """A grouped bar chart of weighted F1 per model: one bar per held-out fold, their
+    mean ± std (error bar), and the all-folds -> validation run apart (hatched).
+
+    Args:
+      df: comparison rows with columns model, eval_split, fold (empty for the
+        validation run), weighted_f1.
+    """
+    models = list(pd.unique(df["model"]))
+    held = df[df["fold"].notna()]
+    other = df[df["fold"].isna()]
+    series = [(str(s), held[held["eval_split"] == s], {}) for s in pd.unique(held["eval_split"])]
+    if len(held):
+        series.append(("mean ± std of folds", held, {"color": "grey"}))
+    series += [(f"{s} (all folds, not averaged)", other[other["eval_split"] == s],
+                {"hatch": "//", "color": "white", "edgecolor": "black"})
+               for s in pd.unique(other["eval_split"])]
+    width = 0.8 / len(series)
+    fig = _figure(max(7.0, 3.5 + len(models) * (0.6 + 0.35 * len(series))), 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(models))
+    for j, (label, rows, style) in enumerate(series):
+        grouped = rows.groupby("model")["weighted_f1"]
+        heights = [float(grouped.mean().get(m, np.nan)) for m in models]
+        errors = None
+        if label.startswith("mean"):
+            errors = [float(grouped.std(ddof=1).get(m, np.nan)) for m in models]
+            errors = np.nan_to_num(errors)
+        bars = ax.bar(x + (j - (len(series) - 1) / 2) * width, np.nan_to_num(heights), width,
+                      yerr=errors, capsize=4 if errors is not None else 0, label=label,
+                      **style)
+        ax.bar_label(bars, labels=["" if np.isnan(h) else f"{h:.3f}" for h in heights],
+                     fontsize=7, rotation=90, padding=2)
+    ax.set_xticks(x, labels=[str(m) for m in models])
+    ax.set(ylabel="weighted F1", ylim=(0, 1.15), title="weighted F1 per model and split")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="evaluated split", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, out_png)

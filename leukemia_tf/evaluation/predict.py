@@ -1,0 +1,148 @@
+"""Prediction on records or image files, ordered like the final-test numbering.
+
+Image files of any size are read through `leukemia_tf.io`, decoded, and made into model
+input by `preprocess.to_model_input` with the model's own saved spec (canvas, size,
+resize method): the function the training pipeline and the exported `serving_raw`
+signature use too.
+
+The predictions CSV has exactly these columns:
+  file         the image's file name (final-test numbering order: 1.bmp, 2.bmp, ...)
+  probability  the model's probability of ALL (label 1), TTA-averaged if asked
+  label        1 (ALL) when probability >= threshold, else 0 (hem)
+  path         where the image came from: the file's path, or for records the source
+               path relative to the C-NMC tree (tells apart equal names in two folders)
+"""
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from leukemia_tf import io
+from leukemia_tf.evaluation import scoring
+from leukemia_tf.data import cnmc, images, pipeline, preprocess
+from leukemia_tf.data import manifest as manifest_file
+
+COLUMNS = ("file", "probability", "label", "path")
+_SPLIT_FOLDERS = {"train": "training_data/", "validation": "validation_data/",
+                  "test": "testing_data/"}
+
+
+def natural_key(name: str):
+    """`2.bmp` < `10.bmp`: numbers compare as numbers."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_images(inputs: Sequence[str]) -> List[str]:
+    """Files given directly, or every image file under given folders."""
+    files = []
+    for item in inputs:
+        if io.isdir(item):
+            for d, _, names in io.walk(item):
+                files += [io.join(d, n) for n in names
+                          if n.lower().endswith(cnmc.IMAGE_EXTENSIONS)]
+        elif io.exists(item):
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return sorted(files, key=lambda p: natural_key(io.basename(p)))
+
+
+def load_image(path: str, spec: preprocess.Spec) -> np.ndarray:
+    """Read -> decode (BMP/PNG/JPEG) -> `preprocess.to_model_input` -> uint8 [S, S, 3]."""
+    pixels = images.decode(io.read_bytes(path))
+    return preprocess.function_for(spec)(tf.constant(pixels)).numpy()
+
+
+def predict_files(predictor, files: Sequence[str], tta: str, batch_size: int
+                  ) -> Tuple[pd.DataFrame, list]:
+    """Probabilities for image files; unreadable files are listed, not fatal."""
+    rows, errors, batch, names = [], [], [], []
+
+    def flush():
+        if batch:
+            probs = scoring.predict_batch(predictor, np.stack(batch), tta)
+            rows.extend(zip(names, probs))
+            batch.clear()
+            names.clear()
+
+    for path in files:
+        try:
+            batch.append(load_image(path, predictor.spec))
+            names.append(path)
+        except (images.ImageError, OSError, tf.errors.OpError) as e:
+            errors.append({"file": io.basename(path), "path": path, "reason": str(e)})
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    table = pd.DataFrame(rows, columns=["path", "probability"])
+    table.insert(0, "file", table["path"].map(io.basename))
+    return table, errors
+
+
+def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_size: int
+                     ) -> Tuple[pd.DataFrame, list]:
+    from leukemia_tf.evaluation import evaluate as evaluation
+    manifest = pipeline.load(records_dir)
+    preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
+    sel = pipeline.Selection(split) if split in ("test", "validation") else \
+        pipeline.parse_val_split(split)
+    scores = evaluation.score_selection(predictor, records_dir, manifest, sel, tta, batch_size)
+    table = pd.DataFrame({"file": scores["source_path"].map(io.basename),
+                          "probability": scores["probability"],
+                          "path": scores["source_path"]})
+    errors = [{"file": io.basename(s["path"]), "path": s["path"],
+               "reason": f"skipped at conversion: {s['reason']}"}
+              for s in manifest.get("skipped", [])
+              if s["path"].startswith(_SPLIT_FOLDERS[sel.split])]
+    return table, errors
+
+
+def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
+            threshold: float = 0.5, batch_size: int = 64) -> Tuple[pd.DataFrame, list]:
+    """Returns (table with COLUMNS, errors by file).
+
+    Args:
+      model_path: a model dir, export/ dir or .keras file; its preprocessing.json (or the
+        SavedModel's spec) says how images become input. Several, comma-separated: an
+        ensemble, the mean of their probabilities (same preprocessing required).
+      inputs: one records dir (has manifest.json), or image files and folders.
+      split: the records' split to predict (test, validation, fold<k>).
+    """
+    from leukemia_tf.evaluation import ensemble
+    predictor = ensemble.load(model_path, batch_size=batch_size)
+    inputs = list(inputs)
+    if len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST)):
+        table, errors = _predict_records(predictor, inputs[0], split, tta, batch_size)
+    else:
+        files = list_images(inputs)
+        if not files:
+            raise ValueError(f"no image files in {inputs}")
+        table, errors = predict_files(predictor, files, tta, batch_size)
+    table["label"] = (table["probability"] >= threshold).astype(int)
+    order = sorted(range(len(table)), key=lambda i: natural_key(table["file"].iloc[i]))
+    table = table.iloc[order].reset_index(drop=True)
+    return table[list(COLUMNS)], errors
+
+
+def errors_path(output: str) -> str:
+    """`p.csv` -> `p.errors.csv`: where the files that could not be predicted go."""
+    return re.sub(r"\.csv$", "", output) + ".errors.csv"
+
+
+def write_outputs(table: pd.DataFrame, errors: list, output: str) -> Optional[str]:
+    """Write the predictions CSV and, if any, the errors CSV (both through io).
+
+    A stale `<output>.errors.csv` from an earlier run is removed, so the errors file
+    always belongs to the predictions beside it. Returns the errors path or None.
+    """
+    io.write_csv(output, table)
+    path = errors_path(output)
+    io.remove(path)
+    if not errors:
+        return None
+    io.write_csv(path, pd.DataFrame(errors, columns=["file", "path", "reason"]))
+    return path
