@@ -132,7 +132,7 @@ def _tensor_array(ref: _TensorRef, storage: np.ndarray, path: str, name: str) ->
     view = np.lib.stride_tricks.as_strided(
         storage[ref.offset:], shape=ref.size, strides=[s * item for s in ref.stride],
         writeable=False)
-    return np.array(view, copy=True)
+    return np.array(view, copy=True, order="C")  # own, C-ordered memory
 
 
 def _resolve(state, storages: Dict[str, np.ndarray], path: str) -> "collections.OrderedDict":
