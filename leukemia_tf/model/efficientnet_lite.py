@@ -193,6 +193,12 @@ def _short(weight) -> str:
     return weight.name.split("/")[-1].split(":")[0]
 
 
+def _lite_weights(model) -> list:
+    """Weights of the pretrained layers: those named `lite_*` (not a head added beside)."""
+    return [w for layer in model.layers if layer.name.startswith(PREFIX)
+            for w in layer.weights]
+
+
 def _mapped_weights(model, state: Dict[str, np.ndarray], path: str) -> Dict[int, np.ndarray]:
     """id(keras variable) -> value, checking names and shapes both ways."""
     layers = {layer.name: layer for layer in model.layers}
@@ -213,7 +219,7 @@ def _mapped_weights(model, state: Dict[str, np.ndarray], path: str) -> Dict[int,
         else:
             values[id(weight)] = value
     problems += [f"model weight {w.name} has no checkpoint tensor"
-                 for w in model.weights if id(w) not in values]
+                 for w in _lite_weights(model) if id(w) not in values]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise LiteWeightsError(f"{path}: does not fit {model.name}: "
@@ -225,17 +231,20 @@ def load_imagenet(model, variant: str, path: Optional[str] = None) -> None:
     """Set `model`'s weights (from `build_backbone(variant, ...)`) to the ImageNet ones.
 
     Every checkpoint tensor must land on a weight of the right name and shape and every
-    model weight must be set (the classifier is skipped when the model has no top), else
-    LiteWeightsError. `path` overrides the installed package's file.
+    weight of a `lite_*` layer must be set (the classifier is skipped when the model has no
+    top), else LiteWeightsError. Layers with other names (a new head built into the same
+    functional model) are left alone. Call it before nesting the backbone in another Model,
+    whose `layers` would then hide the `lite_*` ones. `path` overrides the package's file.
     """
     path = path or checkpoint_path(variant)
     values = _mapped_weights(model, read_state_dict(path), path)
-    for w in model.weights:
+    for w in _lite_weights(model):
         w.assign(values[id(w)].astype(w.dtype.as_numpy_dtype))
 
 
 def backbone_layer_names(model) -> List[str]:
     """Names of the pretrained layers (everything named `lite_*` except the classifier)."""
+    skip = (PREFIX + "input", PREFIX + "input_scaling", layer_name("_fc"),
+            layer_name("_dropout"))
     return [layer.name for layer in model.layers
-            if layer.name.startswith(PREFIX) and layer.name not in
-            (PREFIX + "input", layer_name("_fc"), layer_name("_dropout"))]
+            if layer.name.startswith(PREFIX) and layer.name not in skip]

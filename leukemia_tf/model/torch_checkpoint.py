@@ -21,7 +21,7 @@ import collections
 import io as _bytes_io
 import pickle
 import zipfile
-from typing import Dict, Tuple
+from typing import Dict
 
 import numpy as np
 
@@ -124,6 +124,10 @@ def _tensor_array(ref: _TensorRef, storage: np.ndarray, path: str, name: str) ->
         raise CheckpointError(f"{path}: tensor {name} has a bad size/stride")
     if 0 in ref.size:
         return np.zeros(ref.size, storage.dtype)
+    if int(np.prod(ref.size, dtype=np.int64)) > storage.size:
+        # state dicts hold no broadcast views; a huge size over a small storage would only
+        # make the copy below allocate whatever a crafted file asks for
+        raise CheckpointError(f"{path}: tensor {name} is larger than its storage")
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
     if ref.offset < 0 or last >= storage.size:
         raise CheckpointError(f"{path}: tensor {name} reaches past its storage "
@@ -203,12 +207,10 @@ def read_state_dict(path: str) -> "collections.OrderedDict[str, np.ndarray]":
     Raises CheckpointError (a UserError naming `path`) for a file that is truncated, not a
     checkpoint, or whose pickle references anything beyond tensors and an OrderedDict.
     """
-    data = io.read_bytes(path)
+    try:
+        data = io.read_bytes(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     if data[:4] == b"PK\x03\x04":
         return _read_zip(data, path)
     return _read_legacy(data, path)
-
-
-def describe(state: Dict[str, np.ndarray]) -> Tuple[Tuple[str, tuple, str], ...]:
-    """(name, shape, dtype) rows, for error messages and notes."""
-    return tuple((k, tuple(v.shape), str(v.dtype)) for k, v in state.items())

@@ -108,6 +108,18 @@ def test_backbone_round_trips_through_keras_file_with_safe_mode(tmp_path):
     np.testing.assert_array_equal(before, after)
 
 
+def test_load_leaves_a_head_built_beside_the_backbone_alone():
+    import tf_keras
+    backbone = lite.build_backbone("lite0", input_shape=(32, 32, 3), pooling="avg")
+    out = tf_keras.layers.Dense(1, name="head")(backbone.output)
+    model = tf_keras.Model(backbone.input, out)
+    head_before = model.get_layer("head").kernel.numpy()
+    lite.load_imagenet(model, "lite0")
+    np.testing.assert_array_equal(model.get_layer("head").kernel.numpy(), head_before)
+    assert "head" not in lite.backbone_layer_names(model)
+    assert lite.layer_name("_blocks.15._bn2") in lite.backbone_layer_names(model)
+
+
 def test_wrong_checkpoint_names_what_does_not_fit():
     model = lite.build_backbone("lite0", input_shape=(32, 32, 3))
     with pytest.raises(lite.LiteWeightsError, match=r"lite1-.*\.pth: does not fit"):
@@ -145,6 +157,23 @@ def test_reader_names_a_truncated_file(tmp_path):
         path.write_bytes(data[:cut])
         with pytest.raises(CheckpointError, match=f"cut{cut}.pth: .*truncated"):
             read_state_dict(str(path))
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "zip"])
+def test_reader_reads_both_formats_with_views_and_dtypes(fmt):
+    # tools/make_lite_reference.py saved these with torch 2.13
+    state = read_state_dict(os.path.join(DATA, f"torch_small_{fmt}.pth"))
+    base = np.arange(10, dtype=np.float64)
+    expected = {"t": np.arange(12, dtype=np.float32).reshape(3, 4).T,
+                "offset": base[3:7], "shared": base[::3],
+                "long": np.array([[1, -2], [3, 4]], np.int64),
+                "half": np.array([0.5, -1.25], np.float16),
+                "flag": np.array([True, False]), "scalar": np.array(7, np.int64)}
+    assert list(state) == list(expected)
+    for name, value in expected.items():
+        assert state[name].dtype == value.dtype, name
+        np.testing.assert_array_equal(state[name], value, err_msg=name)
+        assert state[name].flags["C_CONTIGUOUS"] and state[name].flags["OWNDATA"], name
 
 
 def test_reader_honours_strides_of_non_contiguous_tensors():
