@@ -1,0 +1,1 @@
+"""Evaluation: scoring, metrics, reports, prediction, patient-aware inference."""
