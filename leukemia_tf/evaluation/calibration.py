@@ -178,7 +178,7 @@ def plot_reliability(bins: pd.DataFrame, path, title: str = "reliability") -> st
             align="edge", edgecolor="black", label=f"accuracy (ECE {ece:.4f})")
     top.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle="--", label="perfect")
     top.plot(used["confidence"], used["accuracy"], "o", color="red", markersize=4,
-             label="mean confidence")
+             label="(mean confidence, accuracy)")
     top.set(ylabel="accuracy of the call", ylim=(0.0, 1.02), title=title)
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(bins["low"], bins["count"], width=width, align="edge", edgecolor="black")
