@@ -25,6 +25,7 @@ cast to float64 for the sums and the statistics are stored in the BN variables' 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Callable, Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -113,8 +114,8 @@ def _batches(data, batch_size: int) -> Iterator:
             yield batch
 
 
-def _population_moments(probe: Callable, bn, data, batch_size: int):
-    """Exact mean and biased variance of the BN's input over all images (float64)."""
+def _moments_fn(probe: Callable, bn) -> Callable:
+    """A compiled images -> (mean, biased variance, count) of the BN's input, per batch."""
     @tf.function(reduce_retracing=True)
     def moments(images):
         x = tf.cast(probe(images), tf.float64)
@@ -123,7 +124,24 @@ def _population_moments(probe: Callable, bn, data, batch_size: int):
         mean, var = tf.nn.moments(x, reduce)
         count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), reduce)), tf.float64)
         return mean, var, count
+    return moments
 
+
+# Sub-models and their traces depend only on the graph, never on the statistics (those are
+# read when the function runs), so they are built once per model: per-patient adaptation
+# would otherwise rebuild and retrace them for every patient.
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _compiled_probes(model) -> List[Tuple[object, Callable]]:
+    if model not in _COMPILED:
+        _COMPILED[model] = [(bn, _moments_fn(probe, bn)) for bn, probe in _probes(model)]
+    return _COMPILED[model]
+
+
+def _population_moments(moments: Callable, data, batch_size: int):
+    """Exact mean and biased variance of the BN's input over all images (float64), merged
+    batch by batch with the pairwise update (Chan et al.)."""
     n, mean, m2 = 0.0, 0.0, 0.0
     for images in _batches(data, batch_size):
         b_mean, b_var, b_n = (t.numpy() for t in moments(images))
@@ -171,8 +189,8 @@ def adapt_batch_norm(model, data, batch_size: int = 64):
                                f"test-time BN adaptation does not apply to it")
     before = batch_norm_state(model)
     try:
-        for bn, probe in _probes(model):
-            mean, var = _population_moments(probe, bn, data, batch_size)
+        for bn, moments in _compiled_probes(model):
+            mean, var = _population_moments(moments, data, batch_size)
             shape = bn.moving_mean.shape
             dtype = bn.moving_mean.dtype.as_numpy_dtype
             bn.moving_mean.assign(np.reshape(mean, shape).astype(dtype))

@@ -121,6 +121,23 @@ def test_statistics_are_exact_population_statistics(trained):
     np.testing.assert_allclose(inference, batch_stats, rtol=1e-4, atol=1e-5)
 
 
+def test_order_and_idempotence(trained):
+    """BNs are adapted upstream first, so a second adaptation on the same images finds
+    nothing left to change."""
+    model, test_x, _ = trained
+    names = [bn.name for bn in adapt_bn.batch_norm_layers(model)]
+    assert names == ["bn1", "bn2", "bn_head"]
+    images = _shift(test_x[:64])
+    original = adapt_bn.adapt_batch_norm(model, images, batch_size=64)
+    try:
+        once = adapt_bn.adapt_batch_norm(model, images, batch_size=16)
+        for (_, m1, v1), (_, m2, v2) in zip(once, adapt_bn.batch_norm_state(model)):
+            np.testing.assert_allclose(m1, m2, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-6)
+    finally:
+        adapt_bn.restore_batch_norm(original)
+
+
 def test_patient_mode_adapts_each_group(trained):
     model, test_x, test_y = trained
     # Patient A is shifted, patient B is not: one shared adaptation would suit neither.
