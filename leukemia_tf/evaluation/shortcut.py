@@ -23,6 +23,7 @@ from typing import Tuple
 import numpy as np
 from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -122,3 +123,28 @@ def score_probe(probe: Pipeline, feats, labels) -> dict:
     auc = float(skm.roc_auc_score(y, p)) if np.unique(y).size == 2 else None
     return {"weighted_f1": float(skm.f1_score(y, pred, average="weighted", zero_division=0)),
             "roc_auc": auc, "num_examples": int(y.size)}
+
+
+def cross_validated_probe(feats, labels, groups, n_splits: int = 5) -> dict:
+    """The probe's score on one split without a second split: fit on some patients, score
+    the others (GroupKFold over `groups`, e.g. patient ids), pooled over the folds.
+
+    Cells of one patient never sit on both sides, so a probe cannot win by recognising a
+    patient's stain. n_splits is capped at the number of groups.
+
+    Raises:
+      ShortcutError: fewer than two groups, or a training fold with a single class.
+    """
+    f, y = _checked(feats, labels)
+    g = np.asarray(groups).astype(str).reshape(-1)
+    if g.size != y.size or np.unique(g).size < 2:
+        raise ShortcutError("cross-validating the probe needs one group per cell and at "
+                            "least two groups")
+    folds = min(int(n_splits), np.unique(g).size)
+    p = np.empty(y.size)
+    for train, test in GroupKFold(folds).split(f, y, g):
+        p[test] = fit_probe(f[train], y[train]).predict_proba(f[test])[:, 1]
+    pred = (p >= 0.5).astype(np.int64)
+    auc = float(skm.roc_auc_score(y, p)) if np.unique(y).size == 2 else None
+    return {"weighted_f1": float(skm.f1_score(y, pred, average="weighted", zero_division=0)),
+            "roc_auc": auc, "num_examples": int(y.size), "folds": folds}

@@ -80,3 +80,15 @@ def test_dataset_features_streams_tuples_and_dicts():
 def test_probe_needs_both_classes():
     with pytest.raises(shortcut.ShortcutError, match="both classes"):
         shortcut.fit_probe(np.zeros((3, 7)), [1, 1, 1])
+
+
+def test_cross_validated_probe_by_patient():
+    images, labels = _set(240, size_is_label=True, seed=6)
+    groups = np.arange(240) % 12
+    scores = shortcut.cross_validated_probe(shortcut.features(images), labels, groups, 4)
+    assert scores["roc_auc"] > 0.95 and scores["folds"] == 4
+    images, labels = _set(240, size_is_label=False, seed=7)
+    scores = shortcut.cross_validated_probe(shortcut.features(images), labels, groups, 4)
+    assert 0.35 <= scores["roc_auc"] <= 0.65
+    with pytest.raises(shortcut.ShortcutError, match="two groups"):
+        shortcut.cross_validated_probe(shortcut.features(images), labels, np.zeros(240))
