@@ -241,12 +241,13 @@ def test_predict_cli(model_dir, records_dir, tmp_path):
                        text=True, env=dict(os.environ, PYTHONPATH=repo), timeout=200)
     assert r.returncode == 0, r.stderr[-2000:]
     table = pd.read_csv(out)
-    assert list(table.columns) == ["file", "probability", "label", "path"] and len(table) == 3
+    assert list(table.columns) == ["file", "probability", "prediction", "path"]
+    assert len(table) == 3
     assert not stale.exists(), "a stale errors file from an earlier run was left"
 
 
 def test_write_outputs_errors_file_belongs_to_its_run(tmp_path):
-    table = pd.DataFrame({"file": ["1.bmp"], "probability": [0.7], "label": [1],
+    table = pd.DataFrame({"file": ["1.bmp"], "probability": [0.7], "prediction": [1],
                           "path": ["a/1.bmp"]})
     out = str(tmp_path / "p.csv")
     errors = [{"file": "7.bmp", "path": "a/7.bmp", "reason": "corrupt BMP"}]
