@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
 from leukemia_tf.errors import UserError
 
 
-class ConfigError(UserError):
+class ConfigError(ValueError, UserError):
     """A setting that does not exist, does not parse, or is out of range.
 
     `path` is the dotted setting (`train.epochs`) so an entry point can name its flag.
@@ -208,8 +208,21 @@ def fields(cls, prefix: str = "") -> Dict[str, dataclasses.Field]:
     return out
 
 
+def setting_type(cls, path: str) -> Any:
+    """The annotation of the setting at a dotted path of root class `cls`."""
+    *parents, leaf = path.split(".")
+    for name in parents:
+        cls = _hints(cls)[name]
+    return _hints(cls)[leaf]
+
+
+def close_matches(cls, path: str) -> list:
+    """Settings of root class `cls` whose dotted paths are close to `path`."""
+    return difflib.get_close_matches(path, list(fields(cls)), n=3, cutoff=0.6)
+
+
 def _unknown(path: str, known) -> ConfigError:
-    close = difflib.get_close_matches(path, known or [], n=3, cutoff=0.6)
+    close = difflib.get_close_matches(path, list(known), n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return ConfigError(f"unknown setting {path!r}{hint}", path)
 
@@ -234,6 +247,8 @@ def parse(text: Any, typ: Any, path: str = "") -> Any:
         if typ is int and isinstance(text, float) and not text.is_integer():
             raise ValueError(text)
         return typ(text)
+    except ConfigError:
+        raise
     except (TypeError, ValueError):
         name = getattr(typ, "__name__", str(typ))
         raise ConfigError(f"{path}={text!r} is not {'an' if name == 'int' else 'a'} "
