@@ -42,7 +42,7 @@ def policy(request):
 def test_registry_is_complete():
     assert set(MODELS) == {"seed_cnn", "resnet_small", "efficientnetv2_b0", "resnet50"}
     with pytest.raises(ValueError, match="resnet_small"):
-        build_model(ModelConfig(name="vgg"))
+        build_model(ModelConfig(name="vgg"), 32)
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
