@@ -202,12 +202,14 @@ def help_text(fv: flags.FlagValues, cmd: Command) -> str:
         lines += ["", f"{group}:"]
         for name in names + extra:
             lines.append(_flag_line(fv[name]))
-    lines += ["", "any setting, by its dotted path (the keys of config.json):",
-              "  --config.<section>.<name>=VALUE    e.g. --config.train.epochs=3",
-              "  --flagfile=FILE    read flags from FILE, one a line",
-              "  --verbosity=N      log level: -1 warnings only, 0 info (default), 1 debug "
-              "(with TensorFlow's start-up lines)",
-              "  --helpfull         every flag, absl's included"]
+    example = next(a.path for a in cmd.aliases.values() if a.path and not a.required)
+    value = config_lib.get(cmd.base(), example)
+    lines += ["", "any setting, by its dotted path (for the trainer: the keys of config.json):",
+              f"  --config.<path>=VALUE     e.g. --config.{example}={value}",
+              "  --flagfile=FILE           read flags from FILE, one a line",
+              "  --verbosity=N             log level: -1 warnings only, 0 info (default),",
+              "                            1 debug (with TensorFlow's start-up lines)",
+              "  --helpfull                every flag, absl's included"]
     deprecated = [f"--{n} (use --{a.deprecated})" for n, a in cmd.aliases.items()
                   if a.deprecated]
     if deprecated:

@@ -297,7 +297,8 @@ def test_help_is_grouped_marks_required_and_names_the_console_script():
     assert heads[:5] == ["data:", "model:", "optimisation:", "distribution:", "output:"], heads
     assert re.search(r"--records_dir +\(required\)", out) and re.search(
         r"--model_dir +\(required\)", out)
-    assert "--config.<section>.<name>=VALUE" in out and len(out.splitlines()) < 130
+    assert "--config.<path>=VALUE     e.g. --config.data.image_size=224" in out
+    assert len(out.splitlines()) < 130
 
 
 def test_bench_without_a_subcommand_prints_a_short_usage():
