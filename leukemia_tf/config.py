@@ -299,11 +299,6 @@ def check(cfg: Any) -> None:
             raise ConfigError(f"{path} must be at least {least:g}, not {value}", path)
 
 
-def choices(cls, path: str) -> Tuple[str, ...]:
-    """The declared choices of a setting (empty: any value of its type)."""
-    return fields(cls)[path].metadata.get("choices", ())
-
-
 # ---------------------------------------------------------------- presets
 _PRESETS: Dict[str, Callable[[], Any]] = {}
 

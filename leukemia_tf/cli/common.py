@@ -93,7 +93,8 @@ def define_flags(fv: flags.FlagValues, cmd: Command) -> None:
     for name, a in cmd.aliases.items():
         kind = _kind(cmd, a)
         default = a.default if a.derive is not None else config_lib.get(base, a.path)
-        choices = a.choices or (config_lib.choices(type(base), a.path) if a.path else ())
+        declared = config_lib.fields(type(base))[a.path].metadata if a.path else {}
+        choices = a.choices or declared.get("choices", ())
         if a.required:
             default = None
         text = ("(required) " if a.required else "") + a.help
