@@ -135,7 +135,7 @@ def test_same_probability_through_files_records_and_raw_signature(served):
     assert abs(other - reference) > 1e-4, "the model must be sensitive to preprocessing"
 
     table, errors = prediction.predict(served["model_dir"], list(served["files"].values()))
-    assert errors == [] and list(table.columns) == ["file", "probability", "label", "path"]
+    assert errors == [] and list(table.columns) == ["file", "probability", "prediction", "path"]
     np.testing.assert_allclose(table["probability"], [reference] * 3, atol=1e-5)
     for stored, rec in served["records"].items():
         table, errors = prediction.predict(served["model_dir"], [rec], split="test")
