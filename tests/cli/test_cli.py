@@ -20,7 +20,8 @@ BIN = os.path.dirname(sys.executable)
 ENTRY_POINTS = {
     "train": ("leukemia-train", "-m leukemia_tf.train",
               ["records_dir", "model_dir", "model", "epochs", "batch_size", "image_size",
-               "strategy", "mixed_precision", "learning_rate", "cache"]),
+               "strategy", "mixed_precision", "learning_rate", "cache", "split", "progress",
+               "preset"]),
     "evaluate": ("leukemia-evaluate", "-m leukemia_tf.evaluate",
                  ["model_dir", "records_dir", "split", "tta", "threshold"]),
     "predict": ("leukemia-predict", "-m leukemia_tf.predict",
