@@ -89,3 +89,20 @@ def test_config_imports_no_tensorflow():
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_model_dir_of_the_older_layout_is_the_same_run(tmp_path):
+    """The run-dir ownership check reads an old config.json through `upgrade`: the same
+    flags find the finished run instead of refusing it as a run with other settings."""
+    from leukemia_tf.training import rundir
+    cfg = C.replace(C.Config(), data={"records_dir": "R"},
+                    train={"model_dir": str(tmp_path)})
+    old = json.loads(cfg.to_json())
+    old["model"]["image_size"], old["train"]["seed"] = 224, 0
+    old["train"]["deterministic"] = False
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "ok"}))
+    assert rundir.inspect(cfg).status == "finished"
+    other = C.replace(cfg, data={"image_size": 96})
+    with pytest.raises(rundir.RunDirError, match="data.image_size: 224 in config.json, 96"):
+        rundir.inspect(other)
