@@ -107,7 +107,7 @@ def time_batches(it, warmup: int, min_batches: int, min_seconds: float,
 
 def _run_config(records_dir: str, image_size: int, batch_size: int) -> C.Config:
     return C.Config(data=C.DataConfig(records_dir=records_dir, image_size=image_size),
-                    model=C.ModelConfig(image_size=image_size),
+                    model=C.ModelConfig(),
                     train=C.TrainConfig(batch_size=batch_size))
 
 
@@ -222,7 +222,7 @@ def train_rates(records_dir: str, model_name: str, precision: str, image_size: i
     try:
         cfg = C.Config(
             data=C.DataConfig(records_dir=records_dir, image_size=image_size),
-            model=C.ModelConfig(name=model_name, image_size=image_size,
+            model=C.ModelConfig(name=model_name,
                                 augment=C.AugmentConfig(enabled=augment)),
             train=C.TrainConfig(batch_size=batch, mixed_precision=precision))
         manifest = pipeline.load(records_dir)
@@ -238,7 +238,7 @@ def train_rates(records_dir: str, model_name: str, precision: str, image_size: i
             rng.integers(0, 256, (k, image_size, image_size, 3), dtype=np.uint8),
             rng.integers(0, 2, (k, 1)).astype(np.float32), np.ones(k, np.float32)))
         fake = fake.batch(batch, drop_remainder=True).cache().repeat().prefetch(AUTOTUNE)
-        model = models.build_model(cfg.model)
+        model = models.build_model(cfg.model, cfg.data.image_size)
         model.compile(optimizer=training.make_optimizer(cfg, max(1, n // batch), precision),
                       loss=training.make_loss(cfg), metrics=training.make_metrics())
         step = model.make_train_function()

@@ -80,7 +80,7 @@ def config_from_flags() -> bench.BenchConfig:
 def main(argv):
     commands = bench.COMMANDS + ("all",)
     if len(argv) != 2 or argv[1] not in commands:
-        raise app.UsageError(f"usage: benchmark.py <{'|'.join(commands)}> [--flags]; "
+        raise app.UsageError(f"usage: leukemia-bench <{'|'.join(commands)}> [--flags]; "
                              f"got {argv[1:]}")
     result = bench.run(argv[1], config_from_flags())
     print(bench.format_table(result))

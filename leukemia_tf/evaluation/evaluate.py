@@ -22,24 +22,11 @@ import pandas as pd
 import leukemia_tf
 from leukemia_tf.model import export
 from leukemia_tf import io
+from leukemia_tf.config import EvalConfig
 from leukemia_tf.evaluation import metrics, plots, report, scoring, split_roles
 from leukemia_tf.data import pipeline, preprocess
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    model_dir: str                 # a training model dir, an export/ dir or a .keras file
-    records_dir: str
-    split: str = "validation"      # validation | fold<k>
-    tta: str = "none"              # none | flips | dihedral8
-    threshold: str = "0.5"         # a value, or youden | f1 (chosen on threshold_split)
-    threshold_split: str = "auto"  # auto | validation | fold<k>
-    allow_biased_threshold: bool = False  # allow youden|f1 on a trained-on split
-    batch_size: int = 64
-    out_dir: str = ""              # root of the evaluation folders; default <run dir>/eval
-    progress: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,8 @@ signature use too.
 The predictions CSV has exactly these columns:
   file         the image's file name (final-test numbering order: 1.bmp, 2.bmp, ...)
   probability  the model's probability of ALL (label 1), TTA-averaged if asked
-  label        1 (ALL) when probability >= threshold, else 0 (hem)
+  prediction   1 (ALL) when probability >= threshold, else 0 (hem); as in an
+               evaluation's predictions.csv, where `label` is the truth
   path         where the image came from: the file's path, or for records the source
                path relative to the C-NMC tree (tells apart equal names in two folders)
 """
@@ -26,7 +27,7 @@ from leukemia_tf.evaluation import scoring
 from leukemia_tf.data import cnmc, images, pipeline, preprocess
 from leukemia_tf.data import manifest as manifest_file
 
-COLUMNS = ("file", "probability", "label", "path")
+COLUMNS = ("file", "probability", "prediction", "path")
 _SPLIT_FOLDERS = {"train": "training_data/", "validation": "validation_data/",
                   "test": "testing_data/"}
 
@@ -122,7 +123,7 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
         if not files:
             raise ValueError(f"no image files in {inputs}")
         table, errors = predict_files(predictor, files, tta, batch_size)
-    table["label"] = (table["probability"] >= threshold).astype(int)
+    table["prediction"] = (table["probability"] >= threshold).astype(int)
     order = sorted(range(len(table)), key=lambda i: natural_key(table["file"].iloc[i]))
     table = table.iloc[order].reset_index(drop=True)
     return table[list(COLUMNS)], errors

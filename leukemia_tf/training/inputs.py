@@ -59,9 +59,8 @@ def validate_config(cfg: Config) -> None:
     if cfg.model.name not in models.MODELS:
         raise ValueError(f"--model={cfg.model.name} is not one of "
                          f"{', '.join(sorted(models.MODELS))}")
-    if d.image_size < 1 or d.image_size != cfg.model.image_size:
-        raise ValueError(f"data image_size {d.image_size} != model image_size "
-                         f"{cfg.model.image_size}")
+    if d.image_size < 1:
+        raise ValueError(f"--image_size must be at least 1, not {d.image_size}")
     if not d.train_folds:
         raise ValueError("--train_folds is empty")
 

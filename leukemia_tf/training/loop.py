@@ -30,9 +30,9 @@ def _setup(cfg: Config):
     if t.strategy != "multi_worker":
         dist.split_cpu(t.cpu_devices)
     strategy = dist.make_strategy(t.strategy)
-    if t.deterministic:
+    if cfg.data.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(t.seed)
+    keras.utils.set_random_seed(cfg.data.seed)
     precision = dist.resolve_precision(t.mixed_precision)
     keras.mixed_precision.set_global_policy(precision)
     if t.batch_size % strategy.num_replicas_in_sync:
@@ -140,7 +140,7 @@ def _export(cfg, strategy, model, chief, manifest):
     # The exported copy is a plain single-device model: a SavedModel cannot hold functions
     # over distributed variables, and scoring it needs no other replica or worker. Reading
     # the weights is collective under multi-worker, so every worker takes part.
-    plain = models.build_model(cfg.model)
+    plain = models.build_model(cfg.model, cfg.data.image_size)
     plain.set_weights(model.get_weights())
     if chief:
         log.info("exporting the best weights to %s (model.keras, export/)", md)
@@ -210,7 +210,7 @@ def run(cfg: Config) -> dict:
 def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
     from leukemia_tf.model import registry as models
     with strategy.scope():
-        model = models.build_model(cfg.model)
+        model = models.build_model(cfg.model, cfg.data.image_size)
         model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
                       loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
                       jit_compile=cfg.train.jit_compile, steps_per_execution=1)

@@ -32,6 +32,7 @@ from typing import List, Optional
 
 from leukemia_tf import io
 from leukemia_tf.config import Config
+from leukemia_tf.config import upgrade as config_upgrade
 from leukemia_tf.training.errors import RunDirError
 
 log = logging.getLogger("leukemia_tf.training")
@@ -115,7 +116,7 @@ def inspect(cfg: Config) -> State:
     except ValueError as e:
         raise RunDirError(f"{path} is not valid JSON ({e}): pass --overwrite to start "
                           "fresh or choose another --model_dir") from e
-    diffs = config_differences(old, cfg.to_dict())
+    diffs = config_differences(config_upgrade(old), cfg.to_dict())
     if diffs:
         raise RunDirError(
             f"{model_dir} holds a run with other settings ({'; '.join(diffs)}): use the "

@@ -210,8 +210,8 @@ def test_predict_folder_with_a_corrupt_file(model_dir, tmp_path):
     assert [e["file"] for e in errors] == ["7.bmp"] and "BMP" in errors[0]["reason"]
     assert list(table.file) == [f"{i}.bmp" for i in range(1, 12) if i != 7] + ["12.png"]
     assert table.probability.between(0, 1).all()
-    assert set(table.label) <= {0, 1}
-    assert (table.label == (table.probability >= 0.5)).all()
+    assert set(table.prediction) <= {0, 1}
+    assert (table.prediction == (table.probability >= 0.5)).all()
 
 
 def test_predict_records_matches_files(model_dir, records_dir, tmp_path):
@@ -226,7 +226,7 @@ def test_predict_records_matches_files(model_dir, records_dir, tmp_path):
     assert list(from_files.columns) == list(from_records.columns) == list(prediction.COLUMNS)
     np.testing.assert_allclose(from_files.probability, from_records.probability, atol=1e-5)
     assert from_files.probability.std() > 0  # three different cells, not a constant
-    assert list(from_files.label) == list(from_records.label)
+    assert list(from_files.prediction) == list(from_records.prediction)
 
 
 def test_predict_cli(model_dir, records_dir, tmp_path):
@@ -241,12 +241,13 @@ def test_predict_cli(model_dir, records_dir, tmp_path):
                        text=True, env=dict(os.environ, PYTHONPATH=repo), timeout=200)
     assert r.returncode == 0, r.stderr[-2000:]
     table = pd.read_csv(out)
-    assert list(table.columns) == ["file", "probability", "label", "path"] and len(table) == 3
+    assert list(table.columns) == ["file", "probability", "prediction", "path"]
+    assert len(table) == 3
     assert not stale.exists(), "a stale errors file from an earlier run was left"
 
 
 def test_write_outputs_errors_file_belongs_to_its_run(tmp_path):
-    table = pd.DataFrame({"file": ["1.bmp"], "probability": [0.7], "label": [1],
+    table = pd.DataFrame({"file": ["1.bmp"], "probability": [0.7], "prediction": [1],
                           "path": ["a/1.bmp"]})
     out = str(tmp_path / "p.csv")
     errors = [{"file": "7.bmp", "path": "a/7.bmp", "reason": "corrupt BMP"}]
