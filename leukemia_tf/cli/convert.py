@@ -73,8 +73,9 @@ def _run() -> int:
         raise convert.ConvertError("--output_dir is required")
     if FLAGS.verify and not FLAGS.data_dir:
         report = convert.verify(FLAGS.output_dir)
-        print(f"verified {report['shards']} shards, {report['examples']} examples: "
-              f"{report['by_split']}")
+        counts = ", ".join(f"{k} {v}" for k, v in report["by_split"].items())
+        print(f"verified {report['shards']} shards, {report['examples']} examples "
+              f"({counts or 'none'})")
         return 0
     if not FLAGS.data_dir:
         raise convert.ConvertError("--data_dir is required (or --verify alone)")
