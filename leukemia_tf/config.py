@@ -99,7 +99,8 @@ class TrainConfig:
     backup_every_steps: int = 100      # BackupAndRestore frequency (and at every epoch end)
     early_stopping_patience: int = 0   # 0 disables
     tensorboard: bool = True
-    verbose: int = 2
+    verbose: int = 2                   # 0 quiet; else progress display and end summary
+    keras_progress: bool = False       # Keras' own fit output (at `verbose`) instead
     cpu_devices: int = 0               # >1: split the CPU into logical devices (tests, demos)
     overwrite: bool = False            # replace a finished or different run in model_dir
 

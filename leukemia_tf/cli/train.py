@@ -79,7 +79,9 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
               "Preemption backup frequency in steps (also every epoch end).")
     d.integer("early_stopping_patience", 0, "Epochs without val weighted F1 gain.")
     d.bool("tensorboard", True, "Write TensorBoard logs.")
-    d.integer("verbose", 2, "Keras fit verbosity.")
+    d.integer("verbose", 2, "0 = quiet; otherwise a bar per epoch (terminal) or a line "
+              "every 30 s (log), a line per phase and a summary at the end.")
+    d.bool("keras_progress", False, "Keras' own fit output at --verbose instead.")
     d.integer("cpu_devices", 0, "Split the CPU into N logical devices (testing "
               "MirroredStrategy without GPUs).")
     d.bool("overwrite", False, "Start fresh in a --model_dir that holds a finished run or a "
@@ -110,7 +112,7 @@ def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.Config:
         "warmup_epochs", "optimizer", "weight_decay", "loss", "focal_gamma",
         "label_smoothing", "strategy", "mixed_precision", "jit_compile", "seed",
         "deterministic", "backup_every_steps", "early_stopping_patience", "tensorboard",
-        "verbose", "cpu_devices", "overwrite")}
+        "verbose", "keras_progress", "cpu_devices", "overwrite")}
     train["model_dir"] = fv.model_dir or ""
     flag_of = {"name": "model"}
     pick = lambda section: {k: v for k, v in section.items()  # noqa: E731

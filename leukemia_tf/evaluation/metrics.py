@@ -304,7 +304,8 @@ def confidence_intervals(labels, probabilities, patient_ids=None, threshold: flo
       {"unit": "patients" | "cells", "units": count, "level": 0.95, "resamples": n,
        "note": str or None, "weighted_f1": {estimate, low, high, undefined},
        "roc_auc": {...}}; low/high are None with fewer than 2 units or when the metric
-      is undefined in every resample (AUC of a one-class set).
+      is undefined in every resample (AUC of a one-class set), and with fewer than
+      SMALL_N_PATIENTS patients; `undefined` counts resamples left out (one class drawn).
     """
     from leukemia_tf.evaluation import patients
     y, p = validate_scores(labels, probabilities)
@@ -317,9 +318,12 @@ def confidence_intervals(labels, probabilities, patient_ids=None, threshold: flo
            "treats cells of one patient as independent (the interval is too narrow)"}
     fns = {"weighted_f1": lambda a, b: weighted_f1_fast(a, b, threshold),
            "roc_auc": _roc_auc_or_none}
+    # A percentile bootstrap over 2-4 patients draws the same few sets again and again:
+    # its "interval" would look precise and mean nothing.
+    enough = out["units"] >= (SMALL_N_PATIENTS if by_patient else 2)
     for name, fn in fns.items():
         ci = patients.bootstrap_ci(units, y, p, fn, n=n, seed=seed, alpha=alpha)
-        low, high = (ci.low, ci.high) if out["units"] >= 2 else (None, None)
+        low, high = (ci.low, ci.high) if enough else (None, None)
         out[name] = {"estimate": ci.estimate, "low": low, "high": high,
                      "undefined": ci.undefined}
     return out
@@ -334,9 +338,13 @@ def format_ci(ci: dict | None, name: str, digits: int = 2) -> str:
         return "n/a"
     value = f"{c['estimate']:.{digits}f}"
     if c["low"] is None:
-        return f"{value} (no interval: {ci['units']} {ci['unit']})"
-    return (f"{value} [{c['low']:.{digits}f}, {c['high']:.{digits}f}] "
+        need = f", a bootstrap needs {SMALL_N_PATIENTS}+" if ci["unit"] == "patients" else ""
+        return f"{value} (no interval: {ci['units']} {ci['unit']}{need})"
+    text = (f"{value} [{c['low']:.{digits}f}, {c['high']:.{digits}f}] "
             f"{ci['level']:.0%} CI, bootstrap over {ci['units']} {ci['unit']}")
+    if c.get("undefined"):
+        text += f" (undefined in {c['undefined'] / ci['resamples']:.0%} of resamples)"
+    return text
 
 
 def small_n_warnings(result: dict, ci: dict | None = None) -> list:

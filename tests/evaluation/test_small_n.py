@@ -76,7 +76,19 @@ def test_one_patient_gives_no_interval():
     ci = metrics.confidence_intervals([1, 1, 1], [0.9, 0.8, 0.3], ["A", "A", "A"], n=50)
     assert ci["weighted_f1"]["low"] is None and ci["roc_auc"]["estimate"] is None
     assert metrics.format_ci(ci, "roc_auc") == "n/a"
-    assert "no interval: 1 patients" in metrics.format_ci(ci, "weighted_f1")
+    assert "no interval: 1 patients, a bootstrap needs 5+" in metrics.format_ci(
+        ci, "weighted_f1")
+
+
+def test_few_patients_give_no_interval_that_looks_precise():
+    ids, y, p = _cells(patients=4)
+    ci = metrics.confidence_intervals(y, p, ids, n=100)
+    assert ci["units"] == 4 and ci["weighted_f1"]["low"] is None
+    ids, y, p = _cells(patients=5)
+    ci = metrics.confidence_intervals(y, p, ids, n=100)
+    assert ci["weighted_f1"]["low"] is not None
+    assert ci["roc_auc"]["undefined"] > 0  # some resamples draw one class only
+    assert "of resamples)" in metrics.format_ci(ci, "roc_auc")
 
 
 def test_report_shows_na_banner_and_interval(tmp_path):
@@ -115,4 +127,5 @@ def test_evaluate_reports_patient_bootstrap(real_records, untrained_export):
     assert ci["unit"] == "patients" and ci["units"] == 3  # patients 1, 3 and H6
     assert ci["weighted_f1"]["estimate"] == pytest.approx(m["weighted_f1"])
     text = open(m["report"], encoding="utf-8").read()
-    assert "95% CI, bootstrap over 3 patients" in text
+    assert ci["weighted_f1"]["low"] is None  # 3 patients: no interval that looks precise
+    assert "(no interval: 3 patients, a bootstrap needs 5+)" in text
