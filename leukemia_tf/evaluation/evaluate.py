@@ -241,6 +241,8 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
     if result["roc_auc"] is not None:
         figures["ROC and PR curves (red dot: the operating point)"] = plots.plot_roc_pr(
             scores["label"], scores["probability"], io.join(out, "roc_pr.png"), threshold)
+    from leukemia_tf.evaluation import pictures
+    figures.update(pictures.add_figures(cfg.records_dir, cfg.split, scores, threshold, out))
     io.write_json(io.join(out, "metrics.json"), result)
     warnings = [w for w in [result["split_warning"]] + result["leakage_warnings"]
                 + result["small_n_warnings"] if w]
