@@ -130,6 +130,7 @@ class TrainConfig:
     early_stopping_patience: int = _field(0, minimum=0)  # 0 disables
     tensorboard: bool = True
     verbose: int = _field(2, minimum=0)  # Keras fit display: 0 none, 1 bar, 2 a line an epoch
+    keras_progress: bool = False       # Keras' own fit output (at `verbose`) instead of ours
     cpu_devices: int = _field(0, minimum=0)  # >1: split the CPU into logical devices
     overwrite: bool = False            # replace a finished or different run in model_dir
 

@@ -107,8 +107,9 @@ def _run(run: ConvertRun) -> int:
         raise convert.ConvertError("--output_dir is required")
     if run.verify and not cfg.data_dir:
         report = convert.verify(cfg.output_dir)
-        print(f"verified {report['shards']} shards, {report['examples']} examples: "
-              f"{report['by_split']}")
+        counts = ", ".join(f"{k} {v}" for k, v in report["by_split"].items())
+        print(f"verified {report['shards']} shards, {report['examples']} examples "
+              f"({counts or 'none'})")
         return 0
     if not cfg.data_dir:
         raise convert.ConvertError("--data_dir is required (or --verify alone)")

@@ -92,13 +92,16 @@ def main(argv):
         m = evaluation.evaluate(cfg)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
-    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    from leukemia_tf.evaluation.metrics import format_ci
+    ci = m.get("confidence_intervals")
     on = (f" ({m['threshold_method']} on {m['threshold_chosen_on']})"
           if m["threshold_chosen_on"] else "")
-    print(f"{m['split']} ({m['split_role']}): {m['num_examples']} images, weighted F1 "
-          f"{m['weighted_f1']:.4f}, accuracy {m['accuracy']:.4f}, balanced accuracy "
-          f"{m['balanced_accuracy']:.4f}, ROC AUC (exact) {auc}, threshold "
+    balanced = "n/a" if m["balanced_accuracy"] is None else f"{m['balanced_accuracy']:.4f}"
+    print(f"{m['split']} ({m['split_role']}): {m['num_examples']} images, accuracy "
+          f"{m['accuracy']:.4f}, balanced accuracy {balanced}, threshold "
           f"{m['threshold']:.3f}{on} (tta={m['tta']})")
+    print(f"  weighted F1 {format_ci(ci, 'weighted_f1', 3)}")
+    print(f"  ROC AUC (exact) {format_ci(ci, 'roc_auc', 3)}")
     for w in m["warnings"]:
         print(f"WARNING: {w}")
     print(f"report: {m['report']}")

@@ -105,12 +105,15 @@ ALIASES = {
     "backup_every_steps": A("train.backup_every_steps", "Preemption backup frequency in "
                             "steps (also every epoch end).", "output"),
     "tensorboard": A("train.tensorboard", "Write TensorBoard logs.", "output"),
-    "progress": A("", "Training display: bar (a per-step bar), lines (a line per "
-                  "epoch), none. Log detail is absl's --verbosity.", "output",
+    "progress": A("", "Training display: bar (a per-step bar with ETA), lines (a "
+                  "line every 30 s and per epoch, for logs), none. Log detail is absl's "
+                  "--verbosity.", "output",
                   choices=tuple(_PROGRESS), derive=lambda v: {"train.verbose": _PROGRESS[v]},
                   default="lines"),
-    "verbose": A("train.verbose", "Keras fit verbosity 0/1/2 (the same as --progress "
+    "verbose": A("train.verbose", "Training display 0/1/2 (the same as --progress "
                  "none/bar/lines).", "output"),
+    "keras_progress": A("train.keras_progress", "Keras' own fit output (at --verbose) "
+                        "instead of the trainer's bar, lines and summary.", "output"),
 }
 
 COMMAND = common.Command(

@@ -197,6 +197,10 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
         eval_name=eval_name(cfg.split, cfg.tta, cfg.threshold, threshold_split),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         records_manifest_sha256=manifest_sha256(cfg.records_dir))
+    result["confidence_intervals"] = metrics.confidence_intervals(
+        scores["label"], scores["probability"], scores["patient_id"], threshold)
+    result["small_n_warnings"] = metrics.small_n_warnings(result,
+                                                          result["confidence_intervals"])
     result["context"] = dict(run_context(cfg, predictor, trained, result))
     return _write(cfg, scores, result, trained)
 
@@ -224,8 +228,11 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
     if result["roc_auc"] is not None:
         figures["ROC and PR curves (red dot: the operating point)"] = plots.plot_roc_pr(
             scores["label"], scores["probability"], io.join(out, "roc_pr.png"), threshold)
+    from leukemia_tf.evaluation import pictures
+    figures.update(pictures.add_figures(cfg.records_dir, cfg.split, scores, threshold, out))
     io.write_json(io.join(out, "metrics.json"), result)
-    warnings = [w for w in [result["split_warning"]] + result["leakage_warnings"] if w]
+    warnings = [w for w in [result["split_warning"]] + result["leakage_warnings"]
+                + result["small_n_warnings"] if w]
     if result["threshold_biased"]:
         warnings.append(f"the threshold was chosen on {result['threshold_chosen_on']} "
                         f"({result['threshold_split_role']}, allowed by "

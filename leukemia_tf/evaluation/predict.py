@@ -84,13 +84,28 @@ def predict_files(predictor, files: Sequence[str], tta: str, batch_size: int
     return table, errors
 
 
+def records_selection(records_dir: str, split: str) -> Tuple[dict, "pipeline.Selection"]:
+    """(manifest, selection) of `split` in a records dir; checked before a model loads.
+
+    Raises:
+      ValueError: an unknown split name, or a split without images (named, with the
+        splits that have some).
+    """
+    manifest = pipeline.load(records_dir)
+    if split != "test" and split != "validation" and not (
+            split.startswith("fold") and split[4:].isdigit()):
+        raise ValueError(f"--split must be test, validation or fold<k>, not {split!r}")
+    sel = pipeline.Selection(split) if split in ("test", "validation") else \
+        pipeline.parse_val_split(split)
+    check_split(manifest, records_dir, sel, split)
+    return manifest, sel
+
+
 def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_size: int
                      ) -> Tuple[pd.DataFrame, list]:
     from leukemia_tf.evaluation import evaluate as evaluation
-    manifest = pipeline.load(records_dir)
+    manifest, sel = records_selection(records_dir, split)
     preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
-    sel = pipeline.Selection(split) if split in ("test", "validation") else \
-        pipeline.parse_val_split(split)
     scores = evaluation.score_selection(predictor, records_dir, manifest, sel, tta, batch_size)
     table = pd.DataFrame({"file": scores["source_path"].map(io.basename),
                           "probability": scores["probability"],
@@ -100,6 +115,27 @@ def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_si
               for s in manifest.get("skipped", [])
               if s["path"].startswith(_SPLIT_FOLDERS[sel.split])]
     return table, errors
+
+
+def splits_with_images(manifest: dict) -> List[str]:
+    """`--split` values that have images in these records: validation, test, fold<k>."""
+    out = [name for name in ("validation", "test")
+           if manifest["splits"].get(name, {}).get("num_examples")]
+    folds = manifest["splits"].get("train", {}).get("by_fold", {})
+    return out + [f"fold{k}" for k, n in folds.items() if n]
+
+
+def check_split(manifest: dict, records_dir: str, sel, split: str) -> None:
+    """Raises ValueError naming the splits that have images when `split` has none."""
+    if any(s["num_examples"] for s in manifest["shards"] if s["split"] == sel.split and
+           (sel.folds is None or s.get("fold") in sel.folds)):
+        return
+    have = splits_with_images(manifest)
+    why = " (the C-NMC tree it was converted from had no testing_data/)" \
+        if split == "test" else ""
+    raise ValueError(f"{records_dir} has no {split} images{why}; splits with images: "
+                     f"{', '.join(have) or 'none'}. Predict one of them with --split=<name> "
+                     "(e.g. --split=validation), or pass image files or a folder as --input")
 
 
 def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
@@ -114,9 +150,12 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
       split: the records' split to predict (test, validation, fold<k>).
     """
     from leukemia_tf.evaluation import ensemble
-    predictor = ensemble.load(model_path, batch_size=batch_size)
     inputs = list(inputs)
-    if len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST)):
+    from_records = len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST))
+    if from_records:
+        records_selection(inputs[0], split)  # a missing split fails before the model loads
+    predictor = ensemble.load(model_path, batch_size=batch_size)
+    if from_records:
         table, errors = _predict_records(predictor, inputs[0], split, tta, batch_size)
     else:
         files = list_images(inputs)

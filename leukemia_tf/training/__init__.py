@@ -9,6 +9,7 @@ Split by concern, in the order a run uses them:
   distribution.py  devices, strategy, precision, the chief, the start-up log
   objectives.py    optimizer, loss, metrics (WeightedF1)
   callbacks.py     NaN guard, progress, history.csv, best checkpoint, backup
+  progress_callback.py  what the user sees: bar / log lines per epoch, phases, SUMMARY
   loop.py          run(cfg)
 """
 from leukemia_tf.training.distribution import (  # noqa: F401

@@ -19,6 +19,7 @@ from leukemia_tf.training import callbacks as cb
 from leukemia_tf.training import distribution as dist
 from leukemia_tf.training import inputs as inputs_lib
 from leukemia_tf.training import objectives, rundir
+from leukemia_tf.training import progress_callback as shown_progress
 from leukemia_tf.training.errors import RunDirError
 
 log = logging.getLogger("leukemia_tf.training")
@@ -96,7 +97,7 @@ def _nan_message(cfg: Config, nan_at) -> str:
             "or a new --model_dir.")
 
 
-def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
+def _fit(cfg, strategy, model, data, steps, weights, plan, chief, display=None):
     from leukemia_tf.data import pipeline
 
     def train_fn(input_context):
@@ -106,11 +107,12 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
     val_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
                                    cache=plan["validation"][0])
     callbacks, guard, progress = make_callbacks(cfg, chief)
+    callbacks += [display] if display is not None else []
     try:
         history = model.fit(keras.utils.experimental.DatasetCreator(train_fn),
                             epochs=cfg.train.epochs, steps_per_epoch=steps,
                             validation_data=val_ds, callbacks=callbacks,
-                            verbose=cfg.train.verbose if chief else 0)
+                            verbose=shown_progress.keras_verbose(cfg, chief))
     except tf.errors.DataLossError as e:
         shards = [s for sel in (data.train_sel, data.val_sel)
                   for s in pipeline.shards_for(data.manifest, cfg.data.records_dir, sel)]
@@ -185,7 +187,10 @@ def run(cfg: Config) -> dict:
         state = _claim(cfg, strategy, chief, lock)
         if state.status == "finished":  # finished by another trainer while we started
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
-        history, progress = _fit(cfg, strategy, model, data, steps, weights, plan, chief)
+        display = shown_progress.display_for(cfg, chief, steps, data.num_val, plan)
+        history, progress = _fit(cfg, strategy, model, data, steps, weights, plan, chief,
+                                 display)
+        shown_progress.phase(display, f"exporting the best weights to {t.model_dir}")
         plain = _export(cfg, strategy, model, chief, data.manifest)
         summary = {"status": "ok", "model": cfg.model.name,
                    "strategy": dist.strategy_name(strategy),
@@ -198,10 +203,13 @@ def run(cfg: Config) -> dict:
                    "warnings": warnings}
         if not chief:
             return summary
+        shown_progress.phase(display, f"scoring the exported model on {d.val_split} "
+                             f"({data.num_val} images) and bootstrapping intervals")
         _score(cfg, data, plain, summary)
         summary["seconds"] = round(time.time() - start, 1)
         summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
         io.write_json(io.join(t.model_dir, rundir.SUMMARY), summary)
+        shown_progress.print_summary(cfg, summary)
         return summary
     finally:
         lock.release()
@@ -251,6 +259,8 @@ def _score(cfg: Config, data, plain, summary: dict) -> None:
     summary["validation"] = metrics.classification_metrics(scores["label"],
                                                            scores["probability"])
     summary["weighted_f1"] = summary["validation"]["weighted_f1"]
+    summary["validation_ci"] = metrics.confidence_intervals(
+        scores["label"], scores["probability"], scores["patient_id"])
     labeled = scores[scores["label"] >= 0].assign(
         prediction=lambda f: (f["probability"] >= 0.5).astype(int))
     if len(labeled):  # per held-out patient (grouped CV reports the worst one)

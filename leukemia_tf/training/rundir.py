@@ -51,7 +51,7 @@ OWNED = (CONFIG, "history.csv", SUMMARY, "model.keras", "preprocessing.json", BE
 PARTIAL = ("history.csv", SUMMARY, "model.keras", BEST, "logs", "export")
 IGNORED = {"train.model_dir", "train.verbose", "train.tensorboard", "train.overwrite",
            "train.backup_every_steps", "data.cache", "data.cache_budget_gb",
-           "data.private_threadpool_size"}
+           "data.private_threadpool_size", "train.keras_progress"}
 
 
 @dataclasses.dataclass
