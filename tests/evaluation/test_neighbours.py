@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from leukemia_tf import models
+from leukemia_tf.model import registry as models
 from leukemia_tf.config import ModelConfig
 from leukemia_tf.evaluation import neighbours
 
