@@ -53,6 +53,10 @@ class DataConfig:
     # CSV does not list are never filtered.
     cv_assignment: str = ""
     cv_fold: int = -1
+    # element: the tf.data cache of decoded images (data/pipeline.py); batch: the decoded
+    # training set as one uint8 tensor, a permutation per epoch, one gather per batch
+    # (data/batch_cache.py; kept only if the benchmark shows it wins).
+    cache_layout: str = "element"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +97,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     strategy: str = "auto"             # auto | default | one_device | mirrored | multi_worker
     mixed_precision: str = "auto"      # auto | float32 | mixed_float16 | mixed_bfloat16
-    jit_compile: bool = False
+    # auto | on | off: XLA-compile the train step; auto is decided per device and
+    # precision by training/step_settings.py (the rule follows the benchmark's table).
+    jit_compile: str = "auto"
+    steps_per_execution: int = 1       # train steps per tf.function call (host overhead)
+    inter_op_threads: int = 0          # TensorFlow thread pools at start-up; 0 = TF's choice
+    intra_op_threads: int = 0
     seed: int = 0
     deterministic: bool = False
     backup_every_steps: int = 100      # BackupAndRestore frequency (and at every epoch end)

@@ -72,7 +72,11 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
            "Distribution strategy.")
     d.enum("mixed_precision", _T.mixed_precision,
            ["auto", "float32", "mixed_float16", "mixed_bfloat16"], "Precision policy.")
-    d.bool("jit_compile", False, "XLA-compile the train step.")
+    d.enum("jit_compile", _T.jit_compile, ["auto", "on", "off"], "XLA-compile the train step (auto: off on CPU, on on GPU).")  # noqa: E501
+    d.integer("steps_per_execution", _T.steps_per_execution, "Train steps per tf.function call.")  # noqa: E501
+    d.integer("inter_op_threads", _T.inter_op_threads, "TensorFlow inter-op threads (0 = auto).")  # noqa: E501
+    d.integer("intra_op_threads", _T.intra_op_threads, "TensorFlow intra-op threads (0 = auto).")  # noqa: E501
+    d.enum("cache_layout", _D.cache_layout, ["element", "batch"], "Training cache: per element (tf.data) or one tensor, a gather per batch.")  # noqa: E501
     d.integer("seed", 0, "Random seed.")
     d.bool("deterministic", False, "Deterministic ops and tf.data order (slower).")
     d.integer("backup_every_steps", _T.backup_every_steps,
@@ -101,7 +105,8 @@ def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.Config:
             "cache_budget_gb": fv.cache_budget_gb, "shuffle_buffer": fv.shuffle_buffer,
             "private_threadpool_size": fv.private_threadpool_size,
             "class_balance": fv.class_balance, "deterministic": fv.deterministic,
-            "seed": fv.seed, "cv_assignment": fv.cv_assignment, "cv_fold": fv.cv_fold}
+            "seed": fv.seed, "cv_assignment": fv.cv_assignment, "cv_fold": fv.cv_fold,
+            "cache_layout": fv.cache_layout}
     model = {"name": fv.model, "image_size": fv.image_size, "weights": fv.weights,
              "dropout": fv.dropout, "l1": fv.l1, "l2": fv.l2, "width": fv.width,
              "normalize": fv.normalize}
@@ -110,7 +115,8 @@ def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.Config:
         "warmup_epochs", "optimizer", "weight_decay", "loss", "focal_gamma",
         "label_smoothing", "strategy", "mixed_precision", "jit_compile", "seed",
         "deterministic", "backup_every_steps", "early_stopping_patience", "tensorboard",
-        "verbose", "cpu_devices", "overwrite")}
+        "verbose", "cpu_devices", "overwrite", "steps_per_execution", "inter_op_threads",
+        "intra_op_threads")}
     train["model_dir"] = fv.model_dir or ""
     flag_of = {"name": "model"}
     pick = lambda section: {k: v for k, v in section.items()  # noqa: E731
