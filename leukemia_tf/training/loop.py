@@ -106,9 +106,10 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
         return pipeline.make_dataset(cfg, data.train_sel, True, manifest=data.manifest,
                                      cache=plan["train"][0], input_context=input_context,
                                      weights=weights)
+    train_input = train_fn
     if cfg.data.cache_layout == "batch":  # the decoded set as one tensor (data/batch_cache)
         from leukemia_tf.data import batch_cache
-        train_fn = batch_cache.dataset_fn(cfg, data.train_sel, data.manifest, weights)
+        train_input = batch_cache.dataset_fn(cfg, data.train_sel, data.manifest, weights)
     val_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
                                    cache=plan["validation"][0])
     # Keras needs the number of validation batches with steps_per_execution > 1.
@@ -116,7 +117,7 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
         -(-data.num_val // cfg.train.batch_size)))
     callbacks, guard, progress = make_callbacks(cfg, chief)
     try:
-        history = model.fit(keras.utils.experimental.DatasetCreator(train_fn),
+        history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
                             epochs=cfg.train.epochs, steps_per_epoch=steps,
                             validation_data=val_ds, callbacks=callbacks,
                             verbose=cfg.train.verbose if chief else 0)
