@@ -112,9 +112,9 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
         train_input = batch_cache.dataset_fn(cfg, data.train_sel, data.manifest, weights)
     val_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
                                    cache=plan["validation"][0])
-    # Keras needs the number of validation batches with steps_per_execution > 1.
-    val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
-        -(-data.num_val // cfg.train.batch_size)))
+    if cfg.train.steps_per_execution > 1:  # Keras then needs the number of val batches
+        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
+            -(-data.num_val // cfg.train.batch_size)))
     callbacks, guard, progress = make_callbacks(cfg, chief)
     try:
         history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
