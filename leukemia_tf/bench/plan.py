@@ -253,20 +253,6 @@ def pipeline_rate(records_dir: str, image_size: int, batch: int, cache: str,
     return out
 
 
-def batch_cache_rate(records_dir: str, image_size: int, batch: int, min_batches: int,
-                     min_seconds: float) -> dict:
-    """Steady state of the batch-level cached path (data/batch_cache.py) over the decoded
-    training records: one permutation per epoch, one gather per batch."""
-    from leukemia_tf.data import batch_cache
-    manifest = pipeline.load(records_dir)
-    cfg = _run_config(records_dir, image_size, batch)
-    cached = batch_cache.decode_all(cfg, pipeline.Selection("train"), manifest)
-    ds = batch_cache.batched_dataset(cached, batch, seed=0)
-    out = time_batches(iter(ds), 2, min_batches, min_seconds)
-    out.update(num_examples=len(cached.labels), cache_mb=cached.images.nbytes / 2 ** 20)
-    return out
-
-
 def input_jobs(cfg: BenchConfig, data: Data) -> Dict[str, tuple]:
     common = (data.records_dir, cfg.image_size, cfg.batch_size)
     timing = (cfg.min_batches, cfg.min_seconds)
@@ -276,7 +262,7 @@ def input_jobs(cfg: BenchConfig, data: Data) -> Dict[str, tuple]:
             "decode_ceiling": (ceiling_rates, *common, *timing, (), 0),
             "bare_pipeline": (limits.bare_rate, n, cfg.image_size, cfg.batch_size,
                               C.DataConfig().shuffle_buffer, *timing),
-            "batch_cache_steady_state": (batch_cache_rate, *common, *timing)}
+            "batch_cache_steady_state": (limits.batch_cache_rate, *common, *timing)}
     for kind in cfg.cpu_work:
         jobs[f"pipeline_steady_state_cpu_{kind}"] = (pipeline_rate, *common, "memory",
                                                      *timing, kind)
