@@ -82,6 +82,10 @@ class DataConfig:
     # CSV does not list are never filtered.
     cv_assignment: str = ""
     cv_fold: int = -1
+    # element: the tf.data cache of decoded images (data/pipeline.py); batch: the decoded
+    # training set as one uint8 tensor, a permutation per epoch, one gather per batch
+    # (data/batch_cache.py; kept only if the benchmark shows it wins).
+    cache_layout: str = _field("element", choices=("element", "batch"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +129,12 @@ class TrainConfig:
                                             "multi_worker"))
     mixed_precision: str = _field("auto", choices=("auto", "float32", "mixed_float16",
                                                    "mixed_bfloat16"))
-    jit_compile: bool = False
+    # auto | on | off: XLA-compile the train step; auto is decided per device and
+    # precision by training/step_settings.py (the rule follows the benchmark's table).
+    jit_compile: str = _field("auto", choices=("auto", "on", "off"))
+    steps_per_execution: int = _field(1, minimum=1)  # train steps per tf.function call
+    inter_op_threads: int = _field(0, minimum=0)  # TF thread pools at start-up; 0 = TF's
+    intra_op_threads: int = _field(0, minimum=0)
     backup_every_steps: int = _field(100, minimum=0)  # BackupAndRestore (and every epoch)
     early_stopping_patience: int = _field(0, minimum=0)  # 0 disables
     tensorboard: bool = True

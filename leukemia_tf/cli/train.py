@@ -40,6 +40,8 @@ ALIASES = {
                "--train_folds), or cv (the held-out --cv_fold of the training folds).",
                "data"),
     "val_split": A("data.val_split", "", "data", deprecated="split"),
+    "cache_layout": A("data.cache_layout", "Training cache: element (tf.data) or batch "
+                      "(one tensor, a gather per batch).", "data"),
     "cache": A("data.cache", "auto | memory | disk:<path> | none.", "data"),
     "cache_budget_gb": A("data.cache_budget_gb", "RAM budget for caches "
                          "(0 = half the available RAM).", "data"),
@@ -92,7 +94,14 @@ ALIASES = {
     # distribution
     "strategy": A("train.strategy", "Distribution strategy.", "distribution"),
     "mixed_precision": A("train.mixed_precision", "Precision policy.", "distribution"),
-    "jit_compile": A("train.jit_compile", "XLA-compile the train step.", "distribution"),
+    "jit_compile": A("train.jit_compile", "XLA-compile the train step (auto: by device, "
+                     "see training/step_settings.py).", "distribution"),
+    "steps_per_execution": A("train.steps_per_execution", "Train steps per tf.function "
+                             "call.", "distribution"),
+    "inter_op_threads": A("train.inter_op_threads", "TensorFlow inter-op threads "
+                          "(0 = TensorFlow's choice).", "distribution"),
+    "intra_op_threads": A("train.intra_op_threads", "TensorFlow intra-op threads "
+                          "(0 = TensorFlow's choice).", "distribution"),
     "cpu_devices": A("train.cpu_devices", "Split the CPU into N logical devices (testing "
                      "MirroredStrategy without GPUs).", "distribution"),
     # output

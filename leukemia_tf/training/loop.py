@@ -18,7 +18,7 @@ from leukemia_tf.config import Config
 from leukemia_tf.training import callbacks as cb
 from leukemia_tf.training import distribution as dist
 from leukemia_tf.training import inputs as inputs_lib
-from leukemia_tf.training import objectives, rundir
+from leukemia_tf.training import objectives, rundir, step_settings
 from leukemia_tf.training import progress_callback as shown_progress
 from leukemia_tf.training.errors import RunDirError
 
@@ -28,6 +28,7 @@ MONITOR = "val_weighted_f1"
 
 def _setup(cfg: Config):
     t = cfg.train
+    step_settings.apply_threads(t)  # before the runtime starts (split_cpu starts it)
     if t.strategy != "multi_worker":
         dist.split_cpu(t.cpu_devices)
     strategy = dist.make_strategy(t.strategy)
@@ -74,8 +75,10 @@ def make_callbacks(cfg: Config, chief: bool):
     if t.early_stopping_patience:
         out.append(keras.callbacks.EarlyStopping(MONITOR, mode="max",
                                                  patience=t.early_stopping_patience))
-    out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP),
-                         t.backup_every_steps or "epoch", guard))
+    # Keras counts backup frequency in calls of the train function (steps_per_execution
+    # steps each): converted so backup_every_steps stays in steps.
+    every = t.backup_every_steps and max(1, t.backup_every_steps // t.steps_per_execution)
+    out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP), every or "epoch", guard))
     return out, guard, progress
 
 
@@ -104,12 +107,19 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief, display=None):
         return pipeline.make_dataset(cfg, data.train_sel, True, manifest=data.manifest,
                                      cache=plan["train"][0], input_context=input_context,
                                      weights=weights)
+    train_input = train_fn
+    if cfg.data.cache_layout == "batch":  # the decoded set as one tensor (data/batch_cache)
+        from leukemia_tf.data import batch_cache
+        train_input = batch_cache.dataset_fn(cfg, data.train_sel, data.manifest, weights)
     val_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
                                    cache=plan["validation"][0])
+    if cfg.train.steps_per_execution > 1:  # Keras then needs the number of val batches
+        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
+            -(-data.num_val // cfg.train.batch_size)))
     callbacks, guard, progress = make_callbacks(cfg, chief)
     callbacks += [display] if display is not None else []
     try:
-        history = model.fit(keras.utils.experimental.DatasetCreator(train_fn),
+        history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
                             epochs=cfg.train.epochs, steps_per_epoch=steps,
                             validation_data=val_ds, callbacks=callbacks,
                             verbose=shown_progress.keras_verbose(cfg, chief))
@@ -221,7 +231,7 @@ def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
         model = models.build_model(cfg.model, cfg.data.image_size)
         model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
                       loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
-                      jit_compile=cfg.train.jit_compile, steps_per_execution=1)
+                      **step_settings.compile_kwargs(cfg.train, precision))
     return model
 
 

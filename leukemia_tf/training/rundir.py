@@ -51,7 +51,9 @@ OWNED = (CONFIG, "history.csv", SUMMARY, "model.keras", "preprocessing.json", BE
 PARTIAL = ("history.csv", SUMMARY, "model.keras", BEST, "logs", "export")
 IGNORED = {"train.model_dir", "train.verbose", "train.tensorboard", "train.overwrite",
            "train.backup_every_steps", "data.cache", "data.cache_budget_gb",
-           "data.private_threadpool_size", "train.keras_progress"}
+           "data.private_threadpool_size", "train.keras_progress", "train.jit_compile",
+           "train.steps_per_execution", "train.inter_op_threads", "train.intra_op_threads",
+           "data.cache_layout"}
 
 
 @dataclasses.dataclass
