@@ -106,6 +106,7 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
     val_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
                                    cache=plan["validation"][0])
     callbacks, guard, progress = make_callbacks(cfg, chief)
+    callbacks.insert(0, inputs_lib.manifest_pin(cfg.data.records_dir, data.manifest_sha256))
     try:
         history = model.fit(keras.utils.experimental.DatasetCreator(train_fn),
                             epochs=cfg.train.epochs, steps_per_epoch=steps,
@@ -131,9 +132,7 @@ def _export(cfg, strategy, model, chief, manifest):
     md = cfg.train.model_dir
     if dist.is_multi_worker(strategy):
         dist.barrier(strategy)  # the chief's best checkpoint is complete before anyone reads it
-    if rundir.best_state(md) is not None and io.exists(io.join(md, rundir.BEST,
-                                                               "weights.index")):
-        model.load_weights(io.join(md, rundir.BEST, "weights"))
+    rundir.load_best(model, md)
     if not cb.weights_finite(model):
         raise FloatingPointError(f"the weights to export are not finite; nothing was "
                                  f"exported to {md}")
@@ -186,6 +185,7 @@ def run(cfg: Config) -> dict:
         if state.status == "finished":  # finished by another trainer while we started
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
         history, progress = _fit(cfg, strategy, model, data, steps, weights, plan, chief)
+        inputs_lib.check_pinned(d.records_dir, data.manifest_sha256)
         plain = _export(cfg, strategy, model, chief, data.manifest)
         summary = {"status": "ok", "model": cfg.model.name,
                    "strategy": dist.strategy_name(strategy),
