@@ -31,6 +31,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     d.bool("allow_biased_threshold", False, "Allow --threshold=youden|f1 to be chosen on a "
            "split the model was trained on (recorded as biased).")
     d.integer("batch_size", 64, "Images per forward pass.")
+    d.bool("trust_saved_model", False, "Allow a SavedModel (export/), which runs its own graph.")
     d.string("out_dir", "", "Root of the evaluation folders (default <model_dir>/eval); "
              "each evaluation writes <out_dir>/<name>/.")
 
@@ -44,7 +45,7 @@ def main(argv):
         model_dir=FLAGS.model_dir, records_dir=FLAGS.records_dir, split=FLAGS.split,
         tta=FLAGS.tta, threshold=FLAGS.threshold, threshold_split=FLAGS.threshold_split,
         allow_biased_threshold=FLAGS.allow_biased_threshold, batch_size=FLAGS.batch_size,
-        out_dir=FLAGS.out_dir, progress=True)
+        out_dir=FLAGS.out_dir, progress=True, trust_saved_model=FLAGS.trust_saved_model)
     try:
         m = evaluation.evaluate(cfg)
     except (ValueError, FileNotFoundError) as e:

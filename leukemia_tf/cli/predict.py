@@ -32,6 +32,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     d.enum("tta", "none", ["none", "flips", "dihedral8"], "Test-time augmentation.")
     d.float("threshold", 0.5, "Probability at or above which the label is 1 (ALL).")
     d.integer("batch_size", 64, "Images per forward pass.")
+    d.bool("trust_saved_model", False, "Allow a SavedModel (export/), which runs its own graph.")
 
 
 def main(argv):
@@ -42,7 +43,8 @@ def main(argv):
     try:
         table, errors = prediction.predict(
             FLAGS.model_dir, FLAGS.input, split=FLAGS.split, tta=FLAGS.tta,
-            threshold=FLAGS.threshold, batch_size=FLAGS.batch_size)
+            threshold=FLAGS.threshold, batch_size=FLAGS.batch_size,
+            trust_saved_model=FLAGS.trust_saved_model)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
     path = prediction.write_outputs(table, errors, FLAGS.output)

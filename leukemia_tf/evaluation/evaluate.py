@@ -40,6 +40,7 @@ class EvalConfig:
     batch_size: int = 64
     out_dir: str = ""              # root of the evaluation folders; default <run dir>/eval
     progress: bool = False
+    trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +162,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise ValueError(f"an ensemble of {len(paths)} models has no run dir of its own: "
                          "give --out_dir for its evaluation folders")
     trained = [load_trained(run_dir(p)) for p in paths]
-    predictor = ensemble.load(paths, batch_size=cfg.batch_size)
+    predictor = ensemble.load(paths, batch_size=cfg.batch_size,
+                              trust_saved_model=cfg.trust_saved_model)
     return evaluate_predictor(cfg, predictor, trained)
 
 

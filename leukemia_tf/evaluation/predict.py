@@ -36,10 +36,28 @@ def natural_key(name: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+def rejoin_commas(items: Sequence[str]) -> List[str]:
+    """`--input=a,b.bmp` arrives split at the comma: pieces that only exist joined
+    (`a,b.bmp`) are joined again, shortest existing name first."""
+    items, out, i = list(items), [], 0
+    while i < len(items):
+        j = i
+        while not io.exists(items[i]) and j + 1 < len(items):
+            j += 1
+            joined = ",".join(items[i:j + 1])
+            if io.exists(joined):
+                items[i:j + 1] = [joined]
+                break
+        out.append(items[i])
+        i += 1
+    return out
+
+
 def list_images(inputs: Sequence[str]) -> List[str]:
-    """Files given directly, or every image file under given folders."""
+    """Files given directly, or every image file under given folders (a file name that
+    holds commas may arrive split: `rejoin_commas`)."""
     files = []
-    for item in inputs:
+    for item in rejoin_commas(inputs):
         if io.isdir(item):
             for d, _, names in io.walk(item):
                 files += [io.join(d, n) for n in names
@@ -102,7 +120,8 @@ def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_si
 
 
 def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
-            threshold: float = 0.5, batch_size: int = 64) -> Tuple[pd.DataFrame, list]:
+            threshold: float = 0.5, batch_size: int = 64, trust_saved_model: bool = False
+            ) -> Tuple[pd.DataFrame, list]:
     """Returns (table with COLUMNS, errors by file).
 
     Args:
@@ -111,9 +130,12 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
         ensemble, the mean of their probabilities (same preprocessing required).
       inputs: one records dir (has manifest.json), or image files and folders.
       split: the records' split to predict (test, validation, fold<k>).
+      trust_saved_model: allow a SavedModel (it runs its own graph; README "Trust
+        boundary").
     """
     from leukemia_tf.evaluation import ensemble
-    predictor = ensemble.load(model_path, batch_size=batch_size)
+    predictor = ensemble.load(model_path, batch_size=batch_size,
+                              trust_saved_model=trust_saved_model)
     inputs = list(inputs)
     if len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST)):
         table, errors = _predict_records(predictor, inputs[0], split, tta, batch_size)
@@ -139,6 +161,10 @@ def write_outputs(table: pd.DataFrame, errors: list, output: str) -> Optional[st
     A stale `<output>.errors.csv` from an earlier run is removed, so the errors file
     always belongs to the predictions beside it. Returns the errors path or None.
     """
+    from leukemia_tf.errors import UserError
+    if io.isdir(output):
+        raise UserError(f"--output {output} is a directory: give the CSV file to write, "
+                        f"e.g. {io.join(output, 'predictions.csv')}")
     io.write_csv(output, table)
     path = errors_path(output)
     io.remove(path)
