@@ -40,6 +40,7 @@ def main(argv):
     if not FLAGS.model_dir or not FLAGS.input or not FLAGS.output:
         raise app.UsageError("--model_dir, --input and --output are required")
     from leukemia_tf.evaluation import predict as prediction
+    prediction.check_output(FLAGS.output)
     try:
         table, errors = prediction.predict(
             FLAGS.model_dir, FLAGS.input, split=FLAGS.split, tta=FLAGS.tta,

@@ -111,6 +111,12 @@ def validate(manifest, where: str = MANIFEST) -> None:
                                 f"says {info.get('num_examples')}, {where}")
 
 
+def splits_with_shards(manifest: dict) -> List[str]:
+    """The splits that hold at least one shard (a split may be listed with 0 examples:
+    a tree without testing_data/ has an empty `test`)."""
+    return sorted({s["split"] for s in manifest["shards"]})
+
+
 def write(records_dir: str, manifest: dict) -> None:
     """Atomically (temporary name + rename): the last file a conversion writes."""
     io.write_json(manifest_path(records_dir), manifest)

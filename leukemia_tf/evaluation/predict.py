@@ -155,16 +155,22 @@ def errors_path(output: str) -> str:
     return re.sub(r"\.csv$", "", output) + ".errors.csv"
 
 
+def check_output(output: str) -> None:
+    """UserError when `output` cannot be the CSV to write (an existing folder); called
+    before predicting, so the mistake costs no model load."""
+    from leukemia_tf.errors import UserError
+    if io.isdir(output):
+        raise UserError(f"--output {output} is a directory: give the CSV file to write, "
+                        f"e.g. {io.join(output, 'predictions.csv')}")
+
+
 def write_outputs(table: pd.DataFrame, errors: list, output: str) -> Optional[str]:
     """Write the predictions CSV and, if any, the errors CSV (both through io).
 
     A stale `<output>.errors.csv` from an earlier run is removed, so the errors file
     always belongs to the predictions beside it. Returns the errors path or None.
     """
-    from leukemia_tf.errors import UserError
-    if io.isdir(output):
-        raise UserError(f"--output {output} is a directory: give the CSV file to write, "
-                        f"e.g. {io.join(output, 'predictions.csv')}")
+    check_output(output)
     io.write_csv(output, table)
     path = errors_path(output)
     io.remove(path)

@@ -93,3 +93,9 @@ def test_huge_png_is_refused_from_its_header(monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     with pytest.raises(images.ImageError, match="40x30 pixels is above the 1,000-pixel limit"):
         images.decode(png)
+
+
+def test_splits_with_shards_leaves_out_empty_splits():
+    manifest = {"splits": {"test": {"num_examples": 0}, "train": {"num_examples": 3}},
+                "shards": [{"split": "train"}]}
+    assert manifest_lib.splits_with_shards(manifest) == ["train"]
