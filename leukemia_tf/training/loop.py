@@ -151,7 +151,7 @@ def run(cfg: Config) -> dict:
     """Train `cfg.model` on `cfg.data`, export it and return the summary.
 
     Writes (chief only) into cfg.train.model_dir: train.lock (while running),
-    config.json, history.csv, best/, backup/ (while unfinished), logs/ (TensorBoard),
+    config.json, history.csv, best/, backup/ (the last state), logs/ (TensorBoard),
     export/ (SavedModel), model.keras, summary.json. A model dir whose run already
     finished with the same settings is left as it is: the stored summary is returned
     with status "finished".
@@ -204,6 +204,8 @@ def run(cfg: Config) -> dict:
         io.write_json(io.join(t.model_dir, rundir.SUMMARY), summary)
         return summary
     finally:
+        if lock.held:  # a failed save's temporaries (weights_temp/) are ours to remove
+            rundir.remove_temporaries(t.model_dir)
         lock.release()
 
 

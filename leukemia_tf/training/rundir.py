@@ -239,8 +239,20 @@ def take(cfg: Config, lock: Lock) -> State:
         else:
             io.remove(path)
     _repair_best_state(model_dir)
+    remove_temporaries(model_dir)
     io.write_json(io.join(model_dir, CONFIG), cfg.to_dict())
     return state
+
+
+def remove_temporaries(model_dir: str) -> None:
+    """Remove what a failed checkpoint save leaves (TensorFlow writes `<prefix>_temp/`
+    and renames it; a full disk leaves it, often empty). Only while holding the lock."""
+    for folder in (io.join(model_dir, BEST), io.join(model_dir, BACKUP, "chief")):
+        if not io.isdir(folder):
+            continue
+        for name in io.listdir(folder):
+            if name.endswith("_temp") and io.isdir(io.join(folder, name)):
+                io.rmtree(io.join(folder, name))
 
 
 def _repair_best_state(model_dir: str) -> None:

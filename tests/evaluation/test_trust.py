@@ -112,4 +112,5 @@ def test_predict_cli_one_lines(model_dir, tmp_path):
     code, line = _predict_cli(f"--model_dir={model_dir}", f"--input={img}",
                               f"--output={tmp_path / 'p.csv'}")
     assert code == 1 and line.startswith("error: ") and "--trust_saved_model" in line
-    assert sorted(os.listdir(tmp_path)) == ["1.png", "out"]
+    assert sorted(os.listdir(tmp_path)) == ["1.png", "m", "out"]  # no p.csv, no temporary
+    assert os.listdir(tmp_path / "out") == []

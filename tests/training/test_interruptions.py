@@ -233,3 +233,16 @@ def test_failed_writes_leave_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         io.write_text(str(tmp_path / "history.csv"), "epoch\n1\n")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_save_leaves_no_temporary_folder(trained, monkeypatch):
+    cfg, md = trained
+    temp = md / "best" / "weights_temp"
+
+    def fail_like_a_full_disk(*args, **kwargs):
+        temp.mkdir()  # what TensorFlow's sharded save leaves when the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(temp))
+    monkeypatch.setattr(export, "export_model", fail_like_a_full_disk)
+    with pytest.raises(OSError):
+        training.run(cfg)
+    assert not temp.exists() and not (md / "train.lock").exists()
