@@ -174,6 +174,7 @@ class EvalConfig:
     batch_size: int = _field(64, minimum=1)
     out_dir: str = ""              # root of the evaluation folders; default <run dir>/eval
     progress: bool = False
+    trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +187,7 @@ class PredictConfig:
     tta: str = _field("none", choices=TTA)
     threshold: float = 0.5
     batch_size: int = _field(64, minimum=1)
+    trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
 
 
 @dataclasses.dataclass(frozen=True)

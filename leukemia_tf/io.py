@@ -11,7 +11,8 @@ forked worker never touches TensorFlow state.
 
 Writes are atomic where the file system allows: `write_bytes`/`write_text`/`write_json`/
 `write_csv` write `<path>.tmp-<pid>` and rename it over `path`, so a reader (or a killed
-run) never sees half a file.
+run) never sees half a file; the temporary is removed when the write fails (a full disk).
+`read_json` names the file when it does not parse.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import json
 import os
 import posixpath
 import shutil
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List, Sequence, Tuple
 
 
 def is_url(path: str) -> bool:
@@ -47,6 +48,14 @@ def dirname(path: str) -> str:
 
 def basename(path: str) -> str:
     return posixpath.basename(str(path).rstrip("/"))
+
+
+def resolves_inside(path: str, folder: str) -> bool:
+    """True when `path`, its symlinks resolved, is `folder` or below it. URLs have no
+    links: compared as written (callers refuse `..` components themselves)."""
+    if is_url(path) or is_url(folder):
+        return (str(path).rstrip("/") + "/").startswith(str(folder).rstrip("/") + "/")
+    return (os.path.realpath(path) + os.sep).startswith(os.path.realpath(folder) + os.sep)
 
 
 def exists(path: str) -> bool:
@@ -119,7 +128,14 @@ def read_text(path: str) -> str:
 
 
 def read_json(path: str) -> Any:
-    return json.loads(read_text(path))
+    """The parsed JSON of `path`; a file that does not parse (torn, garbled, not UTF-8)
+    raises `errors.JsonFileError` (a ValueError) whose one-line message names it."""
+    from leukemia_tf.errors import JsonFileError, one_line
+    data = read_bytes(path)
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise JsonFileError(path, one_line(e)) from None
 
 
 def _tmp_name(path: str) -> str:
@@ -130,10 +146,22 @@ def write_bytes(path: str, data: bytes, atomic: bool = True) -> None:
     """Write `data` to `path` (parents created), via a temporary name unless not atomic."""
     makedirs(dirname(path))
     target = _tmp_name(path) if atomic else path
-    with open_file(target, "wb") as f:
-        f.write(data)
-    if atomic:
-        rename(target, path, overwrite=True)
+    try:
+        with open_file(target, "wb") as f:
+            f.write(data)
+        if atomic:
+            rename(target, path, overwrite=True)
+    except BaseException:  # a full disk or a kill signal: no temporary stays behind
+        if atomic:
+            _remove_quietly(target)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        remove(path)
+    except Exception:  # noqa: BLE001 - the original failure is the one to report
+        pass
 
 
 def write_text(path: str, text: str, atomic: bool = True) -> None:
@@ -251,3 +279,20 @@ def create_exclusive(path: str, data: bytes) -> bool:
         return True
     finally:
         remove(tmp)
+
+
+def rejoin_commas(items: Sequence[str]) -> List[str]:
+    """`--input=a,b.bmp` arrives split at the comma: pieces that only exist joined
+    (`a,b.bmp`) are joined again, shortest existing name first."""
+    items, out, i = list(items), [], 0
+    while i < len(items):
+        j = i
+        while not exists(items[i]) and j + 1 < len(items):
+            j += 1
+            joined = ",".join(items[i:j + 1])
+            if exists(joined):
+                items[i:j + 1] = [joined]
+                break
+        out.append(items[i])
+        i += 1
+    return out

@@ -5,11 +5,11 @@
   (or python tools/convert_to_tfrecords.py with the same flags)
 """
 import dataclasses
-import errno
 import sys
 
 from absl import flags
 
+from leukemia_tf import errors
 from leukemia_tf.cli import common
 from leukemia_tf.data import cnmc, convert
 
@@ -80,20 +80,11 @@ def main(argv):
         return _run(run)
     except (cnmc.CnmcError, convert.ConvertError, common.UserError) as e:
         return _fail(str(e))
-    except OSError as e:  # read-only or full disk, missing folder: say which file
-        if e.errno not in _EXPECTED_ERRNO:
+    except Exception as e:  # a full, read-only or missing disk path (local or gs://)
+        message = errors.file_error(e, paths=True)
+        if message is None:
             raise
-        return _fail(f"{e.strerror}, {e.filename or '?'}")
-    except Exception as e:  # tf.errors from a URL file system, same kinds as above
-        if type(e).__name__ not in _EXPECTED_TF_ERRORS:
-            raise
-        return _fail(getattr(e, "message", str(e)))
-
-
-# Failures a user can act on get one line; anything else keeps its traceback.
-_EXPECTED_ERRNO = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
-                   errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
-_EXPECTED_TF_ERRORS = {"PermissionDeniedError", "ResourceExhaustedError", "NotFoundError"}
+        return _fail(message)
 
 
 def _fail(message: str) -> int:

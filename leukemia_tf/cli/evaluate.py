@@ -38,6 +38,9 @@ ALIASES = {
     "allow_biased_threshold": A("allow_biased_threshold", "Allow --threshold=youden|f1 to "
                                 "be chosen on a split the model was trained on (recorded "
                                 "as biased).", "threshold"),
+    "trust_saved_model": A("trust_saved_model", "Allow a SavedModel (export/), which runs "
+                           "its own graph; model.keras loads with safe_mode and runs none.",
+                           "model"),
     "out_dir": A("out_dir", "Root of the evaluation folders (default <model_dir>/eval); "
                  "each evaluation writes <out_dir>/<name>/.", "output"),
 }

@@ -38,6 +38,9 @@ ALIASES = {
     "batch_size": A("batch_size", "Images per forward pass.", "model"),
     "threshold": A("threshold", "Probability at or above which the prediction is 1 (ALL).",
                    "threshold"),
+    "trust_saved_model": A("trust_saved_model", "Allow a SavedModel (export/), which runs "
+                           "its own graph; model.keras loads with safe_mode and runs none.",
+                           "model"),
     "output": A("output", "CSV to write (columns: file, probability, prediction, path).",
                 "output", required=True),
 }
@@ -60,7 +63,7 @@ def config_from_flags(fv: flags.FlagValues) -> config_lib.PredictConfig:
 def check_inputs(cfg: config_lib.PredictConfig) -> None:
     """Paths, the split of a records dir and the threshold, without TensorFlow."""
     check_model_paths(cfg.model_dir)
-    for path in cfg.input:
+    for path in io.rejoin_commas(cfg.input):
         if "://" not in path and not io.exists(path):
             raise common.UserError(f"--input: {path} does not exist")
     if not 0.0 <= cfg.threshold <= 1.0:
@@ -78,10 +81,12 @@ def main(argv):
     check_inputs(cfg)
     common.import_tensorflow_quietly()
     from leukemia_tf.evaluation import predict as prediction
+    prediction.check_output(cfg.output)
     try:
         table, errors = prediction.predict(
             cfg.model_dir, list(cfg.input), split=cfg.split, tta=cfg.tta,
-            threshold=cfg.threshold, batch_size=cfg.batch_size)
+            threshold=cfg.threshold, batch_size=cfg.batch_size,
+            trust_saved_model=cfg.trust_saved_model)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
     path = prediction.write_outputs(table, errors, cfg.output)

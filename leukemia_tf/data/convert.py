@@ -12,6 +12,8 @@ The output dir is a record of one conversion, and the converter touches only wha
    a temporary name in .progress/, rename it, then write its progress record atomically.
 4. Remove shards of an earlier plan that our own records name; examples.csv; the manifest
    last (temporary name + rename), so an interrupted run (even kill -9) never looks done.
+One converter at a time: `convert.lock` in the output dir (the trainer's lock code,
+`leukemia_tf/lock.py`), taken after the read-only checks and before the first change.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf import io
+from leukemia_tf import lock as lock_lib
 from leukemia_tf.data import cnmc, images, output_dir, streaming
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data.manifest import EXAMPLES, MANIFEST, PROGRESS_DIR  # noqa: F401
@@ -41,6 +44,7 @@ summarize = manifest_lib.summarize
 # Bump when the same input and settings would give other stored bytes (e.g. another
 # resize): progress records of an older layout are then not reused.
 LAYOUT_VERSION = 3  # 3: records hold decoded originals or preprocess.py output
+LOCK = "convert.lock"          # one converter per output dir (leukemia_tf/lock.py)
 PROGRESS_INTERVAL = 30.0        # seconds between plain progress lines when not a terminal
 _RECORD_OVERHEAD = 400  # bytes of proto fields and TFRecord framing per example
 log = logging.getLogger(__name__)
@@ -354,7 +358,16 @@ def convert(cfg: ConvertConfig) -> dict:
     cfg.validate()
     start = time.perf_counter()
     root = cnmc.find_root(cfg.data_dir)
-    out = output_dir.inspect(cfg.output_dir, [cfg.data_dir, root])
+    output_dir.inspect(cfg.output_dir, [cfg.data_dir, root])  # refuse before writing
+    io.makedirs(cfg.output_dir)
+    with lock_lib.Lock(cfg.output_dir, LOCK, "converter", ConvertError):
+        # Again under the lock: another converter may have changed the dir meanwhile.
+        out = output_dir.inspect(cfg.output_dir, [cfg.data_dir, root])
+        return _convert(cfg, root, out, start)
+
+
+def _convert(cfg: ConvertConfig, root: str, out: output_dir.OutputDir, start: float) -> dict:
+    """`convert` once the output dir is checked and locked."""
     table, skipped = cnmc.discover(cfg.data_dir, on_error=cfg.on_error)
     avg_bytes = _estimate_bytes(table, cfg.output_settings()) if cfg.num_shards <= 0 else 0.0
     shards = _plan(table, cfg, avg_bytes)

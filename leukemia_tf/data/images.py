@@ -19,6 +19,11 @@ from leukemia_tf import io as fileio  # `io` is the standard library's here
 from leukemia_tf.errors import UserError
 
 ENCODINGS = ("png", "raw", "bmp", "jpeg")
+# Largest compressed image (PNG, JPEG) decoded, in pixels, checked from the header before
+# any pixel is decoded: C-NMC cells are 450x450 or 600x600, and a 12000x12000 16-bit PNG
+# of a few MB took 3.2 GB to decode. (A BMP holds its pixels uncompressed: its size on
+# disk already bounds the memory it takes.)
+MAX_PIXELS = 25_000_000
 _DIB_SIZES = {12, 40, 52, 56, 108, 124}  # core, info, v2, v3, v4, v5 headers
 # The extra 84 bytes of the real validation files' BITMAPV5HEADER after the 40 bytes all
 # BMP info headers share: RGBA masks, 'BGRs' (sRGB), endpoints/gamma as written, intent 4.
@@ -130,6 +135,10 @@ def decode(data: bytes) -> np.ndarray:
     from PIL import Image
     try:
         with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size  # from the header: nothing decoded yet
+            if width * height > MAX_PIXELS:
+                raise ImageError(f"{fmt.upper()} of {width}x{height} pixels is above the "
+                                 f"{MAX_PIXELS:,}-pixel limit (cells are about 450x450)")
             im.load()
             if im.mode in _WIDE_MODES:
                 return _to_uint8_rgb(im, fmt)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.data import cnmc
-from leukemia_tf.errors import UserError
+from leukemia_tf.errors import JsonFileError, UserError
 
 MANIFEST = "manifest.json"
 EXAMPLES = "examples.csv"
@@ -37,6 +37,12 @@ def manifest_path(records_dir: str) -> str:
     return io.join(records_dir, MANIFEST)
 
 
+def fingerprint(records_dir: str) -> str:
+    """sha256 of manifest.json's bytes: what a reader pins to notice a re-conversion."""
+    import hashlib
+    return hashlib.sha256(io.read_bytes(manifest_path(records_dir))).hexdigest()
+
+
 def is_ours(manifest) -> bool:
     """True when a parsed manifest was written by this converter (any version)."""
     return (isinstance(manifest, dict) and
@@ -44,8 +50,31 @@ def is_ours(manifest) -> bool:
              {"schema_version", "settings", "splits", "shards"} <= set(manifest)))
 
 
+def inside(folder: str, rel, what: str, where: str) -> str:
+    """`folder/rel` for a relative path read from a file (a manifest's shard, a progress
+    record), or ManifestError naming `what` and `where` when it could leave `folder`.
+
+    Refused: anything but a non-empty relative path (absolute, a URL, a drive letter), a
+    `..` component, and (local folders) a path whose symlinks resolve outside `folder`.
+    A crafted manifest must not make the converter delete, or a reader read, a file
+    elsewhere.
+    """
+    parts = str(rel).replace("\\", "/").split("/") if isinstance(rel, str) else []
+    if (not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "://" in rel
+            or (len(rel) > 1 and rel[1] == ":") or ".." in parts):
+        raise ManifestError(f"{what} {rel!r} is not a path inside the records dir, {where}")
+    if not folder:  # the names alone (no folder to resolve links in)
+        return rel
+    path = io.join(folder, rel)
+    if not io.is_url(folder) and io.exists(path) and not io.resolves_inside(path, folder):
+        raise ManifestError(f"{what} {rel!r} is a link that resolves outside the records "
+                            f"dir, {where}")
+    return path
+
+
 def load(records_dir: str) -> dict:
-    """The validated manifest of a complete conversion.
+    """The validated manifest of a complete conversion; every shard path is checked to
+    stay inside `records_dir` (`inside`).
 
     Raises:
       ManifestError: no manifest (no complete conversion), unreadable or inconsistent.
@@ -56,25 +85,36 @@ def load(records_dir: str) -> dict:
                             f"tools/convert_to_tfrecords.py), {path}")
     try:
         manifest = io.read_json(path)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ManifestError(f"manifest.json is not valid JSON ({e}), {path}") from None
+    except JsonFileError as e:
+        raise ManifestError(f"manifest.json is not valid JSON ({e.detail}), {path}") from None
     validate(manifest, path)
+    for i, shard in enumerate(manifest["shards"]):
+        inside(records_dir, shard["path"], f"shard entry {i}", path)
     return manifest
 
 
 def validate(manifest, where: str = MANIFEST) -> None:
-    """Structure and internal counts; raises ManifestError naming `where`."""
+    """Structure, internal counts and relative shard paths; raises ManifestError naming
+    `where`."""
     if not is_ours(manifest):
         raise ManifestError(f"not a leukemia_tf records manifest, {where}")
     for i, shard in enumerate(manifest["shards"]):
-        missing = [k for k in _SHARD_KEYS if k not in shard]
+        missing = [k for k in _SHARD_KEYS if k not in shard] if isinstance(shard, dict) \
+            else list(_SHARD_KEYS)
         if missing:
             raise ManifestError(f"shard entry {i} lacks {missing}, {where}")
+        inside("", shard["path"], f"shard entry {i}", where)
     for split, info in manifest["splits"].items():
         listed = sum(s["num_examples"] for s in manifest["shards"] if s["split"] == split)
         if listed != info.get("num_examples"):
             raise ManifestError(f"split {split}: shards hold {listed} examples, the split "
                                 f"says {info.get('num_examples')}, {where}")
+
+
+def splits_with_shards(manifest: dict) -> List[str]:
+    """The splits that hold at least one shard (a split may be listed with 0 examples:
+    a tree without testing_data/ has an empty `test`)."""
+    return sorted({s["split"] for s in manifest["shards"]})
 
 
 def write(records_dir: str, manifest: dict) -> None:

@@ -5,6 +5,9 @@ files (another dataset's `train-00000-of-00001.tfrecord` is a common name). The 
 owns exactly the shards named by its own manifest.json or by its progress records in
 `.progress/` (a record's file name names its shard, even when the record is unreadable),
 plus the temporaries in `.progress/`. Everything else is never removed or overwritten.
+Every name read from a manifest or a progress record must stay inside the output dir
+(no absolute path, no `..`, no link out: `manifest.inside`), or the command stops naming
+the entry before it removes anything.
 """
 from __future__ import annotations
 
@@ -67,7 +70,10 @@ def inspect(out: str, data_dirs: List[str]) -> OutputDir:
         if not manifest_lib.is_ours(old):
             raise ConvertError("the output dir holds a manifest.json this converter did not "
                                f"write; move it or choose another --output_dir, {path}")
-        owned |= {s["path"] for s in old["shards"] if isinstance(s, dict) and "path" in s}
+        for i, shard in enumerate(old.get("shards") or []):
+            if isinstance(shard, dict) and "path" in shard:
+                manifest_lib.inside(out, shard["path"], f"shard entry {i}", path)
+                owned.add(shard["path"])
     if PROGRESS_DIR in names and io.isdir(io.join(out, PROGRESS_DIR)):
         owned |= {n[:-len(".json")] for n in io.listdir(io.join(out, PROGRESS_DIR))
                   if n.endswith(".tfrecord.json")}
@@ -118,7 +124,9 @@ def remove_stale(out: OutputDir, keep: set) -> None:
 
 
 def record_path(output_dir: str, shard_path: str) -> str:
-    return io.join(output_dir, PROGRESS_DIR, f"{shard_path}.json")
+    """The progress record of a shard: `.progress/<shard>.json`, inside `output_dir`."""
+    return manifest_lib.inside(output_dir, f"{PROGRESS_DIR}/{shard_path}.json",
+                               "progress record of shard", io.join(output_dir, PROGRESS_DIR))
 
 
 _RECORD_KEYS = ("plan_key", "fingerprint", "num_examples", "bytes", "sha256", "examples",

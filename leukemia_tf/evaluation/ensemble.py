@@ -76,19 +76,21 @@ class Ensemble:
 
 
 def load(model_dirs: Union[str, Sequence[str]], batch_size: int = 64,
-         member_tta: str = "none"):
+         member_tta: str = "none", trust_saved_model: bool = False):
     """A predictor for one model dir, or an `Ensemble` for several.
 
     Args:
       model_dirs: "a,b,c", or a list; each entry is whatever `export.load_model` takes.
       batch_size: images per forward pass of each member.
       member_tta: TTA inside each member (see the module docstring).
+      trust_saved_model: allow SavedModel members (they run their own graph).
 
     Returns:
       `export.Predictor` for one path without member TTA, else `Ensemble`.
     """
     paths = split_paths(model_dirs)
-    members = [export.load_model(p, batch_size=batch_size) for p in paths]
+    members = [export.load_model(p, batch_size=batch_size,
+                                 trust_saved_model=trust_saved_model) for p in paths]
     if len(members) == 1 and member_tta == "none":
         return members[0]
     return Ensemble(members, member_tta=member_tta, batch_size=batch_size)

@@ -148,7 +148,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise ValueError(f"an ensemble of {len(paths)} models has no run dir of its own: "
                          "give --out_dir for its evaluation folders")
     trained = [load_trained(run_dir(p)) for p in paths]
-    predictor = ensemble.load(paths, batch_size=cfg.batch_size)
+    predictor = ensemble.load(paths, batch_size=cfg.batch_size,
+                              trust_saved_model=cfg.trust_saved_model)
     return evaluate_predictor(cfg, predictor, trained)
 
 

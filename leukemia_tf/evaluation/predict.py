@@ -38,9 +38,10 @@ def natural_key(name: str):
 
 
 def list_images(inputs: Sequence[str]) -> List[str]:
-    """Files given directly, or every image file under given folders."""
+    """Files given directly, or every image file under given folders (a file name that
+    holds commas may arrive split: `io.rejoin_commas`)."""
     files = []
-    for item in inputs:
+    for item in io.rejoin_commas(inputs):
         if io.isdir(item):
             for d, _, names in io.walk(item):
                 files += [io.join(d, n) for n in names
@@ -139,7 +140,8 @@ def check_split(manifest: dict, records_dir: str, sel, split: str) -> None:
 
 
 def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
-            threshold: float = 0.5, batch_size: int = 64) -> Tuple[pd.DataFrame, list]:
+            threshold: float = 0.5, batch_size: int = 64, trust_saved_model: bool = False
+            ) -> Tuple[pd.DataFrame, list]:
     """Returns (table with COLUMNS, errors by file).
 
     Args:
@@ -148,13 +150,16 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
         ensemble, the mean of their probabilities (same preprocessing required).
       inputs: one records dir (has manifest.json), or image files and folders.
       split: the records' split to predict (test, validation, fold<k>).
+      trust_saved_model: allow a SavedModel (it runs its own graph; README "Trust
+        boundary").
     """
     from leukemia_tf.evaluation import ensemble
     inputs = list(inputs)
     from_records = len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST))
     if from_records:
         records_selection(inputs[0], split)  # a missing split fails before the model loads
-    predictor = ensemble.load(model_path, batch_size=batch_size)
+    predictor = ensemble.load(model_path, batch_size=batch_size,
+                              trust_saved_model=trust_saved_model)
     if from_records:
         table, errors = _predict_records(predictor, inputs[0], split, tta, batch_size)
     else:
@@ -173,12 +178,22 @@ def errors_path(output: str) -> str:
     return re.sub(r"\.csv$", "", output) + ".errors.csv"
 
 
+def check_output(output: str) -> None:
+    """UserError when `output` cannot be the CSV to write (an existing folder); called
+    before predicting, so the mistake costs no model load."""
+    from leukemia_tf.errors import UserError
+    if io.isdir(output):
+        raise UserError(f"--output {output} is a directory: give the CSV file to write, "
+                        f"e.g. {io.join(output, 'predictions.csv')}")
+
+
 def write_outputs(table: pd.DataFrame, errors: list, output: str) -> Optional[str]:
     """Write the predictions CSV and, if any, the errors CSV (both through io).
 
     A stale `<output>.errors.csv` from an earlier run is removed, so the errors file
     always belongs to the predictions beside it. Returns the errors path or None.
     """
+    check_output(output)
     io.write_csv(output, table)
     path = errors_path(output)
     io.remove(path)

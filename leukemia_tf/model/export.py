@@ -33,6 +33,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf import io
+from leukemia_tf.errors import UserError
 from leukemia_tf.model.augment import Augmentation
 from leukemia_tf.data import preprocess
 
@@ -182,14 +183,56 @@ class Predictor:
         return np.concatenate(out).reshape(-1) if out else np.zeros([0], np.float32)
 
 
+class ModelFileError(ValueError, UserError):
+    """A model file that cannot be loaded, or may not be (an untrusted SavedModel)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return " ".join(lines[0].split())[:160] if lines else type(exc).__name__
+
+
 def _spec_beside(path: str, image_size: int) -> preprocess.Spec:
-    """preprocessing.json in the model's folder; older model dirs lack it."""
-    candidate = io.join(io.dirname(path), preprocess.SPEC_FILE)
-    if io.exists(candidate):
-        return preprocess.Spec.from_dict(io.read_json(candidate)).check()
-    log.warning("%s not found beside %s: assuming the %d-px canvas and %s resize",
-                preprocess.SPEC_FILE, path, preprocess.DEFAULT_CANVAS, preprocess.RESIZE_METHOD)
-    return preprocess.Spec(image_size=image_size)
+    """preprocessing.json in the model's folder; older model dirs lack it. It must agree
+    with the spec export/ stores (one source of truth: a changed file is refused)."""
+    folder = io.dirname(path)
+    candidate = io.join(folder, preprocess.SPEC_FILE)
+    if not io.exists(candidate):
+        log.warning("%s not found beside %s: assuming the %d-px canvas and %s resize",
+                    preprocess.SPEC_FILE, path, preprocess.DEFAULT_CANVAS,
+                    preprocess.RESIZE_METHOD)
+        return preprocess.Spec(image_size=image_size)
+    try:
+        spec = preprocess.Spec.from_dict(io.read_json(candidate)).check()
+    except (ValueError, TypeError, KeyError) as e:
+        raise ModelFileError(f"{candidate} is not a preprocessing spec ({_first_line(e)}): "
+                             "restore it from the run, or evaluate export/ with "
+                             "--trust_saved_model") from None
+    stored = _exported_spec(io.join(folder, EXPORT_DIR))
+    if stored is not None and stored != spec.to_dict():
+        raise ModelFileError(
+            f"{candidate} says {json.dumps(spec.to_dict(), sort_keys=True)} but the model's "
+            f"export/ was made with {json.dumps(stored, sort_keys=True)}: the file was "
+            "changed after training; restore it (the export's spec is the true one)")
+    return spec
+
+
+def _exported_spec(export_dir: str) -> Optional[dict]:
+    """The spec a SavedModel stores, read from its variables as data (nothing of the
+    graph runs); None when there is no export or it holds no spec."""
+    prefix = io.join(export_dir, "variables", "variables")
+    if not io.exists(prefix + ".index"):
+        return None
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in reader.get_variable_to_shape_map():
+            if key.startswith("preprocessing_json/"):
+                value = reader.get_tensor(key)
+                return json.loads(value.decode() if isinstance(value, bytes) else value)
+    except Exception:  # noqa: BLE001 - an export we cannot read as data proves nothing
+        return None
+    return None
 
 
 def _keras_predictor(path: str, batch_size: int) -> Predictor:
@@ -200,7 +243,15 @@ def _keras_predictor(path: str, batch_size: int) -> Predictor:
         if io.is_url(path):
             local = os.path.join(tmp, KERAS_FILE)
             io.copy(path, local, overwrite=True)
-        model = keras.models.load_model(local, safe_mode=True, compile=False)
+        try:
+            model = keras.models.load_model(local, safe_mode=True, compile=False)
+        except Exception as e:  # noqa: BLE001 - zipfile, h5py, json: many types
+            if "safe_mode" in str(e) or "Lambda" in str(e):
+                raise  # a refused layer keeps its own message
+            raise ModelFileError(
+                f"{path} cannot be loaded ({_first_line(e)}): it is truncated or not a "
+                "Keras model; the run's best/ weights are untouched (re-run train with the "
+                "same flags after deleting it to export it again)") from None
     image_size = int(model.input_shape[1])
     spec = _spec_beside(path, image_size)
 
@@ -226,20 +277,28 @@ def _saved_model_predictor(path: str, batch_size: int) -> Predictor:
     return Predictor(predict, spec.check(), path, keep_alive=loaded, batch_size=batch_size)
 
 
-def load_model(path: Union[str, os.PathLike], batch_size: int = 64) -> Predictor:
+def load_model(path: Union[str, os.PathLike], batch_size: int = 64,
+               trust_saved_model: bool = False) -> Predictor:
     """Load a model for inference.
+
+    Trust boundary: model.keras is loaded with safe_mode=True (configuration and weights
+    only, no code). A SavedModel is a program: loading and calling it runs the graph it
+    holds, whoever wrote it, so it is loaded only with `trust_saved_model=True`
+    (`--trust_saved_model`).
 
     Args:
       path: a model dir (uses model.keras, else export/), a .keras file, or a SavedModel
         dir written by `export_model`.
       batch_size: images per forward pass; larger inputs are split.
+      trust_saved_model: allow loading a SavedModel (it runs its own graph).
 
     Returns:
       A `Predictor`: call it on uint8 [N, S, S, 3] numpy arrays for float32 [N]
       probabilities of ALL; `.spec` says how raw images become [S, S, 3].
 
     Raises:
-      FileNotFoundError: nothing loadable at `path`.
+      FileNotFoundError: nothing loadable at `path`. ModelFileError: a broken model file
+      or preprocessing.json, or an untrusted SavedModel.
     """
     path = os.fspath(path)
     if path.endswith(".keras"):
@@ -248,5 +307,11 @@ def load_model(path: Union[str, os.PathLike], batch_size: int = 64) -> Predictor
         return _keras_predictor(io.join(path, KERAS_FILE), batch_size)
     for candidate in (io.join(path, EXPORT_DIR), path):
         if io.exists(io.join(candidate, "saved_model.pb")):
+            if not trust_saved_model:
+                instead = "" if candidate == path else f" ({path} has no {KERAS_FILE})"
+                raise ModelFileError(
+                    f"{candidate} is a SavedModel{instead}: loading it runs the graph "
+                    "stored in it, so it is loaded only with --trust_saved_model (for "
+                    "model dirs you or your team wrote)")
             return _saved_model_predictor(candidate, batch_size)
     raise FileNotFoundError(f"no {KERAS_FILE} or SavedModel under {path}")

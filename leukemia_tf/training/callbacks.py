@@ -170,12 +170,20 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
 class Backup(keras.callbacks.BackupAndRestore):
     """BackupAndRestore every N steps *and* at every epoch end, of finite weights only.
 
-    After a NaN stop the backup is kept (the last good one), not deleted.
+    The backup is never deleted when training ends: it is the last state, from which a
+    run interrupted after its last epoch finishes its export and a larger --epochs
+    continues (`rundir`). After a NaN stop it is the last good one.
     """
 
     def __init__(self, backup_dir: str, save_freq, guard: NanGuard):
-        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=True)
+        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
         self._guard = guard
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except Exception as e:  # noqa: BLE001 - torn or garbled checkpoint files
+            raise rundir.unreadable_backup(self.backup_dir, e) from e
 
     def _backup(self, epoch, batch=0):
         if self._guard.safe_to_save(self.model):
@@ -193,8 +201,3 @@ class Backup(keras.callbacks.BackupAndRestore):
         super().on_epoch_end(epoch, logs)
         if self.save_freq != "epoch":
             self._backup(epoch=epoch)
-
-    def on_train_end(self, logs=None):
-        if self._guard.tripped:
-            self.delete_checkpoint = False
-        super().on_train_end(logs)

@@ -36,7 +36,14 @@ def split_cpu(num_devices: int) -> None:
 
 
 def _tf_config_workers() -> int:
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    from leukemia_tf.errors import JsonFileError, one_line
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    except ValueError as e:
+        raise JsonFileError("the TF_CONFIG environment variable", one_line(e)) from None
+    if not isinstance(tf_config, dict):
+        raise ValueError("the TF_CONFIG environment variable is not a JSON object "
+                         "({\"cluster\": …, \"task\": …})")
     return sum(len(v) for k, v in tf_config.get("cluster", {}).items()
                if k in ("chief", "worker"))
 

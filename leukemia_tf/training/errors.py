@@ -7,10 +7,11 @@ keeps its traceback: `expected_error` returns None for it.
 """
 from __future__ import annotations
 
-import errno
+import re
+import sys
 from typing import Optional
 
-from leukemia_tf.errors import UserError
+from leukemia_tf.errors import UserError, file_error, one_line
 
 
 class TrainingError(UserError):
@@ -25,32 +26,38 @@ class InputError(TrainingError):
     """The records dir, its manifest or one of its shards cannot be used."""
 
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
-_DISK_WORDS = ("No space left", "Read-only file system", "Permission denied",
-               "Disk quota exceeded")
-
-
 def expected_error(exc: BaseException) -> Optional[str]:
     """The one-line message for an expected failure, or None (keep the traceback).
 
     ValueError and FloatingPointError count as expected: the library raises them for
     invalid settings and a diverging loss, each with a message that says what to change.
+    A full or read-only disk is `errors.file_error`'s line; a worker that stopped
+    answering under multi-worker training is named (`lost_worker`).
     """
-    if isinstance(exc, (TrainingError, ValueError, FloatingPointError)):
-        return _one_line(str(exc))
-    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
-        where = exc.filename or "the output directory"
-        return f"cannot write {where}: {exc.strerror or exc}"
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - TensorFlow is a dependency
+    if isinstance(exc, (UserError, ValueError, FloatingPointError)):
+        return one_line(str(exc))
+    return file_error(exc) or lost_worker(exc)
+
+
+_TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+def lost_worker(exc: BaseException) -> Optional[str]:
+    """One line for a peer that died under multi-worker training, else None.
+
+    TensorFlow reports it as UnavailableError (or a collective aborted with it) with a
+    screen of gRPC detail; the first `/job:<name>/.../task:<i>` in it is the lost peer.
+    Re-running every worker with the same flags resumes from the chief's backup/.
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(exc, (tf.errors.UnavailableError,
+                                          tf.errors.CancelledError, tf.errors.AbortedError)):
         return None
-    if isinstance(exc, tf.errors.OpError):
-        message = exc.message or str(exc)
-        if any(w in message for w in _DISK_WORDS):
-            return "cannot write: " + _one_line(message)
-    return None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    message = exc.message or str(exc)
+    if isinstance(exc, tf.errors.CancelledError) and "ollective" not in message:
+        return None
+    task = _TASK.search(message)
+    who = f"{task.group(1)} {task.group(2)}" if task else "a worker (not named by TensorFlow)"
+    first = one_line((message.splitlines() or [""])[0])[:120]
+    return (f"lost contact with {who} during multi-worker training ({first}): re-run all "
+            "workers with the same flags to resume from the last backup")

@@ -2,7 +2,9 @@
 
 - The config: every setting in range and every name known (`validate_config`), so a
   typo fails in a second, not after the model dir was touched.
-- The records: the manifest exists and parses; every shard the run reads exists, has the
+- The records: the manifest exists and parses (`data.manifest.load`, which also keeps
+  every shard path inside the records dir); its sha256 is pinned and checked after every
+  epoch and before the export (`check_pinned`); every shard the run reads exists, has the
   manifest's size and, for local shards, the manifest's record count. Counting walks the
   TFRecord length headers (12 bytes read per record, no payload), so it costs
   milliseconds; remote shards (gs://) are checked by size only, because each header
@@ -77,32 +79,61 @@ class Inputs:
     num_train: int
     num_val: int
     leaked_groups: int
+    manifest_sha256: str = ""       # manifest.json as the run read it (`check_pinned`)
 
 
-def load_manifest(records_dir: str) -> dict:
-    """The manifest, or InputError naming the file that is missing or broken."""
+def load_manifest(records_dir: str) -> Tuple[dict, str]:
+    """(manifest, sha256 of its bytes) through `data.manifest.load`, the loader every
+    reader uses; InputError naming the folder or file that is missing or broken."""
     from leukemia_tf.data import manifest as manifest_file
-    path = io.join(records_dir, manifest_file.MANIFEST)
     if not io.isdir(records_dir):
         raise InputError(f"records dir {records_dir} does not exist (convert the images "
                          "first: tools/convert_to_tfrecords.py)")
-    if not io.exists(path):
-        raise InputError(f"{path} not found: no complete conversion in {records_dir} "
-                         "(run tools/convert_to_tfrecords.py)")
     try:
-        manifest = io.read_json(path)
-    except ValueError as e:
-        raise InputError(f"{path} is not valid JSON ({e}): convert again") from e
-    if not isinstance(manifest, dict) or not {"shards", "splits", "settings"} <= set(manifest):
-        raise InputError(f"{path} is not a records manifest (no shards/splits/settings)")
-    return manifest
+        pinned = manifest_file.fingerprint(records_dir)
+        manifest = manifest_file.load(records_dir)
+        if manifest_file.fingerprint(records_dir) != pinned:
+            raise manifest_file.ManifestError(
+                f"the manifest changed while it was read (a converter at work?), "
+                f"{manifest_file.manifest_path(records_dir)}")
+    except manifest_file.ManifestError as e:
+        raise InputError(str(e)) from None
+    return manifest, pinned
+
+
+def check_pinned(records_dir: str, pinned: str) -> None:
+    """InputError when manifest.json is no longer the one the run started with: a
+    re-conversion under a running trainer would mix two datasets in one model."""
+    from leukemia_tf.data import manifest as manifest_file
+    path = manifest_file.manifest_path(records_dir)
+    try:
+        now = manifest_file.fingerprint(records_dir)
+    except OSError:
+        now = None
+    if now != pinned:
+        raise InputError(
+            f"{path} changed (or was removed) while this run trained: the records were "
+            "converted again under it, so its epochs mixed two datasets; nothing was "
+            "exported. Train again with --overwrite once the conversion is complete")
+
+
+def manifest_pin(records_dir: str, pinned: str):
+    """A Keras callback that runs `check_pinned` after every epoch (first in the list, so
+    an epoch of mixed data is neither backed up nor kept as the best)."""
+    import tf_keras as keras
+
+    class ManifestPin(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            check_pinned(records_dir, pinned)
+
+    return ManifestPin()
 
 
 def prepare(cfg: Config) -> Inputs:
     """Load and check the records of a run; raises InputError or ValueError."""
     from leukemia_tf.data import pipeline
     d = cfg.data
-    manifest = load_manifest(d.records_dir)
+    manifest, pinned = load_manifest(d.records_dir)
     train_sel = pipeline.Selection("train", tuple(d.train_folds))
     val_sel = pipeline.parse_val_split(d.val_split, d.train_folds)
     if (val_sel.split == "train" and set(val_sel.folds) & set(train_sel.folds)
@@ -116,7 +147,7 @@ def prepare(cfg: Config) -> Inputs:
     if n_train < cfg.train.batch_size:
         raise ValueError(f"{n_train} training examples < global batch {cfg.train.batch_size}")
     leaks = duplicates.leaked_groups(manifest, d.train_folds, d.val_split)
-    return Inputs(manifest, train_sel, val_sel, n_train, n_val, leaks)
+    return Inputs(manifest, train_sel, val_sel, n_train, n_val, leaks, pinned)
 
 
 def check_shards(records_dir: str, shards: Sequence[dict]) -> None:

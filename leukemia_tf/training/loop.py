@@ -117,6 +117,7 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief, display=None):
         val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
             -(-data.num_val // cfg.train.batch_size)))
     callbacks, guard, progress = make_callbacks(cfg, chief)
+    callbacks.insert(0, inputs_lib.manifest_pin(cfg.data.records_dir, data.manifest_sha256))
     callbacks += [display] if display is not None else []
     try:
         history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
@@ -143,9 +144,7 @@ def _export(cfg, strategy, model, chief, manifest):
     md = cfg.train.model_dir
     if dist.is_multi_worker(strategy):
         dist.barrier(strategy)  # the chief's best checkpoint is complete before anyone reads it
-    if rundir.best_state(md) is not None and io.exists(io.join(md, rundir.BEST,
-                                                               "weights.index")):
-        model.load_weights(io.join(md, rundir.BEST, "weights"))
+    rundir.load_best(model, md)
     if not cb.weights_finite(model):
         raise FloatingPointError(f"the weights to export are not finite; nothing was "
                                  f"exported to {md}")
@@ -164,7 +163,7 @@ def run(cfg: Config) -> dict:
     """Train `cfg.model` on `cfg.data`, export it and return the summary.
 
     Writes (chief only) into cfg.train.model_dir: train.lock (while running),
-    config.json, history.csv, best/, backup/ (while unfinished), logs/ (TensorBoard),
+    config.json, history.csv, best/, backup/ (the last state), logs/ (TensorBoard),
     export/ (SavedModel), model.keras, summary.json. A model dir whose run already
     finished with the same settings is left as it is: the stored summary is returned
     with status "finished".
@@ -200,6 +199,7 @@ def run(cfg: Config) -> dict:
         display = shown_progress.display_for(cfg, chief, steps, data.num_val, plan)
         history, progress = _fit(cfg, strategy, model, data, steps, weights, plan, chief,
                                  display)
+        inputs_lib.check_pinned(d.records_dir, data.manifest_sha256)
         shown_progress.phase(display, f"exporting the best weights to {t.model_dir}")
         plain = _export(cfg, strategy, model, chief, data.manifest)
         summary = {"status": "ok", "model": cfg.model.name,
@@ -222,6 +222,8 @@ def run(cfg: Config) -> dict:
         shown_progress.print_summary(cfg, summary)
         return summary
     finally:
+        if lock.held:  # a failed save's temporaries (weights_temp/) are ours to remove
+            rundir.remove_temporaries(t.model_dir)
         lock.release()
 
 

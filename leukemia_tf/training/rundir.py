@@ -9,14 +9,23 @@ Rules (README "The trainer owns its model_dir"):
   anything else in the directory is left alone.
 - Settings that do not change the model (`IGNORED`: where the dir is, logging, caching,
   backup frequency) may differ between a run and its resumption.
-- An unfinished run without a backup (killed before its first backup, or crashed after
-  training) starts over: its partial history, best weights and exports are replaced, so
-  no earlier attempt's weights can be exported as this run's.
-- A lock file `train.lock` (host, pid, start time) is created atomically; a second trainer
-  refuses while it exists. A lock is stale when it names this host and a pid that is no
-  longer running: it is then replaced, with a warning. Any other lock (another host, a
-  running pid, an unreadable file) is reported with the command to remove it by hand.
-  Under multi-worker training the chief takes the lock; other workers write nothing.
+- Raising `epochs`, and changing nothing else, extends a run, finished or not: training
+  continues from the last state in `backup/` up to the new count (see `EXTENDABLE`).
+- `backup/` holds the last training state from the first backup on and is kept after the
+  run finished (so it can be extended). Any interruption after the last epoch (export,
+  final scoring, a full disk) therefore resumes there: the next run with the same flags
+  restores the last epoch, trains nothing and finishes the export from `best/`.
+- An unfinished run without a backup (killed before its first backup) starts over: its
+  partial history, best weights and evaluations are replaced, so no earlier attempt's
+  weights can be exported as this run's. A dir that holds an exported model
+  (`model.keras`, `export/`) is never cleaned that way: it is refused, naming the file.
+- A state file that does not parse is never read as "absent" (which would license a
+  deletion): a torn `summary.json`, `config.json` or `history.csv` stops the run with one
+  line naming the file. A torn `best/state.json` is rebuilt from history.csv (the best
+  epoch's monitored value; the weights in best/ are that epoch's), or named when it cannot.
+- A lock file `train.lock` (`leukemia_tf/lock.py`, shared with the converter) keeps a
+  second trainer out. Under multi-worker training the chief takes the lock; other workers
+  write nothing.
 - `config.json` is written only after the config was validated and the model built.
 """
 from __future__ import annotations
@@ -24,13 +33,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import socket
-import time
-import uuid
+import math
 from typing import List, Optional
 
 from leukemia_tf import io
+from leukemia_tf import lock as lock_lib
 from leukemia_tf.config import Config
 from leukemia_tf.config import upgrade as config_upgrade
 from leukemia_tf.training.errors import RunDirError
@@ -47,8 +54,14 @@ BEST = "best"
 # --overwrite removes it too.
 OWNED = (CONFIG, "history.csv", SUMMARY, "model.keras", "preprocessing.json", BEST, BACKUP,
          "logs", "export", "eval")
-# Fresh start of an unfinished run that has no backup: everything but its config.
-PARTIAL = ("history.csv", SUMMARY, "model.keras", BEST, "logs", "export")
+# Fresh start of an unfinished run that has no backup: everything but its config (an
+# exported model stops it first: `_start_over`).
+PARTIAL = ("history.csv", SUMMARY, BEST, "logs", "eval")
+EXPORTED = ("model.keras", "export")
+# The one setting that may grow between a run and its continuation.
+EXTENDABLE = "train.epochs"
+HISTORY = "history.csv"
+MONITOR = "val_weighted_f1"
 IGNORED = {"train.model_dir", "train.verbose", "train.tensorboard", "train.overwrite",
            "train.backup_every_steps", "data.cache", "data.cache_budget_gb",
            "data.private_threadpool_size", "train.keras_progress", "train.jit_compile",
@@ -62,6 +75,7 @@ class State:
     status: str
     clean: tuple = ()               # owned names to delete before training
     summary: Optional[dict] = None  # summary.json of a finished run
+    extend: bool = False            # more epochs than config.json says
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -113,94 +127,97 @@ def inspect(cfg: Config) -> State:
                 "so it cannot be resumed: pass --overwrite to replace it or choose another "
                 "--model_dir")
         return State("new")
+    extend = _compare(path, cfg)
+    summary = read_summary(model_dir)
+    if summary is not None and summary.get("status") == "ok" and not extend:
+        return State("finished", summary=summary)
+    if not has_backup(model_dir):
+        if extend:
+            raise RunDirError(
+                f"{model_dir} kept no training state to continue from ({BACKUP}/ is "
+                f"missing): train with the {CONFIG} epochs, or --overwrite to train "
+                f"{cfg.train.epochs} epochs from the start")
+        return _start_over(model_dir, owned)
+    _check_history(model_dir)
+    best_state(model_dir)  # unreadable and not recoverable: named before anything runs
+    clean = (SUMMARY, "eval") if summary is not None else ()
+    return State("resume", clean=tuple(n for n in clean if n in owned), extend=extend)
+
+
+def _compare(path: str, cfg: Config) -> bool:
+    """Refuse other settings; True when only the epochs grew (an extension)."""
     try:
         old = io.read_json(path)
     except ValueError as e:
-        raise RunDirError(f"{path} is not valid JSON ({e}): pass --overwrite to start "
-                          "fresh or choose another --model_dir") from e
-    diffs = config_differences(config_upgrade(old), cfg.to_dict())
-    if diffs:
+        raise RunDirError(f"{e}: pass --overwrite to start fresh or choose another "
+                          "--model_dir") from None
+    if not isinstance(old, dict):
+        raise RunDirError(f"{path} is not a run configuration (a JSON object expected): "
+                          "pass --overwrite to start fresh or choose another --model_dir")
+    old = config_upgrade(old)
+    diffs = config_differences(old, cfg.to_dict())
+    if not diffs:
+        return False
+    before = _flatten(old).get(EXTENDABLE)
+    if (len(diffs) == 1 and diffs[0].startswith(EXTENDABLE + ":")
+            and isinstance(before, int) and cfg.train.epochs > before):
+        log.info("extending the run in %s from %d to %d epochs", cfg.train.model_dir,
+                 before, cfg.train.epochs)
+        return True
+    raise RunDirError(
+        f"{cfg.train.model_dir} holds a run with other settings ({'; '.join(diffs)}): "
+        "use the same flags to resume or reuse it (or only a larger --epochs to extend it), "
+        "--overwrite to replace it, or another --model_dir")
+
+
+def _start_over(model_dir: str, owned: tuple) -> State:
+    """An unfinished run without a backup: start again, unless a model was exported."""
+    exported = [n for n in EXPORTED if n in owned]
+    if exported:
         raise RunDirError(
-            f"{model_dir} holds a run with other settings ({'; '.join(diffs)}): use the "
-            "same flags to resume or reuse it, --overwrite to replace it, or another "
-            "--model_dir")
-    summary = read_summary(model_dir)
-    if summary is not None and summary.get("status") == "ok":
-        return State("finished", summary=summary)
-    if has_backup(model_dir):
-        return State("resume")
+            f"{io.join(model_dir, exported[0])} is an exported model, but the run has no "
+            f"{SUMMARY} and no {BACKUP}/ to finish from: keep it (evaluate and predict can "
+            "use it) and train in another --model_dir, or pass --overwrite to replace it")
     return State("resume", clean=tuple(n for n in PARTIAL if n in owned))
 
 
+def _check_history(model_dir: str) -> None:
+    path = io.join(model_dir, HISTORY)
+    if not io.exists(path):
+        return
+    try:
+        table = io.read_csv(path)
+        if len(table) and "epoch" not in table.columns:
+            raise ValueError("no epoch column")
+    except Exception as e:  # noqa: BLE001 - pandas raises many types for a garbled file
+        raise RunDirError(
+            f"{path} cannot be read ({' '.join(str(e).split())[:100]}): restore it, or "
+            f"delete it to resume from {BACKUP}/ without the earlier epochs' rows, or "
+            "--overwrite") from None
+
+
 def read_summary(model_dir: str) -> Optional[dict]:
+    """summary.json, None when absent; RunDirError naming it when it does not parse (a
+    torn summary says nothing about the run, and must not license a retrain)."""
     path = io.join(model_dir, SUMMARY)
     if not io.exists(path):
         return None
     try:
-        return io.read_json(path)
-    except ValueError:
-        return None  # a torn summary is not a finished run
+        value = io.read_json(path)
+    except ValueError as e:
+        raise RunDirError(
+            f"{e}: the run's weights are kept; delete it to finish the run again from "
+            f"{BACKUP}/ and {BEST}/ (no retraining), or --overwrite to train again") from None
+    if not isinstance(value, dict):
+        raise RunDirError(f"{path} is not a run summary: delete it to finish the run again")
+    return value
 
 
-class Lock:
-    """`<model_dir>/train.lock`: one trainer per model dir (see module docstring)."""
+class Lock(lock_lib.Lock):
+    """`<model_dir>/train.lock`: one trainer per model dir (`leukemia_tf/lock.py`)."""
 
     def __init__(self, model_dir: str):
-        self.path = io.join(model_dir, LOCK)
-        self.token = uuid.uuid4().hex
-        self.held = False
-
-    def acquire(self) -> None:
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        for _ in range(3):
-            if io.create_exclusive(self.path, json.dumps(info).encode()):
-                if self._holder().get("token") != self.token:  # lost a race (gs://)
-                    break
-                self.held = True
-                return
-            holder = self._holder()
-            if not _stale(holder):
-                break
-            log.warning("removing stale lock %s: pid %s on this host (%s) is not running",
-                        self.path, holder.get("pid"), holder.get("host"))
-            if self._holder() == holder:
-                io.remove(self.path)
-        holder = self._holder()
-        who = (f"host {holder.get('host')}, pid {holder.get('pid')}, since "
-               f"{holder.get('started')}") if holder else "unreadable lock"
-        raise RunDirError(
-            f"{io.dirname(self.path)} is in use by another trainer ({who}), lock file "
-            f"{self.path}: if no trainer runs there any more, delete that file and retry")
-
-    def _holder(self) -> dict:
-        try:
-            value = io.read_json(self.path)
-        except Exception:  # noqa: BLE001 - gone, torn or foreign: no holder we can name
-            return {}
-        return value if isinstance(value, dict) else {}
-
-    def release(self) -> None:
-        if self.held and self._holder().get("token") == self.token:
-            io.remove(self.path)
-        self.held = False
-
-
-def _stale(holder: dict) -> bool:
-    """Same host and a pid that is not running (a killed trainer)."""
-    if not holder or holder.get("host") != socket.gethostname():
-        return False
-    try:
-        pid = int(holder["pid"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+        super().__init__(model_dir, LOCK, "trainer", RunDirError)
 
 
 def take(cfg: Config, lock: Lock) -> State:
@@ -215,24 +232,111 @@ def take(cfg: Config, lock: Lock) -> State:
     state = inspect(cfg)  # again, under the lock: another run may have finished meanwhile
     if state.status == "finished":
         return state
+    why = ("--overwrite" if cfg.train.overwrite else
+           "the run is extended: they describe the shorter run" if state.extend else
+           "left by an attempt that has no backup to resume from")
     for name in state.clean:
         path = io.join(model_dir, name)
-        log.info("removing %s (%s)", path, "--overwrite" if cfg.train.overwrite else
-                 "left by an attempt that has no backup to resume from")
+        log.info("removing %s (%s)", path, why)
         if io.isdir(path):
             io.rmtree(path)
         else:
             io.remove(path)
+    _repair_best_state(model_dir)
+    remove_temporaries(model_dir)
     io.write_json(io.join(model_dir, CONFIG), cfg.to_dict())
     return state
 
 
+def remove_temporaries(model_dir: str) -> None:
+    """Remove what a failed checkpoint save leaves (TensorFlow writes `<prefix>_temp/`
+    and renames it; a full disk leaves it, often empty). Only while holding the lock."""
+    for folder in (io.join(model_dir, BEST), io.join(model_dir, BACKUP, "chief")):
+        if not io.isdir(folder):
+            continue
+        for name in io.listdir(folder):
+            if name.endswith("_temp") and io.isdir(io.join(folder, name)):
+                io.rmtree(io.join(folder, name))
+
+
+def _repair_best_state(model_dir: str) -> None:
+    """Write back a best/state.json that `best_state` had to rebuild from history.csv."""
+    path = io.join(model_dir, BEST, "state.json")
+    if not io.exists(path):
+        return
+    try:
+        io.read_json(path)
+    except ValueError:
+        io.write_json(path, best_state(model_dir))
+
+
 def best_state(model_dir: str) -> Optional[dict]:
-    """best/state.json ({best, epoch, monitor}) or None."""
+    """best/state.json ({best, epoch, monitor}) or None when there is none.
+
+    A torn file is rebuilt from history.csv: best/ holds the weights of the epoch with
+    the highest monitored value so far, which is that row. RunDirError naming the file
+    when neither can be read.
+    """
     path = io.join(model_dir, BEST, "state.json")
     if not io.exists(path):
         return None
     try:
-        return io.read_json(path)
-    except ValueError:
+        state = io.read_json(path)
+        if isinstance(state, dict) and {"best", "epoch", "monitor"} <= set(state):
+            return state
+        problem = "lacks best, epoch or monitor"
+    except ValueError as e:
+        problem = e.detail if hasattr(e, "detail") else str(e)
+    recovered = _best_from_history(model_dir)
+    if recovered is None:
+        raise RunDirError(
+            f"{path} cannot be read ({problem}) and {HISTORY} does not say which epoch is "
+            f"best: delete {io.join(model_dir, BEST)} to drop the best weights (training "
+            f"resumes from {BACKUP}/), or --overwrite")
+    log.warning("%s cannot be read (%s): best epoch %d (%s %.4f) taken from %s", path,
+                problem, recovered["epoch"], recovered["monitor"], recovered["best"], HISTORY)
+    return recovered
+
+
+def _best_from_history(model_dir: str) -> Optional[dict]:
+    try:
+        table = io.read_csv(io.join(model_dir, HISTORY))
+        values = table[MONITOR].astype(float)
+        finite = values[values.map(math.isfinite)]
+        row = table.loc[finite.idxmax()]
+        return {"best": float(row[MONITOR]), "epoch": int(row["epoch"]), "monitor": MONITOR}
+    except Exception:  # noqa: BLE001 - missing, empty or garbled: nothing to recover
         return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(text.splitlines()[0].split())[:160] if text.strip() else type(exc).__name__
+
+
+def unreadable_backup(backup_dir: str, exc: BaseException) -> BaseException:
+    """The error for a backup that cannot be restored (torn or garbled checkpoint)."""
+    from leukemia_tf.training.errors import lost_worker
+    if lost_worker(exc) is not None:
+        return exc
+    return RunDirError(
+        f"the backup {backup_dir} cannot be read ({_first_line(exc)}): best/ and history.csv "
+        f"are kept; delete {backup_dir} to train again from epoch 1 (a finished export then "
+        "needs --overwrite), or --overwrite")
+
+
+def load_best(model, model_dir: str) -> bool:
+    """Load best/weights into `model`; False when there are none. RunDirError naming the
+    files when they are torn or garbled."""
+    prefix = io.join(model_dir, BEST, "weights")
+    if best_state(model_dir) is None or not io.exists(prefix + ".index"):
+        return False
+    try:
+        model.load_weights(prefix)
+    except Exception as e:  # noqa: BLE001 - tf raises many types for a broken checkpoint
+        raise RunDirError(
+            f"the best weights {prefix} (.index, .data-*) cannot be read ({_first_line(e)}): "
+            f"the last state in {io.join(model_dir, BACKUP)} is kept; delete "
+            f"{io.join(model_dir, BEST)} to export the last epoch's weights instead, or "
+            "--overwrite") from None
+    return True

@@ -221,7 +221,8 @@ def test_export_round_trip_predictions_match(tmp_path):
     np.testing.assert_allclose(result["probability"].numpy(), expected, atol=1e-5)
 
     for source in (tmp_path, paths["keras"], paths["saved_model"]):
-        predictor = load_model(source, batch_size=2)    # batch 2: exercises splitting
+        # batch 2: exercises splitting; the SavedModel is ours, so trusted
+        predictor = load_model(source, batch_size=2, trust_saved_model=True)
         assert predictor.image_size == 32
         got = predictor(images)
         assert got.dtype == np.float32 and got.shape == (5,)
@@ -339,7 +340,8 @@ def test_model_inference_ignores_stain_augmentation_and_normalises(tmp_path):
     expected = plain(images, training=False).numpy().reshape(-1)
     export_model(jittered, str(tmp_path))
     for source in (str(tmp_path / "model.keras"), str(tmp_path / "export")):
-        np.testing.assert_allclose(load_model(source)(images), expected, atol=1e-5)
+        np.testing.assert_allclose(load_model(source, trust_saved_model=True)(images),
+                                   expected, atol=1e-5)
     # Pretrained backbones keep their own input scaling: no normalisation layer.
     backbone = build(tiny("resnet50", normalize="per_image"))
     assert not [layer.name for layer in backbone.layers if layer.name.startswith("normalize")]

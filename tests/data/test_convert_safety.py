@@ -1,0 +1,101 @@
+"""A records dir is touched only inside itself, and by one converter at a time."""
+import json
+import os
+import socket
+
+import pytest
+
+from leukemia_tf.data import convert
+from leukemia_tf.data import manifest as manifest_lib
+
+
+def _cfg(tree, out):
+    return convert.ConvertConfig(tree, str(out), num_shards=1, num_workers=1, progress=False)
+
+
+@pytest.fixture
+def converted(tiny_tree, tmp_path):
+    out = tmp_path / "rec"
+    convert.convert(_cfg(tiny_tree, out))
+    return tiny_tree, out
+
+
+def _edit_manifest(out, edit):
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+# ------------------------------------------------ paths from a manifest stay inside
+def test_crafted_manifest_cannot_delete_outside_the_output_dir(converted, tmp_path):
+    tree, out = converted
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.json").write_text("keep")
+
+    def craft(m):
+        m["shards"][0]["path"] = "../../victim/important"
+    _edit_manifest(out, craft)
+    with pytest.raises(convert.ConvertError, match=r"\.\./\.\./victim/important"):
+        convert.convert(_cfg(tree, out))
+    assert (victim / "important.json").read_text() == "keep"
+
+
+@pytest.mark.parametrize("path", ["../elsewhere/train-00000-of-00001.tfrecord",
+                                  "/etc/passwd", "sub/../../x.tfrecord"])
+def test_manifest_paths_outside_the_records_dir_are_refused(converted, path):
+    _, out = converted
+
+    def craft(m):
+        m["shards"][0]["path"] = path
+    _edit_manifest(out, craft)
+    with pytest.raises(manifest_lib.ManifestError, match=rf"shard entry 0.*{path}"):
+        manifest_lib.load(str(out))
+
+
+def test_a_shard_symlinked_outside_is_refused(converted, tmp_path):
+    _, out = converted
+    name = json.loads((out / "manifest.json").read_text())["shards"][0]["path"]
+    outside = tmp_path / "outside.tfrecord"
+    os.replace(out / name, outside)
+    os.symlink(outside, out / name)
+    with pytest.raises(manifest_lib.ManifestError, match=rf"{name}.*outside"):
+        manifest_lib.load(str(out))
+
+
+# ------------------------------------------------ one converter per output dir
+def test_second_converter_refuses_while_the_lock_is_held(converted):
+    tree, out = converted
+    before = (out / "manifest.json").read_bytes()
+    lock = {"host": socket.gethostname(), "pid": os.getpid(), "token": "other",
+            "started": "2026-01-01T00:00:00Z"}
+    (out / "convert.lock").write_text(json.dumps(lock))
+    with pytest.raises(convert.ConvertError,
+                       match=rf"in use by another converter .*pid {os.getpid()}.*convert\.lock"):
+        convert.convert(_cfg(tree, out))
+    assert (out / "manifest.json").read_bytes() == before
+    (out / "convert.lock").unlink()
+    convert.convert(_cfg(tree, out))
+    assert not (out / "convert.lock").exists()  # released when done
+
+
+# ------------------------------------------------ a huge PNG is refused before decoding
+def test_huge_png_is_refused_from_its_header(monkeypatch):
+    import numpy as np
+    from leukemia_tf.data import images
+    png = images.encode(np.zeros((30, 40, 3), np.uint8), "png")
+    assert images.decode(png).shape == (30, 40, 3)
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("pixels decoded")
+    from PIL import ImageFile
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(images.ImageError, match="40x30 pixels is above the 1,000-pixel limit"):
+        images.decode(png)
+
+
+def test_splits_with_shards_leaves_out_empty_splits():
+    manifest = {"splits": {"test": {"num_examples": 0}, "train": {"num_examples": 3}},
+                "shards": [{"split": "train"}]}
+    assert manifest_lib.splits_with_shards(manifest) == ["train"]
