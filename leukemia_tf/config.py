@@ -66,14 +66,15 @@ class ModelConfig:
     l2: float = 0.0                    # kernel L2 regularisation
     width: int = 32                    # base width of the project's own CNNs
     # Per-image normalisation after augmentation, training and inference alike; only the
-    # project's CNNs (seed_cnn, resnet_small): keras.applications backbones ignore it and
-    # keep the input scaling their pretrained weights expect.
+    # project's CNNs (seed_cnn, resnet_small): pretrained backbones (efficientnet_lite*,
+    # keras.applications) ignore it and keep the input scaling their weights expect.
     # none | per_image (each channel standardised over the cell's non-black pixels,
     # background 0) | channel_mean (each channel minus its mean over the cell's pixels).
     # per_image is the default: on real cells (patient-grouped CV, BUILD_NOTES) it raised
     # weighted F1 on both held-out groups; patients differ most in stain and exposure.
     normalize: str = "per_image"
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    freeze_backbone_bn: bool = False   # pretrained backbone's BatchNorm in inference mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,8 @@ class TrainConfig:
     deterministic: bool = False
     backup_every_steps: int = 100      # BackupAndRestore frequency (and at every epoch end)
     early_stopping_patience: int = 0   # 0 disables
+    freeze_backbone_epochs: int = 0    # first N epochs: pretrained backbone's lr x 0
+    backbone_lr_multiplier: float = 1.0  # pretrained backbone's lr / the head's, after them
     tensorboard: bool = True
     verbose: int = 2
     cpu_devices: int = 0               # >1: split the CPU into logical devices (tests, demos)
@@ -178,7 +181,28 @@ def default_preset(records_dir: str = "", model_dir: str = "") -> Config:
                   train=TrainConfig(model_dir=model_dir))
 
 
-PRESETS = {"default": default_preset, "seed_cnn": seed_cnn_preset}
+def pretrained_preset(records_dir: str = "", model_dir: str = "") -> Config:
+    """Fine-tune ImageNet EfficientNet-Lite0 (weights from the installed package, offline):
+    its own input scaling (no per-image normalisation), the backbone's BatchNorm frozen
+    in inference mode, 2 epochs of head-only warm-up (backbone learning rate x 0), then
+    the whole network with the backbone at 0.1 x the head's learning rate; AdamW 1e-3
+    with a 1-epoch warm-up and cosine decay, class weights, in-model augmentation.
+
+    Run: python -m leukemia_tf.train --preset=pretrained --records_dir=R --model_dir=M
+    (other flags override it, e.g. --image_size=128 or --model=efficientnet_lite2).
+    """
+    return Config(
+        data=DataConfig(records_dir=records_dir, image_size=224),
+        model=ModelConfig(name="efficientnet_lite0", image_size=224, weights="imagenet",
+                          normalize="none", dropout=0.2, freeze_backbone_bn=True),
+        train=TrainConfig(model_dir=model_dir, epochs=20, learning_rate=1e-3,
+                          warmup_epochs=1.0, freeze_backbone_epochs=2,
+                          backbone_lr_multiplier=0.1),
+    )
+
+
+PRESETS = {"default": default_preset, "seed_cnn": seed_cnn_preset,
+           "pretrained": pretrained_preset}
 
 
 def optional_int(text: Optional[str]) -> Optional[int]:

@@ -37,12 +37,15 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     d.enum("class_balance", _D.class_balance, ["weights", "resample", "none"],
            "Class imbalance handling (~2.15:1 ALL:hem).")
     # model
-    d.string("model", _M.name, "seed_cnn | resnet_small | efficientnetv2_b0 | resnet50.")
+    d.string("model", _M.name, "seed_cnn | resnet_small | efficientnet_lite0/1/2 | "
+             "efficientnetv2_b0 | resnet50.")
     d.string("weights", _M.weights, "none | imagenet | <path to weights>.")
     d.float("dropout", _M.dropout, "Dropout before the classifier.")
     d.float("l1", _M.l1, "Kernel L1 regularisation.")
     d.float("l2", _M.l2, "Kernel L2 regularisation.")
     d.integer("width", _M.width, "Base width of the project's CNNs.")
+    d.bool("freeze_backbone_bn", _M.freeze_backbone_bn, "Pretrained backbone's BatchNorm in "
+           "inference mode.")
     d.bool("augment", _A.enabled, "In-model augmentation (training only).")
     d.float("rotate_degrees", _A.rotate_degrees, "Random rotation range.")
     d.float("zoom", _A.zoom, "Random zoom fraction (0 = off).")
@@ -78,6 +81,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     d.integer("backup_every_steps", _T.backup_every_steps,
               "Preemption backup frequency in steps (also every epoch end).")
     d.integer("early_stopping_patience", 0, "Epochs without val weighted F1 gain.")
+    d.integer("freeze_backbone_epochs", 0, "Epochs training the head only (backbone lr 0).")
+    d.float("backbone_lr_multiplier", 1.0, "Backbone learning rate / the head's, after them.")
     d.bool("tensorboard", True, "Write TensorBoard logs.")
     d.integer("verbose", 2, "Keras fit verbosity.")
     d.integer("cpu_devices", 0, "Split the CPU into N logical devices (testing "
@@ -104,13 +109,14 @@ def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.Config:
             "seed": fv.seed, "cv_assignment": fv.cv_assignment, "cv_fold": fv.cv_fold}
     model = {"name": fv.model, "image_size": fv.image_size, "weights": fv.weights,
              "dropout": fv.dropout, "l1": fv.l1, "l2": fv.l2, "width": fv.width,
-             "normalize": fv.normalize}
+             "normalize": fv.normalize, "freeze_backbone_bn": fv.freeze_backbone_bn}
     train = {k: getattr(fv, k) for k in (
         "epochs", "batch_size", "steps_per_epoch", "learning_rate", "schedule",
         "warmup_epochs", "optimizer", "weight_decay", "loss", "focal_gamma",
         "label_smoothing", "strategy", "mixed_precision", "jit_compile", "seed",
         "deterministic", "backup_every_steps", "early_stopping_patience", "tensorboard",
-        "verbose", "cpu_devices", "overwrite")}
+        "verbose", "cpu_devices", "overwrite", "freeze_backbone_epochs",
+        "backbone_lr_multiplier")}
     train["model_dir"] = fv.model_dir or ""
     flag_of = {"name": "model"}
     pick = lambda section: {k: v for k, v in section.items()  # noqa: E731

@@ -211,7 +211,7 @@ def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
     from leukemia_tf.model import registry as models
     with strategy.scope():
         model = models.build_model(cfg.model)
-        model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
+        model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision, model),
                       loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
                       jit_compile=cfg.train.jit_compile, steps_per_execution=1)
     return model
