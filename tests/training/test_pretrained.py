@@ -146,6 +146,25 @@ def test_preset_is_the_documented_recipe():
     assert "--preset=pretrained" in C.PRESETS["pretrained"].__doc__
 
 
+def test_preset_from_the_command_line_keeps_its_values_unless_overridden():
+    from absl import flags
+    from leukemia_tf.cli import train as train_cli
+
+    def parse(*args):
+        fv = flags.FlagValues()
+        train_cli.define_flags(fv)
+        fv(["leukemia-train", "--records_dir=R", "--model_dir=M", *args])
+        return train_cli.config_from_flags(fv)
+    assert parse("--preset=pretrained") == C.PRESETS["pretrained"]("R", "M")
+    cfg = parse("--preset=pretrained", "--image_size=128", "--model=efficientnet_lite2",
+                "--backbone_lr_multiplier=0.3")
+    assert (cfg.model.name, cfg.model.image_size, cfg.data.image_size) == (
+        "efficientnet_lite2", 128, 128)
+    assert cfg.train.backbone_lr_multiplier == 0.3 and cfg.train.freeze_backbone_epochs == 2
+    assert cfg.model.freeze_backbone_bn and cfg.model.weights == "imagenet"
+    assert C.from_dict(cfg.to_dict()) == cfg
+
+
 def test_preset_head_only_epoch_under_mirrored_bfloat16(records_dir, tmp_path, imagenet):
     """One head-only epoch on two replicas in mixed_bfloat16: the exported backbone is
     the checkpoint exactly (convolutions and the frozen BatchNorm), the head trained."""
