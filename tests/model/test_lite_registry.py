@@ -137,6 +137,7 @@ def test_missing_weight_package_is_one_line_naming_pip_package_and_extra(
     assert requirement in message
 
 
+@pytest.mark.slow
 def test_exported_lite0_loads_in_a_fresh_python_safe_mode(lite0_imagenet, tmp_path):
     """model.keras of efficientnet_lite0 is stock tf_keras layers: a Python that never
     imports leukemia_tf loads it with safe_mode=True and predicts the same."""

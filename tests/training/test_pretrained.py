@@ -165,6 +165,7 @@ def test_preset_from_the_command_line_keeps_its_values_unless_overridden():
     assert C.from_dict(cfg.to_dict()) == cfg
 
 
+@pytest.mark.slow
 def test_preset_head_only_epoch_under_mirrored_bfloat16(records_dir, tmp_path, imagenet):
     """One head-only epoch on two replicas in mixed_bfloat16: the exported backbone is
     the checkpoint exactly (convolutions and the frozen BatchNorm), the head trained."""
@@ -193,6 +194,7 @@ def _offline(cmd):
     return ["unshare", "-n", *cmd]
 
 
+@pytest.mark.slow
 def test_lite0_imagenet_trains_offline_and_lr0_exports_the_checkpoint(records_dir, tmp_path,
                                                                       imagenet):
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -252,6 +254,7 @@ def _run_until(cmd, env, predicate, what):
     assert proc.returncode == -signal.SIGKILL, "the trainer ended before it was killed"
 
 
+@pytest.mark.slow
 def test_preset_resumes_after_kills_on_both_sides_of_the_head_only_phase(
         records_dir, tmp_path, imagenet):
     """2 head-only epochs of 6 updates, then fine-tuning. Killed in epoch 2, resumed,
