@@ -126,6 +126,29 @@ def test_head_only_phase_then_fine_tuning_survives_a_checkpoint_restore(tmp_path
     np.testing.assert_allclose(backbone.numpy() - b0, 0.1 * (head.numpy() - h0), rtol=0.05)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_keras_fit_freezes_then_scales_the_nested_backbone(jit_compile):
+    """Through model.fit (and an XLA-compiled train step): the nested model is the
+    backbone; update 1 leaves it exactly as it was, update 2 moves it."""
+    inner_in = keras.Input((4,))
+    inner = keras.Model(inner_in, keras.layers.Dense(3, name="features")(inner_in))
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="logit")(inner(inputs)))
+    backbone = models.backbone_variables(model)
+    assert len(backbone) == 2
+    model.compile(optimizer=BackboneAdam(1e-2, backbone, 0.1, freeze_steps=1),
+                  loss="mse", jit_compile=jit_compile)
+    x, y = np.ones((4, 4), np.float32), np.zeros((4, 1), np.float32)
+    before = [v.numpy() for v in backbone]
+    head = model.get_layer("logit").kernel.numpy()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for v, b in zip(backbone, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert not np.array_equal(model.get_layer("logit").kernel.numpy(), head)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert not np.array_equal(backbone[0].numpy(), before[0])
+
+
 def test_multiplier_on_a_model_without_backbone_is_refused(records_dir, tmp_path):
     cfg = C.replace(_pretrained(records_dir, tmp_path / "m"),
                     model={"name": "resnet_small", "weights": "none",
