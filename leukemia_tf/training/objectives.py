@@ -142,9 +142,9 @@ def _scaled_backbone(cfg: Config, model) -> list:
         raise ValueError("freeze_backbone_epochs and backbone_lr_multiplier must be >= 0")
     if t.freeze_backbone_epochs == 0 and t.backbone_lr_multiplier == 1.0:
         return []
-    from leukemia_tf.model import registry
     if model is None:
         return []
+    from leukemia_tf.model import registry
     backbone = registry.backbone_variables(model)
     if not backbone:
         raise ValueError(f"--freeze_backbone_epochs/--backbone_lr_multiplier need a model "
