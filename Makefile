@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@echo "download the first time, ~1.5 GB installed; 1-5 minutes). Later runs skip this."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	@$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev,pretrained]'
 	@$(BIN)/python -c 'import tensorflow as tf, tf_keras; print("installed: TensorFlow", tf.__version__, "tf_keras", tf_keras.__version__)' 2>/dev/null
 	@touch $(STAMP)
 

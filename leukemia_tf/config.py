@@ -100,14 +100,15 @@ class ModelConfig:
     l2: float = _field(0.0, minimum=0)  # kernel L2 regularisation
     width: int = _field(32, minimum=1)  # base width of the project's own CNNs
     # Per-image normalisation after augmentation, training and inference alike; only the
-    # project's CNNs (seed_cnn, resnet_small): keras.applications backbones ignore it and
-    # keep the input scaling their pretrained weights expect.
+    # project's CNNs (seed_cnn, resnet_small): pretrained backbones (efficientnet_lite*,
+    # keras.applications) ignore it and keep the input scaling their weights expect.
     # none | per_image (each channel standardised over the cell's non-black pixels,
     # background 0) | channel_mean (each channel minus its mean over the cell's pixels).
     # per_image is the default: on real cells (patient-grouped CV, BUILD_NOTES) it raised
     # weighted F1 on both held-out groups; patients differ most in stain and exposure.
     normalize: str = _field("per_image", choices=("none", "per_image", "channel_mean"))
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    freeze_backbone_bn: bool = False   # pretrained backbone's BatchNorm in inference mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +138,8 @@ class TrainConfig:
     intra_op_threads: int = _field(0, minimum=0)
     backup_every_steps: int = _field(100, minimum=0)  # BackupAndRestore (and every epoch)
     early_stopping_patience: int = _field(0, minimum=0)  # 0 disables
+    freeze_backbone_epochs: int = _field(0, minimum=0)  # first N epochs: backbone lr x 0
+    backbone_lr_multiplier: float = _field(1.0, minimum=0)  # backbone lr / head's, after
     tensorboard: bool = True
     verbose: int = _field(2, minimum=0)  # Keras fit display: 0 none, 1 bar, 2 a line an epoch
     keras_progress: bool = False       # Keras' own fit output (at `verbose`) instead of ours
@@ -361,6 +364,26 @@ def seed_cnn_preset() -> Config:
                           augment=AugmentConfig(enabled=False)),
         train=TrainConfig(optimizer="adam", schedule="constant", warmup_epochs=0.0,
                           epochs=20, batch_size=32),
+    )
+
+
+@register_preset("pretrained")
+def pretrained_preset() -> Config:
+    """Fine-tune ImageNet EfficientNet-Lite0 (weights from the installed package, offline):
+    its own input scaling (no per-image normalisation), the backbone's BatchNorm frozen
+    in inference mode, 2 epochs of head-only warm-up (backbone learning rate x 0), then
+    the whole network with the backbone at 0.1 x the head's learning rate; AdamW 1e-3
+    with a 1-epoch warm-up and cosine decay, class weights, in-model augmentation.
+
+    Run: leukemia-train --preset=pretrained --records_dir=R --model_dir=M
+    (other flags override it, e.g. --image_size=128 or --model=efficientnet_lite2).
+    """
+    return Config(
+        data=DataConfig(image_size=224),
+        model=ModelConfig(name="efficientnet_lite0", weights="imagenet",
+                          normalize="none", dropout=0.2, freeze_backbone_bn=True),
+        train=TrainConfig(epochs=20, learning_rate=1e-3, warmup_epochs=1.0,
+                          freeze_backbone_epochs=2, backbone_lr_multiplier=0.1),
     )
 
 

@@ -58,6 +58,8 @@ ALIASES = {
                        "(slower).", "data"),
     # model
     "model": A("model.name", "Network.", "model", choices=model_names.NAMES),
+    "freeze_backbone_bn": A("model.freeze_backbone_bn", "Pretrained backbone's BatchNorm in "
+                            "inference mode (ImageNet statistics kept).", "model"),
     "weights": A("model.weights", "none | imagenet | <path to weights>.", "model"),
     "dropout": A("model.dropout", "Dropout before the classifier.", "model"),
     "l1": A("model.l1", "Kernel L1 regularisation.", "model"),
@@ -87,6 +89,12 @@ ALIASES = {
     "weight_decay": A("train.weight_decay", "AdamW weight decay.", "optimisation"),
     "loss": A("train.loss", "Loss.", "optimisation"),
     "focal_gamma": A("train.focal_gamma", "Focal loss gamma.", "optimisation"),
+    "freeze_backbone_epochs": A("train.freeze_backbone_epochs", "First N epochs train the "
+                                "head only (pretrained backbone's learning rate x 0).",
+                                "optimisation"),
+    "backbone_lr_multiplier": A("train.backbone_lr_multiplier", "Pretrained backbone's "
+                                "learning rate / the head's, after the frozen epochs.",
+                                "optimisation"),
     "label_smoothing": A("train.label_smoothing", "Label smoothing.", "optimisation"),
     "early_stopping_patience": A("train.early_stopping_patience",
                                  "Epochs without val weighted F1 gain (0 = off).",

