@@ -24,6 +24,8 @@ import tensorflow as tf
 from leukemia_tf import config as C
 from leukemia_tf import io
 from leukemia_tf.data import cnmc, convert, images, pipeline, preprocess, records
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data.pipeline import parser, reader
 
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -105,12 +107,6 @@ def time_batches(it, warmup: int, min_batches: int, min_seconds: float,
     return {"images_per_sec": n / seconds, "images": n, "batches": b, "seconds": seconds}
 
 
-def _run_config(records_dir: str, image_size: int, batch_size: int) -> C.Config:
-    return C.Config(data=C.DataConfig(records_dir=records_dir, image_size=image_size),
-                    model=C.ModelConfig(image_size=image_size),
-                    train=C.TrainConfig(batch_size=batch_size))
-
-
 # ------------------------------------------------------------------ input
 
 
@@ -149,9 +145,9 @@ def seed_numpy_rate(paths: Sequence[str], image_size: int) -> dict:
 
 
 def _encoded_training_images(records_dir: str) -> Tuple[List[bytes], dict]:
-    manifest = pipeline.load(records_dir)
+    manifest = manifest_lib.load(records_dir)
     files = [s["full_path"] for s in
-             pipeline.shards_for(manifest, records_dir, pipeline.Selection("train"))]
+             manifest_lib.shards_for(manifest, records_dir, manifest_lib.Selection("train"))]
     encoded = []
     for batch in tf.data.TFRecordDataset(files).batch(256):
         encoded += list(records.parse_batch(batch)["image/encoded"].numpy())
@@ -190,7 +186,7 @@ def ceiling_rates(records_dir: str, image_size: int, batch: int, min_batches: in
     `preprocess`, as the converter's --image_size does) for comparison."""
     encoded, manifest = _encoded_training_images(records_dir)
     fmt, stored = manifest["settings"]["encoding"], int(manifest["settings"]["stored_size"] or 0)
-    spec = pipeline.records_spec(manifest, image_size)
+    spec = parser.records_spec(manifest, image_size)
     out = decode_rate(encoded, fmt, stored, spec, batch, min_batches, min_seconds)
     out["by_encoding"] = {}
     if extra:
@@ -225,13 +221,14 @@ def train_rates(records_dir: str, model_name: str, precision: str, image_size: i
             model=C.ModelConfig(name=model_name, image_size=image_size,
                                 augment=C.AugmentConfig(enabled=augment)),
             train=C.TrainConfig(batch_size=batch, mixed_precision=precision))
-        manifest = pipeline.load(records_dir)
-        sel = pipeline.Selection("train")
-        n = pipeline.count_examples(manifest, sel)
-        plan = pipeline.cache_plan(cfg.data, [("train", n)])
-        weights = pipeline.class_weights(pipeline.label_counts(manifest, records_dir, sel))
-        real = pipeline.make_dataset(cfg, sel, True, manifest=manifest,
-                                     cache=plan["train"][0], batch_size=batch, weights=weights)
+        manifest = manifest_lib.load(records_dir)
+        sel = manifest_lib.Selection("train")
+        n = manifest_lib.count_examples(manifest, sel)
+        plan = reader.cache_plan(cfg.data, [("train", n)])
+        counts = manifest_lib.label_counts(manifest, records_dir, sel)
+        weights = training.objectives.class_weights(counts)
+        real = pipeline.make_dataset(cfg.data, sel, training=True, batch_size=batch,
+                                     manifest=manifest, cache=plan["train"][0], weights=weights)
         rng = np.random.default_rng(0)
         k = 4 * batch
         fake = tf.data.Dataset.from_tensor_slices((

@@ -22,9 +22,9 @@ import pandas as pd
 import tensorflow as tf
 
 from leukemia_tf import io
-from leukemia_tf.evaluation import scoring
-from leukemia_tf.data import cnmc, images, pipeline, preprocess
-from leukemia_tf.data import manifest as manifest_file
+from leukemia_tf.data import cnmc, images, preprocess
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.evaluation import ensemble, evaluate, scoring
 
 COLUMNS = ("file", "probability", "label", "path")
 _SPLIT_FOLDERS = {"train": "training_data/", "validation": "validation_data/",
@@ -85,12 +85,11 @@ def predict_files(predictor, files: Sequence[str], tta: str, batch_size: int
 
 def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_size: int
                      ) -> Tuple[pd.DataFrame, list]:
-    from leukemia_tf.evaluation import evaluate as evaluation
-    manifest = pipeline.load(records_dir)
+    manifest = manifest_lib.load(records_dir)
     preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
-    sel = pipeline.Selection(split) if split in ("test", "validation") else \
-        pipeline.parse_val_split(split)
-    scores = evaluation.score_selection(predictor, records_dir, manifest, sel, tta, batch_size)
+    sel = manifest_lib.Selection(split) if split in ("test", "validation") else \
+        manifest_lib.parse_val_split(split)
+    scores = evaluate.score_selection(predictor, records_dir, manifest, sel, tta, batch_size)
     table = pd.DataFrame({"file": scores["source_path"].map(io.basename),
                           "probability": scores["probability"],
                           "path": scores["source_path"]})
@@ -112,10 +111,9 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
       inputs: one records dir (has manifest.json), or image files and folders.
       split: the records' split to predict (test, validation, fold<k>).
     """
-    from leukemia_tf.evaluation import ensemble
     predictor = ensemble.load(model_path, batch_size=batch_size)
     inputs = list(inputs)
-    if len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST)):
+    if len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_lib.MANIFEST)):
         table, errors = _predict_records(predictor, inputs[0], split, tta, batch_size)
     else:
         files = list_images(inputs)

@@ -15,6 +15,11 @@ import tf_keras as keras
 
 from leukemia_tf import io
 from leukemia_tf.config import Config
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data import pipeline
+from leukemia_tf.data.pipeline import parser, reader
+from leukemia_tf.evaluation import metrics, scoring
+from leukemia_tf.model import export, registry
 from leukemia_tf.training import callbacks as cb
 from leukemia_tf.training import distribution as dist
 from leukemia_tf.training import inputs as inputs_lib
@@ -96,15 +101,16 @@ def _nan_message(cfg: Config, nan_at) -> str:
             "or a new --model_dir.")
 
 
-def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
-    from leukemia_tf.data import pipeline
+def _fit(cfg, model, data, steps, weights, plan, chief):
+    batch = cfg.train.batch_size
 
     def train_fn(input_context):
-        return pipeline.make_dataset(cfg, data.train_sel, True, manifest=data.manifest,
+        return pipeline.make_dataset(cfg.data, data.train_sel, training=True,
+                                     batch_size=batch, manifest=data.manifest,
                                      cache=plan["train"][0], input_context=input_context,
                                      weights=weights)
-    val_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
-                                   cache=plan["validation"][0])
+    val_ds = pipeline.make_dataset(cfg.data, data.val_sel, training=False, batch_size=batch,
+                                   manifest=data.manifest, cache=plan["validation"][0])
     callbacks, guard, progress = make_callbacks(cfg, chief)
     try:
         history = model.fit(keras.utils.experimental.DatasetCreator(train_fn),
@@ -113,7 +119,7 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
                             verbose=cfg.train.verbose if chief else 0)
     except tf.errors.DataLossError as e:
         shards = [s for sel in (data.train_sel, data.val_sel)
-                  for s in pipeline.shards_for(data.manifest, cfg.data.records_dir, sel)]
+                  for s in manifest_lib.shards_for(data.manifest, cfg.data.records_dir, sel)]
         named = inputs_lib.corrupt_shard_error(cfg.data.records_dir, shards, e)
         if named is None:
             raise
@@ -126,8 +132,6 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
 def _export(cfg, strategy, model, chief, manifest):
     """Load the best weights (if any), refuse non-finite ones, export (chief) with the
     records' preprocessing spec (canvas, size, resize method)."""
-    from leukemia_tf.model import export, registry as models
-    from leukemia_tf.data import pipeline
     md = cfg.train.model_dir
     if dist.is_multi_worker(strategy):
         dist.barrier(strategy)  # the chief's best checkpoint is complete before anyone reads it
@@ -140,11 +144,11 @@ def _export(cfg, strategy, model, chief, manifest):
     # The exported copy is a plain single-device model: a SavedModel cannot hold functions
     # over distributed variables, and scoring it needs no other replica or worker. Reading
     # the weights is collective under multi-worker, so every worker takes part.
-    plain = models.build_model(cfg.model)
+    plain = registry.build_model(cfg.model)
     plain.set_weights(model.get_weights())
     if chief:
         log.info("exporting the best weights to %s (model.keras, export/)", md)
-        export.export_model(plain, md, pipeline.records_spec(manifest, cfg.data.image_size))
+        export.export_model(plain, md, parser.records_spec(manifest, cfg.data.image_size))
     return plain
 
 
@@ -185,7 +189,7 @@ def run(cfg: Config) -> dict:
         state = _claim(cfg, strategy, chief, lock)
         if state.status == "finished":  # finished by another trainer while we started
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
-        history, progress = _fit(cfg, strategy, model, data, steps, weights, plan, chief)
+        history, progress = _fit(cfg, model, data, steps, weights, plan, chief)
         plain = _export(cfg, strategy, model, chief, data.manifest)
         summary = {"status": "ok", "model": cfg.model.name,
                    "strategy": dist.strategy_name(strategy),
@@ -208,9 +212,8 @@ def run(cfg: Config) -> dict:
 
 
 def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
-    from leukemia_tf.model import registry as models
     with strategy.scope():
-        model = models.build_model(cfg.model)
+        model = registry.build_model(cfg.model)
         model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
                       loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
                       jit_compile=cfg.train.jit_compile, steps_per_execution=1)
@@ -229,9 +232,8 @@ def _progress_summary(progress: cb.Progress, model_dir: str) -> dict:
 
 
 def _cache_plan(cfg: Config, data) -> dict:
-    from leukemia_tf.data import pipeline
-    plan = pipeline.cache_plan(cfg.data, [("train", data.num_train),
-                                          ("validation", data.num_val)])
+    plan = reader.cache_plan(cfg.data, [("train", data.num_train),
+                                        ("validation", data.num_val)])
     for name, (mode, why) in plan.items():
         log.info("cache for %s: %s (%s)", name, mode, why)
     if plan.get("train", ("none",))[0] != "none":
@@ -242,10 +244,9 @@ def _cache_plan(cfg: Config, data) -> dict:
 
 def _score(cfg: Config, data, plain, summary: dict) -> None:
     """Exact validation metrics of the exported weights (sklearn ROC AUC: `roc_auc`)."""
-    from leukemia_tf.evaluation import metrics, scoring
-    from leukemia_tf.data import pipeline
     predict_fn = scoring.keras_predict_fn(plain)
-    eval_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
+    eval_ds = pipeline.make_dataset(cfg.data, data.val_sel, training=False,
+                                    batch_size=cfg.train.batch_size, manifest=data.manifest,
                                     with_metadata=True)
     scores = scoring.score_dataset(predict_fn, eval_ds)
     summary["validation"] = metrics.classification_metrics(scores["label"],

@@ -6,6 +6,8 @@ import pytest
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf.evaluation import ensemble, scoring
 from leukemia_tf.config import AugmentConfig, ModelConfig
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data.pipeline import parser
 from leukemia_tf.model.export import Predictor, export_model, load_model
 from leukemia_tf.model.registry import build_model
 
@@ -76,8 +78,7 @@ def test_evaluate_and_predict_take_several_model_dirs(records_dir, tmp_path):
     """`--model_dir=a,b`: predict writes the members' mean; evaluate scores that mean,
     lists the members, and needs --out_dir (an ensemble has no run dir of its own)."""
     from leukemia_tf.evaluation import evaluate as evaluation, predict as prediction
-    from leukemia_tf.data import pipeline
-    spec = pipeline.records_spec(pipeline.load(records_dir), 48)
+    spec = parser.records_spec(manifest_lib.load(records_dir), 48)
     dirs = []
     for i in range(2):
         model = build_model(ModelConfig(image_size=48, width=4, dropout=0.0,

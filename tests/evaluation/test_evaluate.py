@@ -12,7 +12,8 @@ from leukemia_tf.crossval import run as crossval
 from leukemia_tf.evaluation import evaluate as evaluation, predict as prediction, scoring
 from leukemia_tf.model import export
 from leukemia_tf import training
-from leukemia_tf.data import images, pipeline
+from leukemia_tf.data import images
+from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import REPO, build_tree, tiny_config
 from tests.helpers import check_links
 
@@ -182,24 +183,6 @@ def test_evaluate_a_model_under_ram(model_dir, records_dir, tmp_path, monkeypatc
     assert not any("ram:" in d for d, _, _ in os.walk(os.path.dirname(model_dir)))
 
 
-def test_scoring_progress_lines_and_summary():
-    import io as pyio
-    import tensorflow as tf
-    n = 5
-    ds = tf.data.Dataset.from_tensor_slices({
-        "image": np.zeros((n, 4, 4, 3), np.uint8), "label": np.arange(n) % 2,
-        "source_path": [f"{i}.bmp" for i in range(n)], "patient_id": ["p"] * n}).batch(2)
-    stream = pyio.StringIO()
-    scores = scoring.score_dataset(lambda x: np.full(len(x), 0.25, np.float32), ds,
-                                   progress=True, total_batches=3, desc="score v", every=2,
-                                   stream=stream)
-    assert len(scores) == n
-    lines = stream.getvalue().splitlines()
-    assert lines[0] == "score v: batch 2/3, 4 images"
-    assert lines[-1].startswith("score v: scored 5 images in 3 batches, ")
-    assert len(lines) == 2
-
-
 def test_predict_folder_with_a_corrupt_file(model_dir, tmp_path):
     tree = build_tree(str(tmp_path / "d"), per_class_per_fold=1, n_val=1, n_test=11)
     folder = os.path.join(tree, "testing_data", "C-NMC_test_final_phase_data")
@@ -219,7 +202,7 @@ def test_predict_records_matches_files(model_dir, records_dir, tmp_path):
     from the tree (600x600, preprocessed by predict) get the same probabilities."""
     from_records, errors = prediction.predict(model_dir, [records_dir])
     assert errors == [] and list(from_records.file) == ["1.bmp", "2.bmp", "3.bmp"]
-    tree = pipeline.load(records_dir)["source_root"]
+    tree = manifest_lib.load(records_dir)["source_root"]
     folder = os.path.join(tree, "testing_data", "C-NMC_test_final_phase_data")
     from_files, errors = prediction.predict(model_dir, [folder])
     assert errors == [] and list(from_files.file) == ["1.bmp", "2.bmp", "3.bmp"]
@@ -295,13 +278,7 @@ def test_crossval_two_folds_and_validation(records_dir, tmp_path, monkeypatch):
     check_links(result["md"])
 
 
-def test_leaked_groups():
-    manifest = {"duplicate_groups": [
-        {"splits": ["train"], "folds": [0, 2]}, {"splits": ["train"], "folds": [1, 1]},
-        {"splits": ["train", "validation"], "folds": [1]}]}
-    assert crossval.leaked_groups(manifest, (0, 1), "fold2") == 1
-    assert crossval.leaked_groups(manifest, (0, 2), "fold1") == 0
-    assert crossval.leaked_groups(manifest, (1,), "validation") == 1
+def test_crossval_plan():
     assert crossval.plan((0, 1, 2))[-1] == {"train_folds": (0, 1, 2), "val_split": "validation",
                                             "name": "validation", "fold": None, "data": {},
                                             "protocol": "all folds -> validation"}
