@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +179,3 @@ def default_preset(records_dir: str = "", model_dir: str = "") -> Config:
 
 
 PRESETS = {"default": default_preset, "seed_cnn": seed_cnn_preset}
-
-
-def optional_int(text: Optional[str]) -> Optional[int]:
-    return None if text in (None, "", "none") else int(text)

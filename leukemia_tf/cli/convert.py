@@ -9,6 +9,7 @@ import sys
 from absl import flags
 
 from leukemia_tf.data import cnmc, convert
+from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -86,7 +87,7 @@ def _run() -> int:
         num_workers=FLAGS.num_workers, seed=FLAGS.seed, on_error=FLAGS.on_error,
         progress=FLAGS.progress)
     manifest = convert.convert(cfg)
-    print(convert.summarize(manifest))
+    print(manifest_lib.summarize(manifest))
     if FLAGS.verify:
         report = convert.verify(FLAGS.output_dir)
         print(f"verified {report['shards']} shards, {report['examples']} examples")

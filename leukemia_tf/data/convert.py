@@ -31,13 +31,10 @@ import pandas as pd
 from leukemia_tf import io
 from leukemia_tf.data import cnmc, images, output_dir, streaming
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.data.manifest import EXAMPLES, MANIFEST, PROGRESS_DIR  # noqa: F401
+from leukemia_tf.data.manifest import PROGRESS_DIR
 from leukemia_tf.progress import Progress
 
 ConvertError = manifest_lib.ManifestError  # one error type for records dirs and conversions
-file_sha256 = streaming.file_sha256
-load_manifest = manifest_lib.load
-summarize = manifest_lib.summarize
 # Bump when the same input and settings would give other stored bytes (e.g. another
 # resize): progress records of an older layout are then not reused.
 LAYOUT_VERSION = 3  # 3: records hold decoded originals or preprocess.py output
@@ -66,8 +63,9 @@ class ConvertConfig:
         """The settings that change the bytes written (part of the reuse key)."""
         keys = ("encoding", "jpeg_quality", "png_compression", "canvas_size", "image_size",
                 "seed", "on_error")
-        # "pixels": what a record holds. v2 stores decoded images at their own size (or
-        # pre-resized by data/preprocess.py); v1 records held a numpy-made canvas.
+        # "pixels": what a record holds. "v2": decoded images at their own size (or
+        # pre-resized by data/preprocess.py). Records of the earlier layout held a canvas
+        # made in numpy, which differs from serving's, so they must never be reused.
         return {**{k: getattr(self, k) for k in keys}, "pixels": "v2"}
 
     def validate(self) -> None:
@@ -401,7 +399,7 @@ def verify(records_dir: str) -> dict:
     """
     import tensorflow as tf
     from leukemia_tf.data import records
-    manifest = load_manifest(records_dir)
+    manifest = manifest_lib.load(records_dir)
     problems, counted = [], {}
     for shard in manifest["shards"]:
         path = io.join(records_dir, shard["path"])

@@ -210,8 +210,3 @@ def build_model(cfg: ModelConfig) -> keras.Model:
             path = io.join(path, "model.keras")
         model.load_weights(path)
     return model
-
-
-def count_params(model: keras.Model) -> int:
-    """Total number of weights (trainable and not) in `model`."""
-    return int(model.count_params())
