@@ -128,9 +128,7 @@ def run(base: config_lib.Config, model_names: Sequence[str], out_dir: str,
             model={"name": name}, train={"model_dir": io.join(out_dir, name, r["name"])})
         leaks = 0 if cv == "patients" else duplicates.leaked_groups(
             manifest, r["train_folds"], r["val_split"])
-        if leaks:
-            msg = (f"{leaks} groups of byte-identical images are both in training folds "
-                   f"{list(r['train_folds'])} and in {r['val_split']}")
+        for msg in duplicates.leak_warnings(leaks, r["train_folds"], r["val_split"]):
             log.warning(msg)
             warnings.append(msg)
         t0 = time.time()

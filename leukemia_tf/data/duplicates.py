@@ -7,7 +7,7 @@ another in the held-out set? Each such group is an image the model has already s
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Set, Tuple, Union
+from typing import List, Optional, Sequence, Set, Tuple, Union
 
 from leukemia_tf.data.manifest import Selection
 
@@ -30,6 +30,22 @@ def leaked_groups(manifest: dict, train_folds: Sequence[int],
         in_eval = bool(folds & set(g["folds"])) if folds is not None else split in g["splits"]
         n += bool(in_train and in_eval)
     return n
+
+
+def leak_warnings(n: int, train_folds: Sequence[int], held_out: str) -> List[str]:
+    """The warning training, evaluation and cross-validation give for `n` leaked groups
+    (`leaked_groups`), or [] when there are none.
+
+    Args:
+      held_out: the name of the held-out side ("validation", "fold2", ...).
+    """
+    if not n:
+        return []
+    groups = "1 group of byte-identical images is" if n == 1 else \
+        f"{n} groups of byte-identical images are"
+    folds = sorted(set(int(f) for f in train_folds))
+    return [f"{groups} both in the training folds {folds} and in {held_out}: those images "
+            f"were seen in training, so scores on {held_out} are optimistic"]
 
 
 def _side(held_out: Union[str, Selection]) -> Tuple[str, Optional[Set[int]]]:

@@ -198,8 +198,9 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
         model=predictor.path, image_size=predictor.image_size,
         members=list(getattr(predictor, "member_paths", [predictor.path])),
         split_warning=banner or None,
-        leakage_warnings=[] if role == split_roles.TRAINED_ON else
-        leakage_warnings(manifest, train_folds, sel),
+        leakage_warnings=[] if role == split_roles.TRAINED_ON or train_folds is None else
+        duplicates.leak_warnings(duplicates.leaked_groups(manifest, train_folds, sel),
+                                 train_folds, cfg.split),
         eval_name=eval_name(cfg.split, cfg.tta, cfg.threshold, threshold_split),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         records_manifest_sha256=manifest_sha256(cfg.records_dir))
@@ -307,16 +308,3 @@ def run_context(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun], resul
     yield "records manifest sha256", result["records_manifest_sha256"]
     yield "leukemia_tf version", leukemia_tf.__version__
     yield "date", result["date"]
-
-
-def leakage_warnings(manifest: dict, train_folds: Optional[Sequence[int]],
-                     reported: manifest_lib.Selection) -> list:
-    """Byte-identical images on both sides of the train / evaluation boundary."""
-    if train_folds is None:
-        return []
-    n = duplicates.leaked_groups(manifest, train_folds, reported)
-    if not n:
-        return []
-    return [f"{n} groups of byte-identical images are in both the training folds "
-            f"{sorted(set(train_folds))} and {reported.name}: those images were seen in "
-            "training, so the reported metrics are optimistic"]

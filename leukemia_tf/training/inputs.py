@@ -173,17 +173,6 @@ def corrupt_shard_error(records_dir: str, shards: List[dict],
     return None
 
 
-def leakage_warning(inputs: Inputs, cfg: Config) -> List[str]:
-    """The training-time duplicate warning (also in summary.json `warnings`)."""
-    if not inputs.leaked_groups:
-        return []
-    n = inputs.leaked_groups
-    groups = "1 group of byte-identical images is" if n == 1 else \
-        f"{n} groups of byte-identical images are"
-    return [f"{groups} both in the training folds {list(cfg.data.train_folds)} and in "
-            f"{cfg.data.val_split}: validation scores of those images are optimistic"]
-
-
 def class_weights(inputs: Inputs, data: DataConfig) -> Dict[int, float]:
     """Balanced class weights of the run's training records (see objectives)."""
     return objectives.class_weights(grouping.label_counts(inputs.manifest, inputs.train_sel,

@@ -15,6 +15,7 @@ import tf_keras as keras
 
 from leukemia_tf import io
 from leukemia_tf.config import Config
+from leukemia_tf.data import duplicates
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data import pipeline
 from leukemia_tf.data.pipeline import parser, reader
@@ -180,7 +181,7 @@ def run(cfg: Config) -> dict:
     weights = inputs_lib.class_weights(data, d)
     plan = _cache_plan(cfg, data)
     warnings = dist.log_startup(strategy, precision, t.batch_size, steps)
-    for w in inputs_lib.leakage_warning(data, cfg):
+    for w in duplicates.leak_warnings(data.leaked_groups, d.train_folds, d.val_split):
         log.warning("%s", w)
         warnings.append(w)
     model = _build(cfg, strategy, steps, precision)

@@ -1,7 +1,6 @@
 """The one leak rule: duplicate groups on both sides of a train / held-out boundary."""
 from leukemia_tf.data import duplicates
 from leukemia_tf.data.manifest import Selection
-from leukemia_tf.evaluation import evaluate
 
 MANIFEST = {"duplicate_groups": [
     {"splits": ["train"], "folds": [0, 2]}, {"splits": ["train"], "folds": [1, 1]},
@@ -27,9 +26,11 @@ def test_leaked_groups_of_a_selection_spanning_several_folds():
         duplicates.leaked_groups(MANIFEST, (0, 1), "fold2")
 
 
-def test_evaluation_warns_with_the_same_count():
-    warned = evaluate.leakage_warnings(MANIFEST, (0,), Selection("train", (1, 2)))
-    assert len(warned) == 1 and warned[0].startswith("1 groups of byte-identical images")
-    assert "train-fold12" in warned[0]
-    assert evaluate.leakage_warnings(MANIFEST, None, Selection("validation")) == []
-    assert evaluate.leakage_warnings(MANIFEST, (0, 2), Selection("validation")) == []
+def test_one_warning_text():
+    assert duplicates.leak_warnings(0, (0, 1), "validation") == []
+    [one] = duplicates.leak_warnings(1, (2, 0), "fold1")
+    assert one.startswith("1 group of byte-identical images is both in the training folds "
+                          "[0, 2] and in fold1: ")
+    [many] = duplicates.leak_warnings(3, (0,), "validation")
+    assert many.startswith("3 groups of byte-identical images are both")
+    assert many.endswith("so scores on validation are optimistic")
