@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from leukemia_tf import io, progress
-from leukemia_tf.data import cnmc, convert, images, records, streaming
+from leukemia_tf.data import cnmc, convert, encode, images, records, streaming
 from leukemia_tf.data import manifest as manifest_lib
 
 
@@ -223,7 +223,7 @@ def test_remote_source_streams_with_bounded_reads(tiny_tree, tmp_path):
             taken.append(i)
             yield (i, f"{remote}/no-such-{i}.bmp", None, {})
     window = 3
-    results = streaming.stream(convert._work, tasks(), None, window)
+    results = streaming.stream(encode.work, tasks(), None, window)
     first = next(results)
     assert first[0] == 0 and "cannot read file" in first[2]
     assert len(taken) <= 2 * window + 1    # read ahead is bounded, not the whole input
