@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Optional, TextIO
 
+from tqdm import tqdm
+
 
 class Progress:
     """Counts `update(n)` calls against `total`; `close(summary)` prints the last line.
@@ -32,7 +34,6 @@ class Progress:
         self.start = self._last = time.perf_counter()
         self._bar = None
         if enabled and total and _isatty(self.stream):
-            from tqdm import tqdm
             self._bar = tqdm(total=total, unit=unit, desc=desc, file=self.stream,
                              smoothing=0.1)
 

@@ -8,6 +8,8 @@ import shutil
 import pytest
 
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from leukemia_tf.data.pipeline import parser
+from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import REAL_SAMPLES, build_tree
 
 
@@ -71,9 +73,8 @@ def untrained_export(real_records, tmp_path_factory):
     """An untrained 48 px resnet_small exported with the records' preprocessing: enough
     for tests of what prediction and evaluation do around the model."""
     from leukemia_tf import config as C
-    from leukemia_tf.data import pipeline
     from leukemia_tf.model import export, registry
     md = str(tmp_path_factory.mktemp("untrained") / "m")
     model = registry.build_model(C.ModelConfig(name="resnet_small", width=8), 48)
-    export.export_model(model, md, pipeline.records_spec(pipeline.load(real_records), 48))
+    export.export_model(model, md, parser.records_spec(manifest_lib.load(real_records), 48))
     return md

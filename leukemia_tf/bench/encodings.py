@@ -16,6 +16,7 @@ from typing import Dict, Sequence
 from leukemia_tf import io
 from leukemia_tf.bench.rates import parse_encoding
 from leukemia_tf.data import convert
+from leukemia_tf.data import manifest as manifest_lib
 
 FIRST_PASS_ENCODINGS = ("png0", "png1", "png6", "raw", "bmp", "png1@out", "raw@out",
                         "bmp@out")
@@ -38,10 +39,9 @@ def first_pass_rate(records_dir: str, image_size: int, batch: int, min_batches: 
                     min_seconds: float) -> dict:
     """The project's first pass over `records_dir` and its stored bytes per image."""
     from leukemia_tf.bench.plan import pipeline_rate
-    from leukemia_tf.data import pipeline
     out = pipeline_rate(records_dir, image_size, batch, "none", min_batches, min_seconds)
-    manifest = pipeline.load(records_dir)
-    shards = pipeline.shards_for(manifest, records_dir, pipeline.Selection("train"))
+    manifest = manifest_lib.load(records_dir)
+    shards = manifest_lib.shards_for(manifest, records_dir, manifest_lib.Selection("train"))
     out["bytes_per_image"] = (sum(s["bytes"] for s in shards)
                               / max(1, sum(s["num_examples"] for s in shards)))
     return out

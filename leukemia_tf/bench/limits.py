@@ -27,6 +27,7 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 
 from leukemia_tf.bench.rates import _run_config, time_batches
+from leukemia_tf.data import manifest as manifest_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
 TRAIN_FLOPS_FACTOR = 3  # forward + backward = 3 x forward (see the module docstring)
@@ -62,10 +63,10 @@ def batch_cache_rate(records_dir: str, image_size: int, batch: int, min_batches:
                      min_seconds: float) -> dict:
     """Steady state of the batch-level cached path (data/batch_cache.py) over the decoded
     training records: one permutation per epoch, one gather per batch."""
-    from leukemia_tf.data import batch_cache, pipeline
-    manifest = pipeline.load(records_dir)
+    from leukemia_tf.data import batch_cache
+    manifest = manifest_lib.load(records_dir)
     cfg = _run_config(records_dir, image_size, batch)
-    cached = batch_cache.decode_all(cfg, pipeline.Selection("train"), manifest)
+    cached = batch_cache.decode_all(cfg, manifest_lib.Selection("train"), manifest)
     ds = batch_cache.batched_dataset(cached, batch, seed=0)
     out = time_batches(iter(ds), 2, min_batches, min_seconds)
     out.update(num_examples=len(cached.labels), cache_mb=cached.images.nbytes / 2 ** 20)

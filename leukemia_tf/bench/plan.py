@@ -43,13 +43,15 @@ from leukemia_tf import io
 from leukemia_tf.bench import encodings as stored_encodings
 from leukemia_tf.bench import limits
 from leukemia_tf.bench import train as train_bench
-from leukemia_tf.bench.rates import (CPU_WORK, _run_config,  # noqa: F401
+from leukemia_tf.bench.rates import (CPU_WORK,  # noqa: F401
                                      ceiling_rates, convert_rate, idfd_rate, measure,
                                      measure_all, parse_encoding, read_rate, seed_numpy_rate,
                                      time_batches)
 from leukemia_tf.bench.report import (attach_limits, format_table,  # noqa: F401
                                       machine_info, ratios, targets)
-from leukemia_tf.data import cnmc, convert, pipeline, preprocess, records, synthetic
+from leukemia_tf.data import cnmc, convert, pipeline, synthetic
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data.pipeline import decoder, parser, reader
 
 AUTOTUNE = tf.data.AUTOTUNE
 COMMANDS = ("input", "peers", "train", "convert")
@@ -141,11 +143,11 @@ def prepare(cfg: BenchConfig) -> Data:
     if not records_dir:
         key = hashlib.sha1(_absolute(tree).encode()).hexdigest()[:8]
         records_dir = io.join(io.dirname(tree), f"records-{cfg.encoding}-{key}")
-        if not io.exists(io.join(records_dir, convert.MANIFEST)):
+        if not io.exists(manifest_lib.manifest_path(records_dir)):
             convert.convert(convert.ConvertConfig(tree, records_dir, encoding=cfg.encoding,
                                                   num_workers=cfg.convert_workers,
                                                   progress=False))
-    manifest = pipeline.load(records_dir)
+    manifest = manifest_lib.load(records_dir)
     source = manifest.get("source_root", "")
     if not tree and source and io.isdir(source):
         tree = source
@@ -198,29 +200,26 @@ def cpu_augment_fn(kind: str) -> Callable:
     raise ValueError(f"unknown cpu work {kind!r}; choose from {CPU_WORK}")
 
 
-def cpu_work_dataset(cfg: C.Config, manifest: dict, batch: int, kind: str) -> tf.data.Dataset:
+def cpu_work_dataset(data: C.DataConfig, manifest: dict, batch: int,
+                     kind: str) -> tf.data.Dataset:
     """The training pipeline of `pipeline.make_dataset` (cached), with per-example CPU
     augmentation mapped after the cache, as a tf.data-side augmentation would be."""
-    size, stored = cfg.data.image_size, int(manifest["settings"]["stored_size"] or 0)
-    spec = pipeline.records_spec(manifest, size)
-    prepared = stored == size and stored != spec.canvas_size
-    files = [s["full_path"] for s in pipeline.shards_for(manifest, cfg.data.records_dir,
-                                                         pipeline.Selection("train"))]
-    decode = records.decoder(manifest["settings"]["encoding"], stored)
+    spec = parser.records_spec(manifest, data.image_size)
+    files = [s["full_path"] for s in manifest_lib.shards_for(manifest, data.records_dir,
+                                                             manifest_lib.Selection("train"))]
+    decode = decoder.make_decoder(manifest["settings"])
+    to_input = parser.example_parser(spec, int(manifest["settings"]["stored_size"] or 0))
     work = cpu_augment_fn(kind)
 
     def parse(serialized):
-        ex = records.parse_example(serialized)
-        image = decode(ex)
-        return {"image": image if prepared else preprocess.to_model_input(image, spec),
-                "label": ex["image/class/label"]}
+        return to_input(decode(serialized))
 
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files))
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), 16)),
                        num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.cache()
-    ds = ds.shuffle(cfg.data.shuffle_buffer).repeat()
+    ds = ds.shuffle(data.shuffle_buffer).repeat()
     ds = ds.map(lambda e: {"image": work(e["image"]), "label": e["label"]},
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
@@ -233,22 +232,22 @@ def pipeline_rate(records_dir: str, image_size: int, batch: int, cache: str,
                   min_batches: int, min_seconds: float, cpu_work: str = "") -> dict:
     """Images/s of the training pipeline: cache "none" decodes every pass (the first-pass
     rate); "memory" is timed after a warm-up that fills the cache (the steady state)."""
-    manifest = pipeline.load(records_dir)
-    cfg = _run_config(records_dir, image_size, batch)
-    sel = pipeline.Selection("train")
-    n = pipeline.count_examples(manifest, sel)
+    manifest = manifest_lib.load(records_dir)
+    data = C.DataConfig(records_dir=records_dir, image_size=image_size)
+    sel = manifest_lib.Selection("train")
+    n = manifest_lib.count_examples(manifest, sel)
     if cpu_work:
-        ds = cpu_work_dataset(cfg, manifest, batch, cpu_work)
+        ds = cpu_work_dataset(data, manifest, batch, cpu_work)
     else:
-        ds = pipeline.make_dataset(cfg, sel, True, manifest=manifest, cache=cache,
-                                   batch_size=batch)
+        ds = pipeline.make_dataset(data, sel, training=True, batch_size=batch,
+                                   manifest=manifest, cache=cache)
     # Cached: one epoch fills the cache, the shuffle buffer holds up to 2048 more.
-    warmup = (math.ceil((n + cfg.data.shuffle_buffer) / batch) + 2
+    warmup = (math.ceil((n + data.shuffle_buffer) / batch) + 2
               if cache == "memory" else 2)
     out = time_batches(iter(ds), warmup, min_batches, min_seconds)
     out.update(num_examples=n, cache=cache, cpu_work=cpu_work or None,
                stored=f"{manifest['settings']['encoding']}@{manifest['settings']['stored_size']}",
-               cache_mb=(pipeline.cache_bytes(n, image_size) / 1.1 / 2 ** 20
+               cache_mb=(reader.cache_bytes(n, image_size) / 1.1 / 2 ** 20
                          if cache == "memory" else 0.0))
     return out
 
@@ -256,7 +255,7 @@ def pipeline_rate(records_dir: str, image_size: int, batch: int, cache: str,
 def input_jobs(cfg: BenchConfig, data: Data) -> Dict[str, tuple]:
     common = (data.records_dir, cfg.image_size, cfg.batch_size)
     timing = (cfg.min_batches, cfg.min_seconds)
-    n = pipeline.count_examples(data.manifest, pipeline.Selection("train"))
+    n = manifest_lib.count_examples(data.manifest, manifest_lib.Selection("train"))
     jobs = {"pipeline_first_pass": (pipeline_rate, *common, "none", *timing),
             "pipeline_steady_state": (pipeline_rate, *common, "memory", *timing),
             "decode_ceiling": (ceiling_rates, *common, *timing, (), 0),
@@ -392,8 +391,8 @@ def run(command: str, cfg: BenchConfig) -> dict:
         "settings": {**dataclasses.asdict(cfg), "tree": data.tree,
                      "records_dir": data.records_dir, "stored_encoding": s["encoding"],
                      "stored_size": s["stored_size"],
-                     "num_train_images": pipeline.count_examples(
-                         data.manifest, pipeline.Selection("train"))},
+                     "num_train_images": manifest_lib.count_examples(
+                         data.manifest, manifest_lib.Selection("train"))},
         "images_per_sec": {k: v["images_per_sec"] for k, v in m.items()},
         "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in m.items()},
         "ratios": r, "targets": targets(m, r), "measurements": m,

@@ -21,9 +21,10 @@ import numpy as np
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from leukemia_tf import config as C
 from leukemia_tf import io
-from leukemia_tf.data import cnmc, convert, images, pipeline, preprocess, records
+from leukemia_tf.data import cnmc, convert, images, preprocess, records
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data.pipeline import parser
 
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -115,12 +116,6 @@ def time_batches(it, warmup: int, min_batches: int, min_seconds: float,
     return {"images_per_sec": n / seconds, "images": n, "batches": b, "seconds": seconds}
 
 
-def _run_config(records_dir: str, image_size: int, batch_size: int) -> C.Config:
-    return C.Config(data=C.DataConfig(records_dir=records_dir, image_size=image_size),
-                    model=C.ModelConfig(),
-                    train=C.TrainConfig(batch_size=batch_size))
-
-
 # ------------------------------------------------------------------ input
 
 
@@ -161,9 +156,9 @@ def seed_numpy_rate(paths: Sequence[str], image_size: int) -> dict:
 def _encoded_training_images(records_dir: str) -> Tuple[List[bytes], List[Tuple[int, int]],
                                                         dict]:
     """The stored bytes of every training record, each image's (height, width), manifest."""
-    manifest = pipeline.load(records_dir)
+    manifest = manifest_lib.load(records_dir)
     files = [s["full_path"] for s in
-             pipeline.shards_for(manifest, records_dir, pipeline.Selection("train"))]
+             manifest_lib.shards_for(manifest, records_dir, manifest_lib.Selection("train"))]
     encoded, shapes = [], []
     for batch in tf.data.TFRecordDataset(files).batch(256):
         ex = records.parse_batch(batch)
@@ -231,7 +226,7 @@ def ceiling_rates(records_dir: str, image_size: int, batch: int, min_batches: in
     `preprocess` as the converter's --image_size does) for comparison."""
     encoded, shapes, manifest = _encoded_training_images(records_dir)
     fmt, stored = manifest["settings"]["encoding"], int(manifest["settings"]["stored_size"] or 0)
-    spec = pipeline.records_spec(manifest, image_size)
+    spec = parser.records_spec(manifest, image_size)
     out = decode_rate(encoded, fmt, stored, spec, batch, min_batches, min_seconds, shapes)
     out["by_encoding"] = {}
     if extra:

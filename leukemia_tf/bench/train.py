@@ -23,6 +23,8 @@ import tensorflow as tf
 from leukemia_tf import config as C
 from leukemia_tf.bench import limits
 from leukemia_tf.data import pipeline
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data.pipeline import reader
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -137,17 +139,19 @@ def train_rates(records_dir: str, settings: StepSettings, image_size: int, batch
                        model=C.ModelConfig(name=s.model,
                                            augment=C.AugmentConfig(enabled=augment)),
                        train=t)
-        manifest = pipeline.load(records_dir)
-        sel = pipeline.Selection("train")
-        n = pipeline.count_examples(manifest, sel)
+        manifest = manifest_lib.load(records_dir)
+        sel = manifest_lib.Selection("train")
+        n = manifest_lib.count_examples(manifest, sel)
         model, compiled = _build(cfg, max(1, n // batch), s.precision)
         its = {"synthetic": iter(_synthetic_batch(batch, image_size))}
         cache = "none"
         if not synthetic_only:
-            cache = pipeline.cache_plan(cfg.data, [("train", n)])["train"][0]
-            weights = pipeline.class_weights(pipeline.label_counts(manifest, records_dir, sel))
-            real = pipeline.make_dataset(cfg, sel, True, manifest=manifest, cache=cache,
-                                         batch_size=batch, weights=weights)
+            cache = reader.cache_plan(cfg.data, [("train", n)])["train"][0]
+            from leukemia_tf.training import objectives
+            counts = manifest_lib.label_counts(manifest, records_dir, sel)
+            real = pipeline.make_dataset(cfg.data, sel, training=True, batch_size=batch,
+                                         manifest=manifest, cache=cache,
+                                         weights=objectives.class_weights(counts))
             its = {"pipeline": iter(real), **its}
             for _ in range(math.ceil(n / batch) + 1):  # the first epoch fills the cache
                 next(its["pipeline"])

@@ -10,6 +10,7 @@ import sys
 from absl import flags
 
 from leukemia_tf import errors
+from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.cli import common
 from leukemia_tf.data import cnmc, convert
 
@@ -105,7 +106,7 @@ def _run(run: ConvertRun) -> int:
     if not cfg.data_dir:
         raise convert.ConvertError("--data_dir is required (or --verify alone)")
     manifest = convert.convert(cfg)
-    print(convert.summarize(manifest))
+    print(manifest_lib.summarize(manifest))
     if run.verify:
         report = convert.verify(cfg.output_dir)
         print(f"verified {report['shards']} shards, {report['examples']} examples")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.evaluation import plots
-from leukemia_tf.evaluation.report import _fmt, _table
+from leukemia_tf.evaluation.report import fmt, markdown_table
 
 HELD_OUT_FOLD = "cv fold"
 ALL_FOLDS_VALIDATION = "all folds -> validation"
@@ -97,26 +97,26 @@ def comparison_markdown(df: pd.DataFrame, warnings: Sequence[str] = ()) -> str:
           "Mean ± sample std (ddof=1) are over the held-out folds only.", ""]
     if not stats.empty:
         md += ["## Mean ± std over the held-out folds (cv folds)", "",
-               _table(["model", "held-out folds", "weighted F1", "ROC AUC", "accuracy",
-                       "images/s", "params"],
-                      [[s["model"], s["folds"], _mean_std(s, "weighted_f1"),
-                        _mean_std(s, "roc_auc"), _mean_std(s, "accuracy"),
-                        _fmt(s["images_per_sec"], 1), _params(s["params"])]
-                       for _, s in stats.iterrows()]), ""]
+               markdown_table(["model", "held-out folds", "weighted F1", "ROC AUC", "accuracy",
+                               "images/s", "params"],
+                              [[s["model"], s["folds"], _mean_std(s, "weighted_f1"),
+                                _mean_std(s, "roc_auc"), _mean_std(s, "accuracy"),
+                                fmt(s["images_per_sec"], 1), _params(s["params"])]
+                               for _, s in stats.iterrows()]), ""]
     val = df[df["fold"].isna()]
     if not val.empty:
         md += ["## All folds -> validation (separate protocol, not averaged)", "",
-               _table(["model", "evaluated split", "train folds", "role", "weighted F1",
-                       "ROC AUC", "accuracy", "images/s", "params"],
-                      [[r.model, r.eval_split, r.train_folds, r.split_role, r.weighted_f1,
-                        r.roc_auc, r.accuracy, _fmt(r.images_per_sec, 1), _params(r.params)]
-                       for r in val.itertuples(index=False)]), ""]
+               markdown_table(["model", "evaluated split", "train folds", "role", "weighted F1",
+                               "ROC AUC", "accuracy", "images/s", "params"],
+                              [[r.model, r.eval_split, r.train_folds, r.split_role, r.weighted_f1,
+                                r.roc_auc, r.accuracy, fmt(r.images_per_sec, 1), _params(r.params)]
+                               for r in val.itertuples(index=False)]), ""]
     md += ["## Every run", "",
-           _table(["model", "protocol", "evaluated split", "train folds", "role",
-                   "weighted F1", "ROC AUC", "accuracy", "images/s", "params"],
-                  [[r.model, r.protocol, r.eval_split, r.train_folds, r.split_role,
-                    r.weighted_f1, r.roc_auc, r.accuracy, _fmt(r.images_per_sec, 1),
-                    _params(r.params)] for r in df.itertuples(index=False)]), "",
+           markdown_table(["model", "protocol", "evaluated split", "train folds", "role",
+                           "weighted F1", "ROC AUC", "accuracy", "images/s", "params"],
+                          [[r.model, r.protocol, r.eval_split, r.train_folds, r.split_role,
+                            r.weighted_f1, r.roc_auc, r.accuracy, fmt(r.images_per_sec, 1),
+                            _params(r.params)] for r in df.itertuples(index=False)]), "",
            "![weighted F1 per model and split](comparison.png)", ""]
     if warnings:
         md += ["## Leakage warnings", "", *[f"- {w}" for w in warnings], ""]

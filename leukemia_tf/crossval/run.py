@@ -20,11 +20,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from leukemia_tf import config as config_lib
+from leukemia_tf import io, training
 from leukemia_tf.crossval import report as crossval_report
-from leukemia_tf import io
+from leukemia_tf.data import duplicates, grouping
+from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import split_roles
-from leukemia_tf.data import pipeline
-from leukemia_tf.data.duplicates import leaked_groups  # noqa: F401  (one rule)
 
 log = logging.getLogger(__name__)
 PATIENT_FOLD = "patient-grouped cv fold"
@@ -49,7 +49,6 @@ def patient_plan(records_dir: str, folds: Sequence[int], num_folds: int, out_dir
     Writes out_dir/cv_assignment.csv (see leukemia_tf.data.grouping) and returns one run per
     CV fold (train on the other CV folds, validate on it) plus the grouping's notes.
     """
-    from leukemia_tf.data import grouping
     io.makedirs(out_dir)
     path = io.join(out_dir, "cv_assignment.csv")
     assignment, notes = grouping.make_assignment(records_dir, folds, num_folds, path, seed)
@@ -114,9 +113,8 @@ def run(base: config_lib.Config, model_names: Sequence[str], out_dir: str,
       The paths of comparison.csv/.md/.png (and per_patient.csv), the rows, fold
       statistics ("stats"), warnings and the one-line "summary".
     """
-    from leukemia_tf import training
     say = on_progress or log.info
-    manifest = pipeline.load(base.data.records_dir)
+    manifest = manifest_lib.load(base.data.records_dir)
     plan_runs, warnings = _runs(base, folds, include_validation, cv, num_folds, out_dir)
     runs = [(name, r) for name in model_names for r in plan_runs]
     rows, patients = [], []
@@ -128,11 +126,9 @@ def run(base: config_lib.Config, model_names: Sequence[str], out_dir: str,
             base, data={"train_folds": r["train_folds"], "val_split": r["val_split"],
                         **r["data"]},
             model={"name": name}, train={"model_dir": io.join(out_dir, name, r["name"])})
-        leaks = 0 if cv == "patients" else leaked_groups(manifest, r["train_folds"],
-                                                         r["val_split"])
-        if leaks:
-            msg = (f"{leaks} groups of byte-identical images are both in training folds "
-                   f"{list(r['train_folds'])} and in {r['val_split']}")
+        leaks = 0 if cv == "patients" else duplicates.leaked_groups(
+            manifest, r["train_folds"], r["val_split"])
+        for msg in duplicates.leak_warnings(leaks, r["train_folds"], r["val_split"]):
             log.warning(msg)
             warnings.append(msg)
         t0 = time.time()

@@ -21,7 +21,10 @@ import numpy as np
 import tensorflow as tf
 
 from leukemia_tf.config import Config
-from leukemia_tf.data import pipeline, preprocess, records
+from leukemia_tf.data import preprocess, records
+from leukemia_tf.data.pipeline import parser
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data.pipeline import reader
 
 AUTOTUNE = tf.data.AUTOTUNE
 LAYOUTS = ("element", "batch")
@@ -38,17 +41,17 @@ class Cached:
         return Cached(self.images[index::count], self.labels[index::count])
 
 
-def decode_all(cfg: Config, sel: pipeline.Selection, manifest: dict) -> Cached:
+def decode_all(cfg: Config, sel: manifest_lib.Selection, manifest: dict) -> Cached:
     """Read and decode every record of `sel` once (training side of the CV filter), in
     record order, preprocessed to cfg.data.image_size as the element pipeline does."""
     data = cfg.data
-    spec = pipeline.records_spec(manifest, data.image_size)
+    spec = parser.records_spec(manifest, data.image_size)
     stored = int(manifest["settings"]["stored_size"] or 0)
     decode = records.decoder(manifest["settings"]["encoding"], stored)
     prepared = stored == data.image_size and stored != spec.canvas_size
-    files = [s["full_path"] for s in pipeline.shards_for(manifest, data.records_dir, sel)]
+    files = [s["full_path"] for s in manifest_lib.shards_for(manifest, data.records_dir, sel)]
     ds = tf.data.TFRecordDataset(files)
-    keep = pipeline.cv_filter(data, True)
+    keep = reader.cv_filter(data, True)
     if keep is not None:
         ds = ds.filter(keep)
 
@@ -112,7 +115,7 @@ def batched_dataset(cached: Cached, batch: int, seed: int = 0,
     return ds.with_options(opts)
 
 
-def dataset_fn(cfg: Config, sel: pipeline.Selection, manifest: dict,
+def dataset_fn(cfg: Config, sel: manifest_lib.Selection, manifest: dict,
                weights: Optional[Dict[int, float]] = None) -> Callable:
     """input_context -> training dataset, for `distribute_datasets_from_function` (or
     keras' DatasetCreator). The set is decoded once, on the first call."""

@@ -32,15 +32,12 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf import lock as lock_lib
-from leukemia_tf.data import cnmc, images, output_dir, streaming
+from leukemia_tf.data import cnmc, encode, images, output_dir, streaming
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.data.manifest import EXAMPLES, MANIFEST, PROGRESS_DIR  # noqa: F401
+from leukemia_tf.data.manifest import PROGRESS_DIR
 from leukemia_tf.progress import Progress
 
 ConvertError = manifest_lib.ManifestError  # one error type for records dirs and conversions
-file_sha256 = streaming.file_sha256
-load_manifest = manifest_lib.load
-summarize = manifest_lib.summarize
 # Bump when the same input and settings would give other stored bytes (e.g. another
 # resize): progress records of an older layout are then not reused.
 LAYOUT_VERSION = 3  # 3: records hold decoded originals or preprocess.py output
@@ -70,8 +67,9 @@ class ConvertConfig:
         """The settings that change the bytes written (part of the reuse key)."""
         keys = ("encoding", "jpeg_quality", "png_compression", "canvas_size", "image_size",
                 "seed", "on_error")
-        # "pixels": what a record holds. v2 stores decoded images at their own size (or
-        # pre-resized by data/preprocess.py); v1 records held a numpy-made canvas.
+        # "pixels": what a record holds. "v2": decoded images at their own size (or
+        # pre-resized by data/preprocess.py). Records of the earlier layout held a canvas
+        # made in numpy, which differs from serving's, so they must never be reused.
         return {**{k: getattr(self, k) for k in keys}, "pixels": "v2"}
 
     def validate(self) -> None:
@@ -101,72 +99,6 @@ class ConvertConfig:
             bad.append(f"--on_error={self.on_error} (raise or skip)")
         if bad:
             raise ConvertError("invalid settings: " + "; ".join(bad))
-
-
-# ---------------------------------------------------------------- worker side (no TF)
-def _encode_one(task: Tuple[int, str, Optional[bytes], dict]):
-    """Read, hash, check and encode one source file (worker process: no TensorFlow).
-
-    Without pre-resizing the image is stored as decoded, at its own size: the canvas rule
-    and the resize are applied by `preprocess.to_model_input` when the records are read,
-    the one implementation serving uses too. With pre-resizing (`image_size` > 0) the
-    decoded pixels go back to the parent, which runs that same function (TensorFlow
-    cannot run in these forked workers) and encodes the result (`finish_one`).
-
-    Returns (index, result dict or None, error reason or None).
-    """
-    index, path, data, s = task
-    try:
-        if data is None:
-            data = io.read_bytes(path)
-        sha = hashlib.sha256(data).hexdigest()
-        pixels = images.decode(data)
-        result = {"sha256": sha, "source_shape": list(pixels.shape[:2]),
-                  "height": int(pixels.shape[0]), "width": int(pixels.shape[1])}
-        if s["image_size"]:
-            result["pixels"] = pixels
-            return index, result, None
-        # "bmp" keeps the source file's bytes: they are exactly the decoded pixels.
-        result["encoded"] = images.encode(pixels, s["encoding"], s["jpeg_quality"],
-                                          s["png_compression"],
-                                          original=data if data[:2] == b"BM" else None)
-        return index, result, None
-    except images.ImageError as e:
-        return index, None, str(e)
-    except OSError as e:
-        return index, None, f"cannot read file: {e}"
-
-
-def finish_one(result: Optional[dict], s: dict) -> Optional[dict]:
-    """Parent side of pre-resizing: the model-input pixels via `preprocess`, encoded."""
-    if result is None or "pixels" not in result:
-        return result
-    from leukemia_tf.data import preprocess
-    spec = preprocess.Spec(canvas_size=s["canvas_size"], image_size=s["image_size"])
-    out = preprocess.function_for(spec)(result.pop("pixels")).numpy()
-    result["encoded"] = images.encode(out, s["encoding"], s["jpeg_quality"],
-                                      s["png_compression"])
-    result["height"] = result["width"] = s["image_size"]
-    return result
-
-
-def _work(task: Tuple[int, str, Optional[bytes], dict]):
-    """Worker: read a local input itself, encode it; returns (index, result, error, sha256).
-
-    Runs in a forked process: numpy, Pillow and `leukemia_tf.io` on local paths only,
-    never TensorFlow (URL inputs arrive as bytes read by the parent: `streaming.stream`).
-    """
-    index, path, data, settings = task
-    if data is None:
-        if io.is_url(path):  # a forked worker must not start TensorFlow's file systems
-            return index, None, "internal error: URL input reached a worker unread", None
-        try:
-            data = io.read_bytes(path)
-        except OSError as e:
-            return index, None, f"cannot read file: {e.strerror or e}", None
-    _, result, error = _encode_one((index, path, data, settings))
-    sha = result["sha256"] if result is not None else hashlib.sha256(data).hexdigest()
-    return index, result, error, sha
 
 
 def _plan(table: pd.DataFrame, cfg: ConvertConfig, avg_bytes: float) -> List[dict]:
@@ -204,8 +136,8 @@ def _estimate_bytes(table: pd.DataFrame, settings: dict) -> float:
             data = io.read_bytes(path)
         except Exception:  # noqa: BLE001 - named later, when the file is encoded
             continue
-        _, result, _ = _encode_one((0, path, data, settings))
-        result = finish_one(result, settings)
+        _, result, _ = encode.encode_one((0, path, data, settings))
+        result = encode.finish_one(result, settings)
         if result is not None:
             sizes.append(len(result["encoded"]))
     return (float(np.mean(sizes)) if sizes else 600_000.0) + _RECORD_OVERHEAD
@@ -292,7 +224,7 @@ def _write_shard(cfg: ConvertConfig, out: output_dir.OutputDir, shard: dict, res
         with tf.io.TFRecordWriter(tmp) as writer:
             for entry in shard["entries"]:
                 _, result, error, sha = next(results)
-                result = finish_one(result, settings)
+                result = encode.finish_one(result, settings)
                 bar.update(1)
                 shas.append(sha)
                 if error is not None:
@@ -332,9 +264,9 @@ def _encode_shards(cfg: ConvertConfig, out: output_dir.OutputDir, todo: List[dic
     workers = cfg.num_workers or os.cpu_count() or 1
     pool = None
     if workers > 1 and len(tasks) > 1:
-        # fork: workers run numpy/Pillow only and never touch TensorFlow state (`_work`).
+        # fork: workers run numpy/Pillow only and never touch TensorFlow state (`encode.work`).
         pool = multiprocessing.get_context("fork").Pool(workers)
-    results = streaming.stream(_work, tasks, pool, max(8, 4 * workers))
+    results = streaming.stream(encode.work, tasks, pool, max(8, 4 * workers))
     try:
         for shard in todo:
             _write_shard(cfg, out, shard, results, bar)
@@ -414,7 +346,7 @@ def verify(records_dir: str) -> dict:
     """
     import tensorflow as tf
     from leukemia_tf.data import records
-    manifest = load_manifest(records_dir)
+    manifest = manifest_lib.load(records_dir)
     problems, counted = [], {}
     for shard in manifest["shards"]:
         path = io.join(records_dir, shard["path"])

@@ -13,7 +13,8 @@ number (leave-one-group-out for the scarce class) and a note says so, rather tha
 producing folds with no hem cell to score.
 
 The assignment is a CSV (source_path, patient_id, label, group, cv_fold) that
-`DataConfig.cv_assignment` points at; the pipeline keeps or drops records by it.
+`DataConfig.cv_assignment` points at; the pipeline keeps or drops records by it
+(`keeps`: one rule for the tf.data filter and for the counts taken from examples.csv).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf import io
+from leukemia_tf.config import DataConfig
+from leukemia_tf.data import manifest as manifest_lib
 
 ASSIGNMENT_COLUMNS = ["source_path", "patient_id", "label", "group", "cv_fold"]
 CLASS_NAMES = {0: "hem", 1: "ALL"}
@@ -34,7 +37,7 @@ def load_examples(records_dir: str, folds: Sequence[int]) -> pd.DataFrame:
     Returns columns source_path (the record's image/source_path), patient_id, label,
     fold, sha256.
     """
-    table = io.read_csv(io.join(records_dir, "examples.csv"), dtype={"patient_id": str})
+    table = io.read_csv(io.join(records_dir, manifest_lib.EXAMPLES), dtype={"patient_id": str})
     table = table[(table["split"] == "train") & table["fold"].isin(list(folds))]
     table = table.dropna(subset=["label"])
     out = table.rename(columns={"rel_path": "source_path"})
@@ -172,3 +175,49 @@ def make_assignment(records_dir: str, folds: Sequence[int], num_folds: int, out_
     assignment, notes = assign_folds(load_examples(records_dir, folds), num_folds, seed)
     write_assignment(assignment, out_path)
     return assignment, notes
+
+
+def keeps(fold, cv_fold: int, training: bool):
+    """The CV filter: training keeps records not assigned to `cv_fold`, evaluation the ones
+    assigned to it; unlisted records (fold -1) pass both. Elementwise on a pandas Series or
+    a tf.Tensor of assigned folds, so tf.data and the counts apply the same rule."""
+    return (fold == -1) | ((fold == cv_fold) != training)
+
+
+def checked_assignment(data: DataConfig) -> pd.DataFrame:
+    """The assignment of data.cv_assignment; ValueError if data.cv_fold is not in it."""
+    if data.cv_fold < 0:
+        raise ValueError("cv_assignment is set but cv_fold is not (>= 0)")
+    table = read_assignment(data.cv_assignment)
+    if data.cv_fold not in set(table["cv_fold"]):
+        raise ValueError(f"cv_fold {data.cv_fold} is not in {data.cv_assignment}")
+    return table
+
+
+def kept_examples(manifest: dict, data: DataConfig, sel: manifest_lib.Selection,
+                  training: bool) -> pd.DataFrame:
+    """examples.csv rows of `sel` that the CV filter keeps (see `keeps`)."""
+    table = manifest_lib.selection_examples(manifest, data.records_dir, sel)
+    if table is None:
+        raise ValueError(f"{data.records_dir} has no {manifest_lib.EXAMPLES}: grouped CV "
+                         "needs it")
+    folds = read_assignment(data.cv_assignment).set_index("source_path")["cv_fold"]
+    fold = table["rel_path"].map(folds).fillna(-1).astype(int)
+    return table[keeps(fold, data.cv_fold, training)]
+
+
+def count_examples(manifest: dict, sel: manifest_lib.Selection, data: DataConfig,
+                   training: bool) -> int:
+    """Records of `sel` a run reads: with data.cv_assignment only those the CV filter
+    keeps, otherwise all of them."""
+    if data.cv_assignment:
+        return len(kept_examples(manifest, data, sel, training))
+    return manifest_lib.count_examples(manifest, sel)
+
+
+def label_counts(manifest: dict, sel: manifest_lib.Selection, data: DataConfig
+                 ) -> Dict[int, int]:
+    """{1: ALL, 0: hem} of the training records of `sel` (CV filter applied, if any)."""
+    if data.cv_assignment:
+        return manifest_lib.count_labels(kept_examples(manifest, data, sel, True)["label"])
+    return manifest_lib.label_counts(manifest, data.records_dir, sel)

@@ -10,8 +10,9 @@ last, under a temporary name renamed into place, so a reader never sees half of 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -251,3 +252,82 @@ def summarize(manifest: dict) -> str:
     for w in manifest["warnings"]:
         lines.append(f"WARNING: {w}")
     return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which records a dataset reads: a split and, for training data, some folds."""
+    split: str                          # train | validation | test
+    folds: Optional[Tuple[int, ...]] = None
+
+    @property
+    def name(self) -> str:
+        return self.split if self.folds is None else \
+            f"{self.split}-fold{''.join(str(f) for f in self.folds)}"
+
+
+def parse_val_split(val_split: str, train_folds: Optional[Sequence[int]] = None) -> Selection:
+    """`validation` -> the labeled validation set; `fold<k>` -> training fold k;
+    `cv` -> the training folds, whose held-out CV part the pipeline keeps (see
+    DataConfig.cv_assignment and grouping.keeps)."""
+    if val_split == "cv":
+        if not train_folds:
+            raise ValueError("val_split 'cv' needs the training folds")
+        return Selection("train", tuple(train_folds))
+    if val_split == "validation":
+        return Selection("validation")
+    if val_split.startswith("fold") and val_split[4:].isdigit():
+        return Selection("train", (int(val_split[4:]),))
+    raise ValueError(f"val_split must be 'validation' or 'fold<k>', not {val_split!r}")
+
+
+def train_folds(manifest: dict) -> List[int]:
+    """The folds of the training split, ascending."""
+    return sorted({int(s["fold"]) for s in manifest["shards"]
+                   if s["split"] == "train" and s.get("fold") is not None})
+
+
+def _selected(manifest: dict, sel: Selection) -> List[dict]:
+    return [s for s in manifest["shards"] if s["split"] == sel.split
+            and (sel.folds is None or s.get("fold") in sel.folds)]
+
+
+def shards_for(manifest: dict, records_dir: str, sel: Selection) -> List[dict]:
+    """Manifest shard entries (with `full_path`) for a selection; never a glob."""
+    out = [{**s, "full_path": io.join(records_dir, s["path"])} for s in _selected(manifest, sel)]
+    if not out:
+        have = sorted(k for k, v in manifest["splits"].items() if v.get("num_examples"))
+        raise ValueError(f"no shards for {sel.name} in {records_dir} (splits with images: "
+                         f"{have})")
+    return out
+
+
+def count_examples(manifest: dict, sel: Selection) -> int:
+    """Records in `sel` (every record; grouping.count_examples applies a CV filter)."""
+    return sum(s["num_examples"] for s in shards_for(manifest, "", sel))
+
+
+def selection_examples(manifest: dict, records_dir: str, sel: Selection
+                       ) -> Optional[pd.DataFrame]:
+    """examples.csv rows of the shards of `sel`, or None when the dir has no examples.csv."""
+    table = read_examples(records_dir)
+    if table is None:
+        return None
+    names = {s["path"] for s in shards_for(manifest, "", sel)}
+    return table[table["shard"].isin(names)]
+
+
+def label_counts(manifest: dict, records_dir: str, sel: Selection) -> Dict[int, int]:
+    """{1: ALL count, 0: hem count} of `sel` from examples.csv (without one: the
+    split's totals)."""
+    table = selection_examples(manifest, records_dir, sel)
+    if table is None:
+        by = manifest["splits"][sel.split]["by_label"]
+        return {1: by["all"], 0: by["hem"]}
+    return count_labels(table["label"])
+
+
+def count_labels(labels: pd.Series) -> Dict[int, int]:
+    """{1: ALL count, 0: hem count} of a label column (unlabeled rows ignored)."""
+    labels = labels.dropna().astype(int)
+    return {1: int((labels == 1).sum()), 0: int((labels == 0).sum())}

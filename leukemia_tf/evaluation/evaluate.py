@@ -14,17 +14,17 @@ import dataclasses
 import datetime
 import hashlib
 import logging
-import math
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import pandas as pd
 
 import leukemia_tf
-from leukemia_tf.model import export
 from leukemia_tf import io
-from leukemia_tf.config import EvalConfig
-from leukemia_tf.evaluation import metrics, plots, report, scoring, split_roles
-from leukemia_tf.data import pipeline, preprocess
+from leukemia_tf.config import DataConfig, EvalConfig
+from leukemia_tf.data import duplicates, pipeline, preprocess
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.evaluation import ensemble, metrics, plots, report, scoring, split_roles
+from leukemia_tf.model import export
 
 log = logging.getLogger(__name__)
 
@@ -83,29 +83,21 @@ def eval_name(split: str, tta: str, method: str, threshold_split: Optional[str])
     return name if value == 0.5 else f"{name}-thr_{value:g}"
 
 
-def score_selection(predictor, records_dir: str, manifest: dict, sel: pipeline.Selection,
+def score_selection(predictor, records_dir: str, manifest: dict, sel: manifest_lib.Selection,
                     tta: str, batch_size: int, progress: bool = False) -> pd.DataFrame:
     """Predictions for every record of a selection, at the predictor's input size."""
-    from leukemia_tf import config as config_lib
     # The model's saved preprocessing (canvas, resize) must be the records' one.
     preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
-    cfg = config_lib.Config(data=config_lib.DataConfig(records_dir=records_dir,
-                                                       image_size=predictor.image_size))
-    ds = pipeline.make_dataset(cfg, sel, False, manifest=manifest, batch_size=batch_size,
-                               with_metadata=True)
-    expected = pipeline.count_examples(manifest, sel)
+    data = DataConfig(records_dir=records_dir, image_size=predictor.image_size)
+    ds = pipeline.make_dataset(data, sel, training=False, batch_size=batch_size,
+                               manifest=manifest, with_metadata=True)
+    expected = manifest_lib.count_examples(manifest, sel)
     name = f"fold{sel.folds[0]}" if sel.split == "train" and len(sel.folds) == 1 else sel.name
     scores = scoring.score_dataset(predictor, ds, tta=tta, progress=progress,
-                                   total_batches=math.ceil(expected / batch_size),
-                                   desc=f"score {name}")
+                                   total=expected, desc=f"score {name}")
     if len(scores) != expected:
         raise RuntimeError(f"scored {len(scores)} images of {sel.name}, manifest has {expected}")
     return scores
-
-
-def _manifest_folds(manifest: dict) -> List[int]:
-    return sorted({int(s["fold"]) for s in manifest["shards"]
-                   if s["split"] == "train" and s.get("fold") is not None})
 
 
 def resolve_threshold_split(cfg: EvalConfig, trained: Sequence[TrainedRun],
@@ -119,12 +111,13 @@ def resolve_threshold_split(cfg: EvalConfig, trained: Sequence[TrainedRun],
         return None
     if cfg.threshold_split != "auto":
         name = cfg.threshold_split
-        pipeline.parse_val_split(name)   # validates the name
+        manifest_lib.parse_val_split(name)   # validates the name
         if name == cfg.split:
             raise ValueError("--threshold_split must differ from --split: a threshold tuned "
                              "on the reported images overstates the result")
     else:
-        candidates = [c for c in ["validation"] + [f"fold{k}" for k in _manifest_folds(manifest)]
+        folds = [f"fold{k}" for k in manifest_lib.train_folds(manifest)]
+        candidates = [c for c in ["validation"] + folds
                       if c != cfg.split and not split_roles.threshold_biased(
                           c, split_role(c, trained))]
         candidates.sort(key=lambda c: split_role(c, trained) != split_roles.SELECTION)
@@ -142,7 +135,6 @@ def resolve_threshold_split(cfg: EvalConfig, trained: Sequence[TrainedRun],
 def evaluate(cfg: EvalConfig) -> dict:
     """Load the model (or the ensemble of several comma-separated model dirs: the mean of
     their probabilities) and its runs' configs, then `evaluate_predictor`."""
-    from leukemia_tf.evaluation import ensemble
     paths = ensemble.split_paths(cfg.model_dir)
     if len(paths) > 1 and not cfg.out_dir:
         raise ValueError(f"an ensemble of {len(paths)} models has no run dir of its own: "
@@ -162,8 +154,8 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
         `.path` (export.Predictor, or an ensemble of them).
       trained: the run(s) the predictor comes from; their config decides split roles.
     """
-    manifest = pipeline.load(cfg.records_dir)
-    sel = pipeline.parse_val_split(cfg.split)
+    manifest = manifest_lib.load(cfg.records_dir)
+    sel = manifest_lib.parse_val_split(cfg.split)
     role = split_role(cfg.split, trained)
     threshold_split = resolve_threshold_split(cfg, trained, manifest)  # before scoring
     scores = score_selection(predictor, cfg.records_dir, manifest, sel, cfg.tta,
@@ -173,7 +165,7 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
                          "leukemia_tf.predict for the final test set")
     if threshold_split:
         tscores = score_selection(predictor, cfg.records_dir, manifest,
-                                  pipeline.parse_val_split(threshold_split), cfg.tta,
+                                  manifest_lib.parse_val_split(threshold_split), cfg.tta,
                                   cfg.batch_size, cfg.progress)
         threshold = metrics.choose_threshold(tscores["label"], tscores["probability"],
                                              cfg.threshold)
@@ -193,8 +185,9 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
         model=predictor.path, image_size=predictor.image_size,
         members=list(getattr(predictor, "member_paths", [predictor.path])),
         split_warning=banner or None,
-        leakage_warnings=[] if role == split_roles.TRAINED_ON else
-        leakage_warnings(manifest, train_folds, sel),
+        leakage_warnings=[] if role == split_roles.TRAINED_ON or train_folds is None else
+        duplicates.leak_warnings(duplicates.leaked_groups(manifest, train_folds, sel),
+                                 train_folds, cfg.split),
         eval_name=eval_name(cfg.split, cfg.tta, cfg.threshold, threshold_split),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         records_manifest_sha256=manifest_sha256(cfg.records_dir))
@@ -262,7 +255,7 @@ def _files_section(result: dict) -> str:
 
 def manifest_sha256(records_dir: str) -> str:
     """sha256 of the records' manifest.json bytes: names the exact records evaluated."""
-    return hashlib.sha256(io.read_bytes(io.join(records_dir, "manifest.json"))).hexdigest()
+    return hashlib.sha256(io.read_bytes(manifest_lib.manifest_path(records_dir))).hexdigest()
 
 
 def _joined(trained: Sequence[TrainedRun], get) -> str:
@@ -309,24 +302,3 @@ def run_context(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun], resul
     yield "records manifest sha256", result["records_manifest_sha256"]
     yield "leukemia_tf version", leukemia_tf.__version__
     yield "date", result["date"]
-
-
-def leakage_warnings(manifest: dict, train_folds: Optional[Sequence[int]],
-                     reported: pipeline.Selection) -> list:
-    """Byte-identical images on both sides of the train / evaluation boundary."""
-    if train_folds is None:
-        return []
-    train_folds = set(train_folds)
-    n = 0
-    for group in manifest.get("duplicate_groups", []):
-        in_train = bool(train_folds & set(group["folds"])) and "train" in group["splits"]
-        if reported.split == "train":
-            in_eval = bool(set(reported.folds) & set(group["folds"]))
-        else:
-            in_eval = reported.split in group["splits"]
-        n += in_train and in_eval
-    if not n:
-        return []
-    return [f"{n} groups of byte-identical images are in both the training folds "
-            f"{sorted(train_folds)} and {reported.name}: those images were seen in "
-            "training, so the reported metrics are optimistic"]

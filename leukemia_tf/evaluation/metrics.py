@@ -241,21 +241,6 @@ def per_patient(df: pd.DataFrame) -> pd.DataFrame:
     return out[columns].reset_index(drop=True)
 
 
-def average_tta(prob_matrix) -> np.ndarray:
-    """Averages test-time-augmentation probabilities.
-
-    Args:
-      prob_matrix: shape [n_aug, N], one row of probabilities per augmentation.
-
-    Returns:
-      Shape [N]: the mean probability of each image over the augmentations.
-    """
-    m = np.asarray(prob_matrix, dtype=np.float64)
-    if m.ndim != 2 or m.shape[0] == 0:
-        raise ValueError(f"expected probabilities of shape [n_aug >= 1, N], got {m.shape}")
-    return m.mean(axis=0)
-
-
 # Below this many images, or patients, a report says its numbers are not to be trusted
 # alone: with 30 images one misclassified cell moves accuracy by 3 points, and C-NMC cells
 # of one patient share stain and acquisition, so 5 patients are few samples, not hundreds.

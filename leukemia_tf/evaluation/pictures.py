@@ -14,6 +14,7 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.evaluation import metrics, plots
+from leukemia_tf.data import manifest as manifest_lib
 
 MAX_MISTAKES = 24   # a grid of a few dozen cells at most
 
@@ -37,10 +38,10 @@ def read_cells(records_dir: str, split: str, source_paths: Sequence[str]
                ) -> Dict[str, np.ndarray]:
     """The stored pixels (uint8 [H, W, 3]) of the named records of one split."""
     import tensorflow as tf
-    from leukemia_tf.data import pipeline, records
-    manifest = pipeline.load(records_dir)
-    sel = pipeline.parse_val_split(split) if split != "test" else pipeline.Selection("test")
-    files = [s["full_path"] for s in pipeline.shards_for(manifest, records_dir, sel)]
+    from leukemia_tf.data import records
+    manifest = manifest_lib.load(records_dir)
+    sel = manifest_lib.parse_val_split(split) if split != "test" else manifest_lib.Selection("test")
+    files = [s["full_path"] for s in manifest_lib.shards_for(manifest, records_dir, sel)]
     wanted = tf.constant(sorted(set(source_paths)) or [""])
     decode = records.decoder(manifest["settings"]["encoding"],
                              int(manifest["settings"]["stored_size"] or 0))

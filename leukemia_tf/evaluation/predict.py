@@ -23,9 +23,9 @@ import pandas as pd
 import tensorflow as tf
 
 from leukemia_tf import io
-from leukemia_tf.evaluation import scoring
-from leukemia_tf.data import cnmc, images, pipeline, preprocess
-from leukemia_tf.data import manifest as manifest_file
+from leukemia_tf.data import cnmc, images, preprocess
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.evaluation import ensemble, evaluate, scoring
 
 COLUMNS = ("file", "probability", "prediction", "path")
 _SPLIT_FOLDERS = {"train": "training_data/", "validation": "validation_data/",
@@ -85,29 +85,28 @@ def predict_files(predictor, files: Sequence[str], tta: str, batch_size: int
     return table, errors
 
 
-def records_selection(records_dir: str, split: str) -> Tuple[dict, "pipeline.Selection"]:
+def records_selection(records_dir: str, split: str) -> Tuple[dict, "manifest_lib.Selection"]:
     """(manifest, selection) of `split` in a records dir; checked before a model loads.
 
     Raises:
       ValueError: an unknown split name, or a split without images (named, with the
         splits that have some).
     """
-    manifest = pipeline.load(records_dir)
+    manifest = manifest_lib.load(records_dir)
     if split != "test" and split != "validation" and not (
             split.startswith("fold") and split[4:].isdigit()):
         raise ValueError(f"--split must be test, validation or fold<k>, not {split!r}")
-    sel = pipeline.Selection(split) if split in ("test", "validation") else \
-        pipeline.parse_val_split(split)
+    sel = manifest_lib.Selection(split) if split in ("test", "validation") else \
+        manifest_lib.parse_val_split(split)
     check_split(manifest, records_dir, sel, split)
     return manifest, sel
 
 
 def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_size: int
                      ) -> Tuple[pd.DataFrame, list]:
-    from leukemia_tf.evaluation import evaluate as evaluation
     manifest, sel = records_selection(records_dir, split)
     preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
-    scores = evaluation.score_selection(predictor, records_dir, manifest, sel, tta, batch_size)
+    scores = evaluate.score_selection(predictor, records_dir, manifest, sel, tta, batch_size)
     table = pd.DataFrame({"file": scores["source_path"].map(io.basename),
                           "probability": scores["probability"],
                           "path": scores["source_path"]})
@@ -153,9 +152,8 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
       trust_saved_model: allow a SavedModel (it runs its own graph; README "Trust
         boundary").
     """
-    from leukemia_tf.evaluation import ensemble
     inputs = list(inputs)
-    from_records = len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST))
+    from_records = len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_lib.MANIFEST))
     if from_records:
         records_selection(inputs[0], split)  # a missing split fails before the model loads
     predictor = ensemble.load(model_path, batch_size=batch_size,

@@ -16,15 +16,14 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.evaluation.metrics import format_ci
-from leukemia_tf.evaluation.plots import (CLASS_LABELS, plot_confusion_matrix,  # noqa: F401
-                                          plot_roc_pr, plot_training_curves)
+from leukemia_tf.evaluation.plots import CLASS_LABELS
 
 LOW_PATIENT_ACCURACY = 0.5   # patients below this accuracy are flagged in the report
 INDEX = "index.md"
 REPORT = "report.md"
 
 
-def _fmt(value, digits: int = 4) -> str:
+def fmt(value, digits: int = 4) -> str:
     """Numbers for a Markdown table: floats to `digits` places, None/NaN as n/a."""
     if value is None:
         return "n/a"
@@ -37,9 +36,10 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; cells formatted by `fmt`."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -59,14 +59,14 @@ def _patient_section(per_patient_df: pd.DataFrame | None, low_accuracy: float) -
         spread.append([CLASS_LABELS.get(int(label), str(label)), len(group),
                        int(group["images"].sum()), acc.min(), acc.median(), acc.max(),
                        f"{acc.min():.1%} - {acc.max():.1%}"])
-    lines += [_table(["class", "patients", "images", "min accuracy", "median", "max accuracy",
-                      "spread"], spread), ""]
+    lines += [markdown_table(["class", "patients", "images", "min accuracy", "median",
+                              "max accuracy", "spread"], spread), ""]
     rows = [[r.patient_id, CLASS_LABELS.get(int(r.label), str(r.label)), r.images, r.correct,
              r.accuracy, r.mean_probability, "**LOW**" if is_low else ""]
             for r, is_low in zip(df.itertuples(index=False), low)]
     lines += ["Worst first:", "",
-              _table(["patient", "class", "images", "correct", "accuracy", "mean P(ALL)",
-                      "flag"], rows), ""]
+              markdown_table(["patient", "class", "images", "correct", "accuracy", "mean P(ALL)",
+                              "flag"], rows), ""]
     return lines
 
 
@@ -88,7 +88,7 @@ def relative_link(path: str, base_dir: str) -> str:
 
 def _escape(value) -> str:
     """A table cell: pipes would split the cell, newlines would end the row."""
-    return _fmt(value).replace("|", "\\|").replace("\n", " ")
+    return fmt(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _with_ci(metrics: dict, name: str):
@@ -128,9 +128,9 @@ def write_report(eval_dir, metrics: dict, per_patient_df, plots: dict[str, str],
         lines += [f"> **Warning:** {text}", ""]
     if context:
         lines += ["## Run context", "",
-                  _table(["field", "value"], [[k, _escape(v)] for k, v in context]), ""]
+                  markdown_table(["field", "value"], [[k, _escape(v)] for k, v in context]), ""]
     lines += ["## Headline", "",
-              _table(["metric", "value"], [
+              markdown_table(["metric", "value"], [
                   ["**weighted F1** (C-NMC challenge metric)", _with_ci(metrics, "weighted_f1")],
                   ["accuracy", m("accuracy")],
                   ["balanced accuracy", m("balanced_accuracy")],
@@ -141,15 +141,15 @@ def write_report(eval_dir, metrics: dict, per_patient_df, plots: dict[str, str],
                   ["threshold (ALL if p >= t)", m("threshold")],
                   ["images (N)", m("num_examples")],
               ]), "", "## Per class", "",
-              _table(["class", "precision", "recall", "F1", "support"], [
+              markdown_table(["class", "precision", "recall", "F1", "support"], [
                   [f"{CLASS_LABELS[k]} ({k})", m(f"precision_{key}"), m(f"recall_{key}"),
                    m(f"f1_{key}"), m(f"support_{key}")]
                   for k, key in ((1, "all"), (0, "hem"))]),
-              f"\nmacro F1 {_fmt(m('macro_f1'))}", "", "## Confusion matrix", ""]
+              f"\nmacro F1 {fmt(m('macro_f1'))}", "", "## Confusion matrix", ""]
     cm = m("confusion_matrix")
     if cm is not None:
-        lines += [_table(["true \\ predicted", "hem (0)", "ALL (1)"],
-                         [["hem (0)", *cm[0]], ["ALL (1)", *cm[1]]]), ""]
+        lines += [markdown_table(["true \\ predicted", "hem (0)", "ALL (1)"],
+                                 [["hem (0)", *cm[0]], ["ALL (1)", *cm[1]]]), ""]
     else:
         lines += ["n/a", ""]
     lines += _patient_section(per_patient_df, low_accuracy)
@@ -165,7 +165,7 @@ def write_report(eval_dir, metrics: dict, per_patient_df, plots: dict[str, str],
 
 
 def _index_row(eval_root: str, name: str, m: dict) -> list:
-    threshold = _fmt(m.get("threshold"))
+    threshold = fmt(m.get("threshold"))
     if m.get("threshold_chosen_on"):
         threshold += f" ({m.get('threshold_method')} on {m['threshold_chosen_on']})"
     role = m.get("split_role", "n/a")
@@ -194,8 +194,8 @@ def write_index(eval_root: str) -> Optional[str]:
              "Split roles: **held-out** (neither trained on nor used to pick the best "
              "epoch: unbiased), **selection** (chose the best epoch: optimistic), "
              "**trained-on** (a training fold: not an estimate of generalisation).", "",
-             _table(["evaluation", "split", "role", "TTA", "threshold", "images",
-                     "weighted F1", "ROC AUC", "date"], rows), ""]
+             markdown_table(["evaluation", "split", "role", "TTA", "threshold", "images",
+                             "weighted F1", "ROC AUC", "date"], rows), ""]
     out = io.join(eval_root, INDEX)
     io.write_text(out, "\n".join(lines))
     return out

@@ -6,13 +6,13 @@ share one scoring loop.
 """
 from __future__ import annotations
 
-import sys
-import time
 from typing import Callable, List, Optional
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+
+from leukemia_tf.progress import Progress
 
 TTA_MODES = ("none", "flips", "dihedral8")
 
@@ -40,66 +40,35 @@ def predict_batch(predict_fn: Callable, images, tta: str = "none") -> np.ndarray
     return np.mean(views, axis=0)
 
 
-class _Progress:
-    """tqdm on a terminal; otherwise a plain line every `every` batches (no carriage-return
-    spam in logs), and always a summary line at the end. Lines go to stderr."""
-
-    def __init__(self, desc: str, total: Optional[int], every: int, stream=None):
-        self.desc, self.total, self.every = desc, total, max(1, every)
-        self.stream = stream or sys.stderr
-        self.bar = None
-        if getattr(self.stream, "isatty", lambda: False)():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="batch", desc=desc, file=self.stream)
-        self.batches = self.images = 0
-        self.start = time.perf_counter()
-
-    def update(self, images: int) -> None:
-        self.batches += 1
-        self.images += images
-        if self.bar is not None:
-            self.bar.update(1)
-        elif self.batches % self.every == 0:
-            of = f"/{self.total}" if self.total else ""
-            print(f"{self.desc}: batch {self.batches}{of}, {self.images} images",
-                  file=self.stream, flush=True)
-
-    def close(self) -> str:
-        if self.bar is not None:
-            self.bar.close()
-        seconds = time.perf_counter() - self.start
-        rate = self.images / seconds if seconds > 0 else 0.0
-        line = (f"{self.desc}: scored {self.images} images in {self.batches} batches, "
-                f"{seconds:.1f} s ({rate:.1f} images/s)")
-        print(line, file=self.stream, flush=True)
-        return line
-
-
 def score_dataset(predict_fn: Callable, ds: tf.data.Dataset, tta: str = "none",
-                  progress: bool = False, total_batches: Optional[int] = None,
-                  desc: str = "score", every: int = 20, stream=None) -> pd.DataFrame:
+                  progress: bool = False, total: Optional[int] = None,
+                  desc: str = "score", interval: float = 30.0, stream=None) -> pd.DataFrame:
     """Run over a metadata dataset (see pipeline.make_dataset(with_metadata=True)).
 
     Args:
-      progress: show progress (tqdm on a terminal, else a line every `every` batches)
-        and end with a summary line, on `stream` (default stderr).
-      total_batches: the expected number of batches, for the progress display.
+      progress: show progress (`progress.Progress`: tqdm on a terminal, else a line every
+        `interval` seconds) and end with a summary line, on `stream` (default stderr).
+      total: the expected number of images, for the progress display.
 
     Returns one row per example: source_path, patient_id, label (-1 unlabeled),
     probability.
     """
     rows = {"source_path": [], "patient_id": [], "label": [], "probability": []}
-    shown = _Progress(desc, total_batches, every, stream) if progress else None
+    shown = Progress(total, desc, unit="img", enabled=progress, stream=stream,
+                     interval=interval)
+    batches = 0
     for batch in ds:
         probs = predict_batch(predict_fn, batch["image"], tta)
         rows["probability"].append(probs)
         rows["label"].append(batch["label"].numpy().reshape(-1))
         rows["source_path"] += [p.decode() for p in batch["source_path"].numpy()]
         rows["patient_id"] += [p.decode() for p in batch["patient_id"].numpy()]
-        if shown is not None:
-            shown.update(len(probs))
-    if shown is not None:
-        shown.close()
+        shown.update(len(probs))
+        batches += 1
+    seconds = shown.seconds()
+    rate = shown.done / seconds if seconds > 0 else 0.0
+    shown.close(f"scored {shown.done} images in {batches} batches, {seconds:.1f} s "
+                f"({rate:.1f} images/s)")
     out = pd.DataFrame({
         "source_path": rows["source_path"], "patient_id": rows["patient_id"],
         "label": np.concatenate(rows["label"]).astype(int) if rows["label"] else [],

@@ -41,13 +41,6 @@ def role(split: str, train_folds: Optional[Sequence[int]], val_split: Optional[s
     return HELD_OUT
 
 
-def role_for_config(split: str, trained) -> str:
-    """`role` from a trained `config.Config` (None -> unknown)."""
-    if trained is None:
-        return UNKNOWN
-    return role(split, trained.data.train_folds, trained.data.val_split)
-
-
 def worst(roles: Iterable[str]) -> str:
     """The most biased of several roles (e.g. the members of an ensemble)."""
     roles = list(roles)

@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf.config import AugmentConfig
+from leukemia_tf.model import normalization
 
 
 def _uniform(n, low, high):
@@ -295,7 +296,6 @@ def build_normalization(mode: str, name: str = "normalize"):
     without this package; `CellNormalization` is the reference it is tested against."""
     if mode == "none":
         return None
-    from leukemia_tf.model import normalization
     if mode not in normalization.NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {normalization.NORMALIZATIONS}, "
                          f"not {mode!r}")

@@ -103,7 +103,7 @@ def export_model(model: keras.Model, model_dir: str,
       model_dir: local or remote directory; created if missing. An existing export/ is
         replaced.
       spec: the preprocessing the model was trained with (canvas from the records'
-        manifest, see `pipeline.records_spec`); default: the 450 canvas at the model's S.
+        manifest, see `pipeline.parser.records_spec`); default: the 450 canvas at the model's S.
 
     Returns:
       {"keras": path, "saved_model": path, "image_size": S, "preprocessing": spec dict}.

@@ -7,9 +7,10 @@ only (max channel > 2/255; the black canvas would otherwise dominate them) and t
 background is set to 0.
 
 Why standard layers: the model ships as `model.keras`, and a custom layer would make
-`tf_keras.models.load_model` fail in any Python that has not imported this package (the
-issue-9 complaint). The masked mean and standard deviation need divisions by per-image
-statistics, which no standard layer offers directly; `UnitNormalization` provides them:
+`tf_keras.models.load_model` fail in any Python that has not imported this package: a
+model nobody could open without our code. The masked mean and standard deviation need
+divisions by per-image statistics, which no standard layer offers directly;
+`UnitNormalization` provides them:
 with m the 0/1 mask and n = sum(m), unit(m) = m / sqrt(n), so unit(m)^2 = m / n (the
 weights of the masked mean) and sum(unit(m)) = sqrt(n); with c the centred cell,
 unit(c) * sqrt(n) = c / std. `augment.CellNormalization` is the same computation in plain

@@ -268,8 +268,3 @@ def backbone_variables(model: keras.Model) -> list:
     of a registry model; empty for the project's own CNNs."""
     return [v for layer in model.layers if isinstance(layer, keras.Model)
             for v in layer.trainable_variables]
-
-
-def count_params(model: keras.Model) -> int:
-    """Total number of weights (trainable and not) in `model`."""
-    return int(model.count_params())

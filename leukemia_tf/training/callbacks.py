@@ -14,6 +14,7 @@ import math
 import time
 from typing import Optional
 
+import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
@@ -128,7 +129,6 @@ class CsvHistory(keras.callbacks.Callback):
                 self.rows = [r for r in old.to_dict("records") if int(r["epoch"]) <= epoch]
 
     def on_epoch_end(self, epoch, logs=None):
-        import pandas as pd
         self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
         io.write_csv(self.path, pd.DataFrame(self.rows))
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+from importlib import metadata
 from typing import List, Sequence
 
 import tensorflow as tf
@@ -149,7 +150,6 @@ def all_agree(strategy: tf.distribute.Strategy, ok: bool) -> bool:
 
 def cuda_packages() -> List[str]:
     """NVIDIA wheels that `pip install tensorflow[and-cuda]` (the `[gpu]` extra) brings."""
-    from importlib import metadata
     names = set()
     for dist in metadata.distributions():
         name = (dist.metadata.get("Name") or "").lower()

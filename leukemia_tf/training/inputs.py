@@ -20,9 +20,13 @@ import math
 import struct
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import tensorflow as tf
+
 from leukemia_tf import io
 from leukemia_tf.config import Config, DataConfig
-from leukemia_tf.data import duplicates
+from leukemia_tf.data import duplicates, grouping
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.model import registry
 from leukemia_tf.training import distribution, objectives
 from leukemia_tf.training.errors import InputError
 
@@ -61,10 +65,9 @@ def validate_config(cfg: Config) -> None:
             ("cache_layout", d.cache_layout, ("element", "batch"))):
         if value not in choices:
             raise ValueError(f"--{flag}={value} is not one of {', '.join(choices)}")
-    from leukemia_tf.model import registry as models
-    if cfg.model.name not in models.MODELS:
+    if cfg.model.name not in registry.MODELS:
         raise ValueError(f"--model={cfg.model.name} is not one of "
-                         f"{', '.join(sorted(models.MODELS))}")
+                         f"{', '.join(sorted(registry.MODELS))}")
     if d.image_size < 1:
         raise ValueError(f"--image_size must be at least 1, not {d.image_size}")
     if not d.train_folds:
@@ -132,19 +135,18 @@ def manifest_pin(records_dir: str, pinned: str):
 
 def prepare(cfg: Config) -> Inputs:
     """Load and check the records of a run; raises InputError or ValueError."""
-    from leukemia_tf.data import pipeline
     d = cfg.data
     manifest, pinned = load_manifest(d.records_dir)
-    train_sel = pipeline.Selection("train", tuple(d.train_folds))
-    val_sel = pipeline.parse_val_split(d.val_split, d.train_folds)
+    train_sel = manifest_lib.Selection("train", tuple(d.train_folds))
+    val_sel = manifest_lib.parse_val_split(d.val_split, d.train_folds)
     if (val_sel.split == "train" and set(val_sel.folds) & set(train_sel.folds)
             and not d.cv_assignment):  # grouped CV filters the folds' records instead
         raise ValueError(f"validation fold {val_sel.folds} is also a training fold "
                          f"{train_sel.folds}: choose --train_folds without it")
     for sel in (train_sel, val_sel):
-        check_shards(d.records_dir, pipeline.shards_for(manifest, d.records_dir, sel))
-    n_train = pipeline.count_examples(manifest, train_sel, d, training=True)
-    n_val = pipeline.count_examples(manifest, val_sel, d, training=False)
+        check_shards(d.records_dir, manifest_lib.shards_for(manifest, d.records_dir, sel))
+    n_train = grouping.count_examples(manifest, train_sel, d, training=True)
+    n_val = grouping.count_examples(manifest, val_sel, d, training=False)
     if n_train < cfg.train.batch_size:
         raise ValueError(f"{n_train} training examples < global batch {cfg.train.batch_size}")
     leaks = duplicates.leaked_groups(manifest, d.train_folds, d.val_split)
@@ -194,7 +196,6 @@ def count_records(path: str) -> Tuple[int, Optional[str]]:
 def corrupt_shard_error(records_dir: str, shards: List[dict],
                         error: Exception) -> Optional[InputError]:
     """Re-read `shards` to find the one behind a DataLossError; None if all read fine."""
-    import tensorflow as tf
     for shard in shards:
         n = 0
         try:
@@ -206,18 +207,7 @@ def corrupt_shard_error(records_dir: str, shards: List[dict],
     return None
 
 
-def leakage_warning(inputs: Inputs, cfg: Config) -> List[str]:
-    """The training-time duplicate warning (also in summary.json `warnings`)."""
-    if not inputs.leaked_groups:
-        return []
-    n = inputs.leaked_groups
-    groups = "1 group of byte-identical images is" if n == 1 else \
-        f"{n} groups of byte-identical images are"
-    return [f"{groups} both in the training folds {list(cfg.data.train_folds)} and in "
-            f"{cfg.data.val_split}: validation scores of those images are optimistic"]
-
-
 def class_weights(inputs: Inputs, data: DataConfig) -> Dict[int, float]:
-    from leukemia_tf.data import pipeline
-    counts = pipeline.label_counts(inputs.manifest, data.records_dir, inputs.train_sel, data)
-    return pipeline.class_weights(counts)
+    """Balanced class weights of the run's training records (see objectives)."""
+    return objectives.class_weights(grouping.label_counts(inputs.manifest, inputs.train_sel,
+                                                          data))

@@ -15,6 +15,12 @@ import tf_keras as keras
 
 from leukemia_tf import io
 from leukemia_tf.config import Config
+from leukemia_tf.data import duplicates
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data import pipeline
+from leukemia_tf.data.pipeline import parser, reader
+from leukemia_tf.evaluation import metrics, scoring
+from leukemia_tf.model import export, registry
 from leukemia_tf.training import callbacks as cb
 from leukemia_tf.training import distribution as dist
 from leukemia_tf.training import inputs as inputs_lib
@@ -100,19 +106,20 @@ def _nan_message(cfg: Config, nan_at) -> str:
             "or a new --model_dir.")
 
 
-def _fit(cfg, strategy, model, data, steps, weights, plan, chief, display=None):
-    from leukemia_tf.data import pipeline
+def _fit(cfg, model, data, steps, weights, plan, chief, display=None):
+    batch = cfg.train.batch_size
 
     def train_fn(input_context):
-        return pipeline.make_dataset(cfg, data.train_sel, True, manifest=data.manifest,
+        return pipeline.make_dataset(cfg.data, data.train_sel, training=True,
+                                     batch_size=batch, manifest=data.manifest,
                                      cache=plan["train"][0], input_context=input_context,
                                      weights=weights)
     train_input = train_fn
     if cfg.data.cache_layout == "batch":  # the decoded set as one tensor (data/batch_cache)
         from leukemia_tf.data import batch_cache
         train_input = batch_cache.dataset_fn(cfg, data.train_sel, data.manifest, weights)
-    val_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
-                                   cache=plan["validation"][0])
+    val_ds = pipeline.make_dataset(cfg.data, data.val_sel, training=False, batch_size=batch,
+                                   manifest=data.manifest, cache=plan["validation"][0])
     if cfg.train.steps_per_execution > 1:  # Keras then needs the number of val batches
         val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
             -(-data.num_val // cfg.train.batch_size)))
@@ -126,7 +133,7 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief, display=None):
                             verbose=shown_progress.keras_verbose(cfg, chief))
     except tf.errors.DataLossError as e:
         shards = [s for sel in (data.train_sel, data.val_sel)
-                  for s in pipeline.shards_for(data.manifest, cfg.data.records_dir, sel)]
+                  for s in manifest_lib.shards_for(data.manifest, cfg.data.records_dir, sel)]
         named = inputs_lib.corrupt_shard_error(cfg.data.records_dir, shards, e)
         if named is None:
             raise
@@ -139,8 +146,6 @@ def _fit(cfg, strategy, model, data, steps, weights, plan, chief, display=None):
 def _export(cfg, strategy, model, chief, manifest):
     """Load the best weights (if any), refuse non-finite ones, export (chief) with the
     records' preprocessing spec (canvas, size, resize method)."""
-    from leukemia_tf.model import export, registry as models
-    from leukemia_tf.data import pipeline
     md = cfg.train.model_dir
     if dist.is_multi_worker(strategy):
         dist.barrier(strategy)  # the chief's best checkpoint is complete before anyone reads it
@@ -151,11 +156,11 @@ def _export(cfg, strategy, model, chief, manifest):
     # The exported copy is a plain single-device model: a SavedModel cannot hold functions
     # over distributed variables, and scoring it needs no other replica or worker. Reading
     # the weights is collective under multi-worker, so every worker takes part.
-    plain = models.build_model(cfg.model, cfg.data.image_size)
+    plain = registry.build_model(cfg.model, cfg.data.image_size)
     plain.set_weights(model.get_weights())
     if chief:
         log.info("exporting the best weights to %s (model.keras, export/)", md)
-        export.export_model(plain, md, pipeline.records_spec(manifest, cfg.data.image_size))
+        export.export_model(plain, md, parser.records_spec(manifest, cfg.data.image_size))
     return plain
 
 
@@ -187,7 +192,7 @@ def run(cfg: Config) -> dict:
     weights = inputs_lib.class_weights(data, d)
     plan = _cache_plan(cfg, data)
     warnings = dist.log_startup(strategy, precision, t.batch_size, steps)
-    for w in inputs_lib.leakage_warning(data, cfg):
+    for w in duplicates.leak_warnings(data.leaked_groups, d.train_folds, d.val_split):
         log.warning("%s", w)
         warnings.append(w)
     model = _build(cfg, strategy, steps, precision)
@@ -197,7 +202,7 @@ def run(cfg: Config) -> dict:
         if state.status == "finished":  # finished by another trainer while we started
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
         display = shown_progress.display_for(cfg, chief, steps, data.num_val, plan)
-        history, progress = _fit(cfg, strategy, model, data, steps, weights, plan, chief,
+        history, progress = _fit(cfg, model, data, steps, weights, plan, chief,
                                  display)
         inputs_lib.check_pinned(d.records_dir, data.manifest_sha256)
         shown_progress.phase(display, f"exporting the best weights to {t.model_dir}")
@@ -228,9 +233,8 @@ def run(cfg: Config) -> dict:
 
 
 def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
-    from leukemia_tf.model import registry as models
     with strategy.scope():
-        model = models.build_model(cfg.model, cfg.data.image_size)
+        model = registry.build_model(cfg.model, cfg.data.image_size)
         model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision, model),
                       loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
                       **step_settings.compile_kwargs(cfg.train, precision))
@@ -249,9 +253,8 @@ def _progress_summary(progress: cb.Progress, model_dir: str) -> dict:
 
 
 def _cache_plan(cfg: Config, data) -> dict:
-    from leukemia_tf.data import pipeline
-    plan = pipeline.cache_plan(cfg.data, [("train", data.num_train),
-                                          ("validation", data.num_val)])
+    plan = reader.cache_plan(cfg.data, [("train", data.num_train),
+                                        ("validation", data.num_val)])
     for name, (mode, why) in plan.items():
         log.info("cache for %s: %s (%s)", name, mode, why)
     if plan.get("train", ("none",))[0] != "none":
@@ -262,10 +265,9 @@ def _cache_plan(cfg: Config, data) -> dict:
 
 def _score(cfg: Config, data, plain, summary: dict) -> None:
     """Exact validation metrics of the exported weights (sklearn ROC AUC: `roc_auc`)."""
-    from leukemia_tf.evaluation import metrics, scoring
-    from leukemia_tf.data import pipeline
     predict_fn = scoring.keras_predict_fn(plain)
-    eval_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
+    eval_ds = pipeline.make_dataset(cfg.data, data.val_sel, training=False,
+                                    batch_size=cfg.train.batch_size, manifest=data.manifest,
                                     with_metadata=True)
     scores = scoring.score_dataset(predict_fn, eval_ds)
     summary["validation"] = metrics.classification_metrics(scores["label"],

@@ -1,10 +1,12 @@
-"""What a run optimises and watches: optimizer and schedule, loss, per-epoch metrics.
+"""What a run optimises and watches: optimizer and schedule, class weights, loss, metrics.
 
 Metric names are what history.csv and the console show. The Keras AUC is a bucketed
 approximation, so it is called `auc_approx`: the one exact ROC AUC of a run (sklearn, over
 every validation image) is `roc_auc` in summary.json and the evaluation.
 """
 from __future__ import annotations
+
+from typing import Dict
 
 import tensorflow as tf
 import tf_keras as keras
@@ -150,6 +152,12 @@ def _scaled_backbone(cfg: Config, model) -> list:
         raise ValueError(f"--freeze_backbone_epochs/--backbone_lr_multiplier need a model "
                          f"with a pretrained backbone; {cfg.model.name} has none")
     return backbone
+
+
+def class_weights(counts: Dict[int, int]) -> Dict[int, float]:
+    """Balanced weights n / (2 n_c): each class contributes equally to the loss."""
+    total = sum(counts.values())
+    return {c: (total / (2.0 * n) if n else 0.0) for c, n in counts.items()}
 
 
 def make_loss(cfg: Config):

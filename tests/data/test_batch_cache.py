@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from leukemia_tf import config as C
 from leukemia_tf import training
-from leukemia_tf.data import batch_cache, pipeline
+from leukemia_tf.data import batch_cache
+from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import tiny_config
 
 N = 20
@@ -77,13 +78,13 @@ def test_mirrored_strategy_splits_the_global_batch():
 
 
 def test_decode_all_matches_the_records(records_dir):
-    manifest = pipeline.load(records_dir)
+    manifest = manifest_lib.load(records_dir)
     cfg = C.Config(data=C.DataConfig(records_dir=records_dir, image_size=48))
-    sel = pipeline.Selection("train", (0, 1, 2))
+    sel = manifest_lib.Selection("train", (0, 1, 2))
     cached = batch_cache.decode_all(cfg, sel, manifest)
-    n = pipeline.count_examples(manifest, sel)
+    n = manifest_lib.count_examples(manifest, sel)
     assert cached.images.shape == (n, 48, 48, 3) and cached.images.dtype == np.uint8
-    counts = pipeline.label_counts(manifest, records_dir, sel)
+    counts = manifest_lib.label_counts(manifest, records_dir, sel)
     assert int(cached.labels.sum()) == counts[1] and int((cached.labels == 0).sum()) == counts[0]
     assert cached.images.std() > 0  # decoded pixels, not zeros
 
@@ -95,4 +96,4 @@ def test_training_with_the_batch_layout(records_dir, tmp_path):
     assert summary["status"] == "ok" and summary["replicas"] == 2
     with pytest.raises(ValueError, match="resampling"):
         batch_cache.dataset_fn(C.replace(cfg, data={"class_balance": "resample"}),
-                               pipeline.Selection("train"), pipeline.load(records_dir))
+                               manifest_lib.Selection("train"), manifest_lib.load(records_dir))

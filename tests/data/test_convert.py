@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from leukemia_tf.data import cnmc, convert, images, preprocess, records
+from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import REPO, REAL_SAMPLES, build_tree, real_sample_paths
 
 
@@ -76,7 +77,7 @@ def test_tree_all_splits_canvas_and_manifest(tiny_tree, tmp_path):
                                           src[75:525, 75:525])
             assert ex["image/class/label"].numpy() == -1 and ex["image/fold"].numpy() == -1
     assert convert.verify(str(out))["examples"] == 19
-    summary = convert.summarize(manifest).splitlines()
+    summary = manifest_lib.summarize(manifest).splitlines()
     assert [line.split()[:2] for line in summary[1:4]] == [["train", "12"],
                                                            ["validation", "4"], ["test", "3"]]
 
@@ -190,7 +191,7 @@ def test_cli_exit_status_and_kill9_resume(tmp_path):
     proc.wait()
     assert not (out / "manifest.json").exists(), "killed run must not look complete"
     with pytest.raises(convert.ConvertError, match="no complete conversion"):
-        convert.load_manifest(str(out))
+        manifest_lib.load(str(out))
     done = len(list(progress.glob("*.json")))
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""Issue 8 cases 6-11: the converter touches only what it owns and reuses only what is
+"""The converter touches only what it owns and reuses only what is
 still true; its CLI turns expected failures into one `error:` line; progress output."""
 import errno
 import hashlib
@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from leukemia_tf import io, progress
-from leukemia_tf.data import cnmc, convert, images, records, streaming
+from leukemia_tf.data import cnmc, convert, encode, images, records, streaming
+from leukemia_tf.data import manifest as manifest_lib
 
 
 def _cfg(data_dir, out, **kw):
@@ -89,7 +90,7 @@ def test_bad_flags_leave_a_finished_records_dir_usable(tiny_tree, tmp_path, chan
     with pytest.raises(error, match=match):
         convert.convert(_cfg(kw.pop("data_dir"), out, **kw))
     assert sorted(os.listdir(out)) == listing
-    assert convert.load_manifest(str(out))["created"] == before["created"]
+    assert manifest_lib.load(str(out))["created"] == before["created"]
     assert convert.verify(str(out))["examples"] == 19
 
 
@@ -197,7 +198,7 @@ def test_16bit_png_is_scaled_not_clipped_in_the_converter(tiny_tree, tmp_path):
     assert len(np.unique(got)) > 100   # clipping at 255 left two or three values
 
 
-# ---------------------------------------------------------------- issue 10: examples.csv
+# ---------------------------------------------------------------- examples.csv
 def test_examples_csv_writes_folds_and_labels_as_integers(tiny_tree, tmp_path):
     convert.convert(_cfg(tiny_tree, tmp_path / "rec"))
     lines = (tmp_path / "rec" / "examples.csv").read_text().splitlines()
@@ -207,7 +208,7 @@ def test_examples_csv_writes_folds_and_labels_as_integers(tiny_tree, tmp_path):
     assert folds == {"0", "1", "2", ""} and labels == {"0", "1", ""}
 
 
-# ---------------------------------------------------------------- issue 9: streaming
+# ---------------------------------------------------------------- streaming
 def test_remote_source_streams_with_bounded_reads(tiny_tree, tmp_path):
     remote = "ram://hconv_stream/C-NMC_Leukemia"
     io.copytree(tiny_tree, remote)
@@ -222,14 +223,14 @@ def test_remote_source_streams_with_bounded_reads(tiny_tree, tmp_path):
             taken.append(i)
             yield (i, f"{remote}/no-such-{i}.bmp", None, {})
     window = 3
-    results = streaming.stream(convert._work, tasks(), None, window)
+    results = streaming.stream(encode.work, tasks(), None, window)
     first = next(results)
     assert first[0] == 0 and "cannot read file" in first[2]
     assert len(taken) <= 2 * window + 1    # read ahead is bounded, not the whole input
     assert [r[0] for r in results] == list(range(1, 100))
 
 
-# ---------------------------------------------------------------- issue 11: progress
+# ---------------------------------------------------------------- progress
 def test_progress_is_plain_lines_without_a_terminal(tiny_tree, tmp_path, capsys,
                                                     monkeypatch):
     monkeypatch.setattr(convert, "PROGRESS_INTERVAL", 0.0)

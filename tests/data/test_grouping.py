@@ -7,7 +7,9 @@ import tensorflow as tf
 from leukemia_tf import config as C
 from leukemia_tf.crossval import run as crossval
 from leukemia_tf.data import grouping
+from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data import pipeline, records
+from leukemia_tf.data.pipeline import reader
 
 
 def table(all_patients=10, hem_patients=4, per_patient=5, seed=0):
@@ -85,20 +87,20 @@ def paths_of(ds):
 
 
 def test_pipeline_keeps_exactly_the_assigned_side(records_dir, tmp_path):
-    manifest = pipeline.load(records_dir)
+    manifest = manifest_lib.load(records_dir)
     runs, notes = crossval.patient_plan(records_dir, (0, 1, 2), 2, str(tmp_path))
     assert [r["data"]["cv_fold"] for r in runs] == [0, 1]
     path = runs[0]["data"]["cv_assignment"]
     assignment = grouping.read_assignment(path)
-    sel = pipeline.Selection("train", (0, 1, 2))
+    sel = manifest_lib.Selection("train", (0, 1, 2))
     for k in (0, 1):
-        cfg = C.Config(data=C.DataConfig(records_dir=records_dir, image_size=48,
-                                         cv_assignment=path, cv_fold=k, val_split="cv"))
-        held = set(paths_of(pipeline.make_dataset(cfg, sel, False, manifest=manifest,
-                                                  with_metadata=True)))
+        data = C.DataConfig(records_dir=records_dir, image_size=48, cv_assignment=path,
+                            cv_fold=k, val_split="cv")
+        held = set(paths_of(pipeline.make_dataset(data, sel, training=False, batch_size=8,
+                                                  manifest=manifest, with_metadata=True)))
         # The training builder repeats forever, so check its predicate on every record.
-        keep = pipeline.cv_filter(cfg.data, training=True)
-        files = [s["full_path"] for s in pipeline.shards_for(manifest, records_dir, sel)]
+        keep = reader.cv_filter(data, training=True)
+        files = [s["full_path"] for s in manifest_lib.shards_for(manifest, records_dir, sel)]
         trained = set()
         for serialized in tf.data.TFRecordDataset(files):
             if bool(keep(serialized)):
@@ -107,9 +109,9 @@ def test_pipeline_keeps_exactly_the_assigned_side(records_dir, tmp_path):
         assert held == set(assignment[assignment["cv_fold"] == k]["source_path"])
         assert not held & trained
         assert held | trained == set(assignment["source_path"])
-        assert pipeline.count_examples(manifest, sel, cfg.data, training=False) == len(held)
-        assert pipeline.count_examples(manifest, sel, cfg.data, training=True) == len(trained)
-        counts = pipeline.label_counts(manifest, records_dir, sel, cfg.data)
+        assert grouping.count_examples(manifest, sel, data, training=False) == len(held)
+        assert grouping.count_examples(manifest, sel, data, training=True) == len(trained)
+        counts = grouping.label_counts(manifest, sel, data)
         assert sum(counts.values()) == len(trained)
 
 
@@ -118,8 +120,8 @@ def test_cv_filter_refuses_a_missing_fold(records_dir, tmp_path):
     data = C.DataConfig(records_dir=records_dir, cv_assignment=runs[0]["data"]["cv_assignment"],
                         cv_fold=7)
     with pytest.raises(ValueError, match="cv_fold 7"):
-        pipeline.cv_filter(data, training=True)
-    assert pipeline.parse_val_split("cv", (0, 1)) == pipeline.Selection("train", (0, 1))
+        reader.cv_filter(data, training=True)
+    assert manifest_lib.parse_val_split("cv", (0, 1)) == manifest_lib.Selection("train", (0, 1))
 
 
 def test_crossval_by_patients_end_to_end(records_dir, tmp_path):
@@ -140,3 +142,15 @@ def test_crossval_by_patients_end_to_end(records_dir, tmp_path):
         assert 0 <= r["worst_patient_accuracy"] <= 1
     patients = pd.read_csv(result["per_patient"], dtype={"patient_id": str})
     assert set(patients["patient_id"]) == set(assignment["patient_id"].astype(str))
+
+
+def test_cv_rule_is_the_same_on_pandas_and_tensors():
+    folds = [-1, 0, 1, 2, 1]
+    for training in (True, False):
+        on_pandas = grouping.keeps(pd.Series(folds), 1, training).tolist()
+        on_tensor = grouping.keeps(tf.constant(folds, tf.int64), 1, training).numpy().tolist()
+        in_tf_data = [bool(k) for k in tf.data.Dataset.from_tensor_slices(
+            tf.constant(folds, tf.int64)).map(lambda f: grouping.keeps(f, 1, training))]
+        assert on_pandas == on_tensor == in_tf_data
+    assert on_pandas == [True, False, True, False, True]            # evaluation: fold 1 + unlisted
+    assert grouping.keeps(pd.Series(folds), 1, True).tolist() == [True, True, False, True, False]

@@ -55,7 +55,7 @@ def test_examples_round_trip_keeps_integer_folds(tmp_path):
 
 
 def test_pipeline_reads_manifests_without_the_converter():
-    code = ("import sys; from leukemia_tf.data import pipeline; "
+    code = ("import sys; from leukemia_tf.data import pipeline, grouping; "
             "print('leukemia_tf.data.convert' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)

@@ -19,7 +19,8 @@ from leukemia_tf.model import export
 from leukemia_tf import io
 from leukemia_tf.evaluation import predict as prediction
 from leukemia_tf.config import AugmentConfig, ModelConfig
-from leukemia_tf.data import convert, images, pipeline, preprocess, records
+from leukemia_tf.data import convert, images, preprocess, records
+from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.model.registry import build_model
 from tests.helpers import build_tree
 
@@ -151,7 +152,7 @@ def test_same_probability_through_files_records_and_raw_signature(served):
 
 def test_pre_resized_records_hold_the_functions_output(served):
     """The converter's pre-resizing (parent process) is the same function, bit for bit."""
-    manifest = pipeline.load(served["records"][SIZE])
+    manifest = manifest_lib.load(served["records"][SIZE])
     assert manifest["settings"]["stored_size"] == SIZE
     assert manifest["settings"]["resize_method"] == "area"
     want = preprocess.to_model_input(served["layouts"]["450x450"], SPEC).numpy()

@@ -4,8 +4,10 @@ import pandas as pd
 import pytest
 
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from leukemia_tf.evaluation import ensemble, scoring
+from leukemia_tf.evaluation import ensemble, evaluate, predict, scoring
 from leukemia_tf.config import AugmentConfig, ModelConfig
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data.pipeline import parser
 from leukemia_tf.model.export import Predictor, export_model, load_model
 from leukemia_tf.model.registry import build_model
 
@@ -75,9 +77,7 @@ def test_members_must_share_the_input_size_and_paths_must_exist():
 def test_evaluate_and_predict_take_several_model_dirs(records_dir, tmp_path):
     """`--model_dir=a,b`: predict writes the members' mean; evaluate scores that mean,
     lists the members, and needs --out_dir (an ensemble has no run dir of its own)."""
-    from leukemia_tf.evaluation import evaluate as evaluation, predict as prediction
-    from leukemia_tf.data import pipeline
-    spec = pipeline.records_spec(pipeline.load(records_dir), 48)
+    spec = parser.records_spec(manifest_lib.load(records_dir), 48)
     dirs = []
     for i in range(2):
         model = build_model(ModelConfig(width=4, dropout=0.0, normalize="none",
@@ -86,17 +86,17 @@ def test_evaluate_and_predict_take_several_model_dirs(records_dir, tmp_path):
         model.train_on_batch(uint8_batch(4, 48, seed=i), np.array([[0], [1], [1], [i]], "f"))
         dirs.append(str(tmp_path / f"m{i}"))
         export_model(model, dirs[-1], spec)
-    single = [prediction.predict(d, [records_dir], split="validation")[0] for d in dirs]
-    both, errors = prediction.predict(",".join(dirs), [records_dir], split="validation")
+    single = [predict.predict(d, [records_dir], split="validation")[0] for d in dirs]
+    both, errors = predict.predict(",".join(dirs), [records_dir], split="validation")
     assert not errors and list(both["file"]) == list(single[0]["file"])
     assert not np.allclose(single[0]["probability"], single[1]["probability"])
     np.testing.assert_allclose(both["probability"],
                                (single[0]["probability"] + single[1]["probability"]) / 2,
                                atol=1e-6)
     with pytest.raises(ValueError, match="give --out_dir"):
-        evaluation.evaluate(evaluation.EvalConfig(",".join(dirs), records_dir))
-    m = evaluation.evaluate(evaluation.EvalConfig(",".join(dirs), records_dir,
-                                                  out_dir=str(tmp_path / "ens_eval")))
+        evaluate.evaluate(evaluate.EvalConfig(",".join(dirs), records_dir))
+    m = evaluate.evaluate(evaluate.EvalConfig(",".join(dirs), records_dir,
+                                              out_dir=str(tmp_path / "ens_eval")))
     assert m["members"] == [f"{d}/model.keras" for d in dirs]
     assert m["num_examples"] == len(both)
     scored = pd.read_csv(tmp_path / "ens_eval" / m["eval_name"] / "predictions.csv")

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from leukemia_tf import config as C
-from leukemia_tf.crossval import run as crossval
-from leukemia_tf.evaluation import evaluate as evaluation, predict as prediction, scoring
+from leukemia_tf.evaluation import evaluate, predict, scoring
 from leukemia_tf.model import export
 from leukemia_tf import training
-from leukemia_tf.data import images, pipeline
+from leukemia_tf.data import images
+from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import REPO, build_tree, tiny_config
 from tests.helpers import check_links
 
@@ -32,7 +32,7 @@ def _report(path):
 @pytest.fixture(scope="module")
 def validation_eval(model_dir, records_dir):
     """The default evaluation (validation, no TTA, threshold 0.5), run once."""
-    return evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir))
+    return evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir))
 
 
 def test_evaluate_scores_every_image_once_and_writes_outputs(model_dir, records_dir,
@@ -95,10 +95,10 @@ def test_report_starts_with_the_run_context(model_dir, records_dir, validation_e
 
 def test_each_evaluation_keeps_its_own_folder(model_dir, records_dir, validation_eval, capsys):
     first = validation_eval
-    fold2 = evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, split="fold2",
-                                                      progress=True))
+    fold2 = evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, split="fold2",
+                                                  progress=True))
     assert "score fold2: scored 16 images" in capsys.readouterr().err
-    tta = evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, tta="dihedral8"))
+    tta = evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, tta="dihedral8"))
     assert [os.path.basename(m["eval_dir"]) for m in (first, fold2, tta)] == [
         "validation", "fold2", "validation-dihedral8"]
     assert os.path.exists(first["report"])            # fold2 did not erase validation
@@ -126,8 +126,8 @@ def test_tta_averages_the_views(model_dir):
 
 
 def test_trained_on_split_is_labelled(model_dir, records_dir, tmp_path):
-    m = evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, split="fold0",
-                                                  out_dir=str(tmp_path / "ev")))
+    m = evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, split="fold0",
+                                              out_dir=str(tmp_path / "ev")))
     assert m["eval_dir"] == str(tmp_path / "ev" / "fold0")     # --out_dir: the root
     assert check_links(str(tmp_path / "ev" / "index.md")) == ["fold0/report.md"]
     on_disk = json.load(open(os.path.join(m["eval_dir"], "metrics.json")))
@@ -137,24 +137,24 @@ def test_trained_on_split_is_labelled(model_dir, records_dir, tmp_path):
 
 
 def test_threshold_chosen_on_a_held_out_fold(model_dir, records_dir):
-    m = evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, threshold="youden"))
+    m = evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, threshold="youden"))
     assert m["threshold_chosen_on"] == "fold2" and m["threshold_split_role"] == "held-out"
     assert 0 <= m["threshold"] <= 1 and not m["threshold_biased"]
     assert m["eval_dir"].endswith(os.path.join("eval", "validation-thr_youden_fold2"))
     assert f"| threshold (ALL if p >= t) | {m['threshold']:.4f} (youden, chosen on fold2: " \
            "held-out) |" in _report(m["report"])
     with pytest.raises(ValueError, match="must differ"):
-        evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, threshold="f1",
-                                                  threshold_split="validation"))
+        evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, threshold="f1",
+                                              threshold_split="validation"))
 
 
 def test_threshold_on_a_trained_on_fold_is_refused(model_dir, records_dir):
-    cfg = evaluation.EvalConfig(model_dir, records_dir, split="fold2", threshold="f1",
-                                threshold_split="fold1")
+    cfg = evaluate.EvalConfig(model_dir, records_dir, split="fold2", threshold="f1",
+                              threshold_split="fold1")
     with pytest.raises(ValueError, match="refusing to choose the threshold on fold1: the "
                                          "model was trained on it"):
-        evaluation.evaluate(cfg)
-    m = evaluation.evaluate(dataclasses.replace(cfg, allow_biased_threshold=True))
+        evaluate.evaluate(cfg)
+    m = evaluate.evaluate(dataclasses.replace(cfg, allow_biased_threshold=True))
     assert m["threshold_biased"] and m["threshold_split_role"] == "trained-on"
     assert any("chosen on fold1 (trained-on" in w for w in m["warnings"])
     assert "chosen on fold1 (trained-on" in _report(m["report"])
@@ -162,7 +162,7 @@ def test_threshold_on_a_trained_on_fold_is_refused(model_dir, records_dir):
 
 def test_evaluate_refuses_unlabeled_test(model_dir, records_dir):
     with pytest.raises(ValueError, match="val_split must be 'validation' or 'fold<k>'"):
-        evaluation.evaluate(evaluation.EvalConfig(model_dir, records_dir, split="test"))
+        evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, split="test"))
 
 
 def test_evaluate_a_model_under_ram(model_dir, records_dir, tmp_path, monkeypatch):
@@ -173,7 +173,7 @@ def test_evaluate_a_model_under_ram(model_dir, records_dir, tmp_path, monkeypatc
     local = tmp_path / "copy"       # the model dir without the other tests' evaluations
     shutil.copytree(model_dir, local, ignore=shutil.ignore_patterns("eval"))
     io.copytree(str(local), remote)
-    m = evaluation.evaluate(evaluation.EvalConfig(remote, records_dir, split="fold2"))
+    m = evaluate.evaluate(evaluate.EvalConfig(remote, records_dir, split="fold2"))
     assert m["eval_dir"] == remote + "/eval/fold2" and m["split_role"] == "held-out"
     for name in ("metrics.json", "predictions.csv", "per_patient.csv", "report.md",
                  "training_curves.png", "confusion_matrix.png", "roc_pr.png"):
@@ -185,31 +185,13 @@ def test_evaluate_a_model_under_ram(model_dir, records_dir, tmp_path, monkeypatc
     assert not any("ram:" in d for d, _, _ in os.walk(os.path.dirname(model_dir)))
 
 
-def test_scoring_progress_lines_and_summary():
-    import io as pyio
-    import tensorflow as tf
-    n = 5
-    ds = tf.data.Dataset.from_tensor_slices({
-        "image": np.zeros((n, 4, 4, 3), np.uint8), "label": np.arange(n) % 2,
-        "source_path": [f"{i}.bmp" for i in range(n)], "patient_id": ["p"] * n}).batch(2)
-    stream = pyio.StringIO()
-    scores = scoring.score_dataset(lambda x: np.full(len(x), 0.25, np.float32), ds,
-                                   progress=True, total_batches=3, desc="score v", every=2,
-                                   stream=stream)
-    assert len(scores) == n
-    lines = stream.getvalue().splitlines()
-    assert lines[0] == "score v: batch 2/3, 4 images"
-    assert lines[-1].startswith("score v: scored 5 images in 3 batches, ")
-    assert len(lines) == 2
-
-
 def test_predict_folder_with_a_corrupt_file(model_dir, tmp_path):
     tree = build_tree(str(tmp_path / "d"), per_class_per_fold=1, n_val=1, n_test=11)
     folder = os.path.join(tree, "testing_data", "C-NMC_test_final_phase_data")
     open(os.path.join(folder, "7.bmp"), "wb").write(b"BM" + b"\x00" * 100)
     small = np.zeros((300, 300, 3), np.uint8)  # smaller than the canvas: padded
     open(os.path.join(folder, "12.png"), "wb").write(images.encode(small, "png"))
-    table, errors = prediction.predict(model_dir, [folder])
+    table, errors = predict.predict(model_dir, [folder])
     assert [e["file"] for e in errors] == ["7.bmp"] and "BMP" in errors[0]["reason"]
     assert list(table.file) == [f"{i}.bmp" for i in range(1, 12) if i != 7] + ["12.png"]
     assert table.probability.between(0, 1).all()
@@ -220,13 +202,13 @@ def test_predict_folder_with_a_corrupt_file(model_dir, tmp_path):
 def test_predict_records_matches_files(model_dir, records_dir, tmp_path):
     """The test split from records (pre-resized by the converter) and the same BMP files
     from the tree (600x600, preprocessed by predict) get the same probabilities."""
-    from_records, errors = prediction.predict(model_dir, [records_dir])
+    from_records, errors = predict.predict(model_dir, [records_dir])
     assert errors == [] and list(from_records.file) == ["1.bmp", "2.bmp", "3.bmp"]
-    tree = pipeline.load(records_dir)["source_root"]
+    tree = manifest_lib.load(records_dir)["source_root"]
     folder = os.path.join(tree, "testing_data", "C-NMC_test_final_phase_data")
-    from_files, errors = prediction.predict(model_dir, [folder])
+    from_files, errors = predict.predict(model_dir, [folder])
     assert errors == [] and list(from_files.file) == ["1.bmp", "2.bmp", "3.bmp"]
-    assert list(from_files.columns) == list(from_records.columns) == list(prediction.COLUMNS)
+    assert list(from_files.columns) == list(from_records.columns) == list(predict.COLUMNS)
     np.testing.assert_allclose(from_files.probability, from_records.probability, atol=1e-5)
     assert from_files.probability.std() > 0  # three different cells, not a constant
     assert list(from_files.prediction) == list(from_records.prediction)
@@ -254,59 +236,8 @@ def test_write_outputs_errors_file_belongs_to_its_run(tmp_path):
                           "path": ["a/1.bmp"]})
     out = str(tmp_path / "p.csv")
     errors = [{"file": "7.bmp", "path": "a/7.bmp", "reason": "corrupt BMP"}]
-    assert prediction.write_outputs(table, errors, out) == str(tmp_path / "p.errors.csv")
+    assert predict.write_outputs(table, errors, out) == str(tmp_path / "p.errors.csv")
     assert list(pd.read_csv(tmp_path / "p.errors.csv").file) == ["7.bmp"]
-    assert prediction.write_outputs(table, [], out) is None
+    assert predict.write_outputs(table, [], out) is None
     assert not (tmp_path / "p.errors.csv").exists()
     pd.testing.assert_frame_equal(pd.read_csv(out), table)
-
-
-def test_crossval_two_folds_and_validation(records_dir, tmp_path, monkeypatch):
-    # training.run is replaced by a stand-in that records its configs and returns a known
-    # summary per run (training itself is tested in test_train.py and by `model_dir`).
-    seen = []
-    f1 = {"fold0": 0.7, "fold1": 0.9, "validation": 0.2}
-
-    def fake_run(cfg):
-        seen.append((cfg.data.train_folds, cfg.data.val_split, cfg.train.model_dir))
-        return {"validation": {"weighted_f1": f1[cfg.data.val_split], "roc_auc": 0.5,
-                               "accuracy": 0.6}, "params": 1234, "best_epoch": 1,
-                "train_images_per_sec": 10.0}
-    monkeypatch.setattr(training, "run", fake_run)
-    base = tiny_config(records_dir, "", epochs=1, steps_per_epoch=2)
-    lines = []
-    cv = str(tmp_path / "cv")
-    result = crossval.run(base, ["resnet_small"], cv, folds=(0, 1), on_progress=lines.append)
-    assert seen == [((1,), "fold0", os.path.join(cv, "resnet_small", "fold0")),
-                    ((0,), "fold1", os.path.join(cv, "resnet_small", "fold1")),
-                    ((0, 1), "validation", os.path.join(cv, "resnet_small", "validation"))]
-    assert [x for x in lines if not x.startswith("run 1/3 done")][:2] == [
-        "run 1/3: resnet_small fold 0 (train folds 1)",
-        "run 2/3: resnet_small fold 1 (train folds 0)"]
-    assert "run 3/3: resnet_small all folds -> validation (train folds 0,1)" in lines
-    assert "run 2/3 done in 0 s: weighted F1 0.9000 on fold1" in lines
-    assert result["summary"].startswith("crossval: 3 runs in ")
-    assert result["summary"].endswith("resnet_small 0.8000 ± 0.1414 (2 folds)")
-    table = pd.read_csv(result["csv"], dtype=str, keep_default_na=False)
-    assert list(table.eval_split) == ["fold0", "fold1", "validation"]
-    assert list(table.fold) == ["0", "1", ""] and list(table.train_folds) == ["1", "0", "0,1"]
-    assert list(table.split_role) == ["selection"] * 3 and list(table.params) == ["1234"] * 3
-    stats = result["stats"].iloc[0]
-    assert stats["folds"] == 2 and stats["weighted_f1_mean"] == pytest.approx(0.8)
-    md = open(result["md"], encoding="utf-8").read()
-    assert "| resnet_small | 2 | 0.8000 ± 0.1414 |" in md    # 0.2 (validation) left out
-    assert os.path.getsize(result["png"]) > 1000
-    check_links(result["md"])
-
-
-def test_leaked_groups():
-    manifest = {"duplicate_groups": [
-        {"splits": ["train"], "folds": [0, 2]}, {"splits": ["train"], "folds": [1, 1]},
-        {"splits": ["train", "validation"], "folds": [1]}]}
-    assert crossval.leaked_groups(manifest, (0, 1), "fold2") == 1
-    assert crossval.leaked_groups(manifest, (0, 2), "fold1") == 0
-    assert crossval.leaked_groups(manifest, (1,), "validation") == 1
-    assert crossval.plan((0, 1, 2))[-1] == {"train_folds": (0, 1, 2), "val_split": "validation",
-                                            "name": "validation", "fold": None, "data": {},
-                                            "protocol": "all folds -> validation"}
-    assert crossval.plan((0, 1, 2))[0]["fold"] == 0

@@ -240,14 +240,3 @@ def test_per_patient_errors():
     mixed.loc[0, "label"] = 0
     with pytest.raises(ValueError, match="both labels.*A"):
         metrics.per_patient(mixed)
-
-
-def test_average_tta():
-    probs = [[0.2, 0.4, 1.0], [0.6, 0.8, 0.0]]
-    np.testing.assert_allclose(metrics.average_tta(probs), [0.4, 0.6, 0.5])
-    np.testing.assert_allclose(metrics.average_tta([[0.3, 0.9]]), [0.3, 0.9])
-    assert metrics.average_tta(np.ones((4, 7))).shape == (7,)
-    with pytest.raises(ValueError, match="n_aug"):
-        metrics.average_tta([0.1, 0.2])
-    with pytest.raises(ValueError, match="n_aug"):
-        metrics.average_tta(np.zeros((0, 3)))

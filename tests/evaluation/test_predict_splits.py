@@ -6,13 +6,13 @@ import sys
 import pandas as pd
 import pytest
 
-from leukemia_tf.data import convert, pipeline
 from leukemia_tf.evaluation import predict as prediction
+from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import REPO
 
 
 def test_summary_reads_per_split_and_flags_empty_and_one_image(real_records):
-    text = convert.summarize(pipeline.load(real_records))
+    text = manifest_lib.summarize(manifest_lib.load(real_records))
     assert "{" not in text, text  # no Python dicts
     lines = text.splitlines()
     assert "train: fold 0: 3 ALL + 4 hem" in lines

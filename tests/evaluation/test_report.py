@@ -35,7 +35,7 @@ def _history(tmp_path, columns):
 def test_training_curves_three_panels(tmp_path):
     path = _history(tmp_path, ["loss", "val_loss", "accuracy", "val_accuracy", "weighted_f1",
                                "val_weighted_f1", "lr"])
-    out = report.plot_training_curves(path, tmp_path / "plots" / "curves.png")
+    out = plots.plot_training_curves(path, tmp_path / "plots" / "curves.png")
     assert out == str(tmp_path / "plots" / "curves.png")
     assert _png_size(out) == (1500, 400)        # 3 panels of 5 x 4 inches at 100 dpi
 
@@ -43,30 +43,30 @@ def test_training_curves_three_panels(tmp_path):
 def test_training_curves_tolerates_missing_columns(tmp_path):
     # no train weighted_f1 (only val) and no accuracy at all -> loss + weighted F1 panels
     path = _history(tmp_path, ["loss", "val_loss", "val_weighted_f1"])
-    out = report.plot_training_curves(path, tmp_path / "curves.png")
+    out = plots.plot_training_curves(path, tmp_path / "curves.png")
     assert _png_size(out) == (1000, 400)
 
 
 def test_training_curves_without_known_columns_raises(tmp_path):
     path = _history(tmp_path, ["lr"])
     with pytest.raises(ValueError, match="no loss"):
-        report.plot_training_curves(path, tmp_path / "curves.png")
+        plots.plot_training_curves(path, tmp_path / "curves.png")
 
 
 def test_confusion_matrix_plot(tmp_path):
-    out = report.plot_confusion_matrix([[40, 10], [5, 95]], tmp_path / "cm.png")
+    out = plots.plot_confusion_matrix([[40, 10], [5, 95]], tmp_path / "cm.png")
     _png_size(out)
     with pytest.raises(ValueError, match="2x2"):
-        report.plot_confusion_matrix([[1, 2, 3]], tmp_path / "bad.png")
+        plots.plot_confusion_matrix([[1, 2, 3]], tmp_path / "bad.png")
 
 
 def test_roc_pr_plot(tmp_path):
-    out = report.plot_roc_pr([1, 1, 1, 0, 0], [0.9, 0.8, 0.3, 0.6, 0.1], tmp_path / "rp.png")
+    out = plots.plot_roc_pr([1, 1, 1, 0, 0], [0.9, 0.8, 0.3, 0.6, 0.1], tmp_path / "rp.png")
     assert _png_size(out) == (1000, 450)
 
 
 def test_roc_pr_plot_single_class_does_not_crash(tmp_path):
-    out = report.plot_roc_pr([1, 1, 1], [0.9, 0.8, 0.3], tmp_path / "rp.png")
+    out = plots.plot_roc_pr([1, 1, 1], [0.9, 0.8, 0.3], tmp_path / "rp.png")
     _png_size(out)
 
 
@@ -85,13 +85,13 @@ def test_write_report(tmp_path):
     df = _predictions()
     m = metrics.classification_metrics(df["label"], df["probability"], threshold=0.5)
     eval_dir = tmp_path / "eval"
-    plots = {
-        "ROC and PR": report.plot_roc_pr(df["label"], df["probability"],
-                                         eval_dir / "plots" / "roc_pr.png"),
-        "confusion matrix": report.plot_confusion_matrix(m["confusion_matrix"],
-                                                         eval_dir / "plots" / "cm.png"),
+    figures = {
+        "ROC and PR": plots.plot_roc_pr(df["label"], df["probability"],
+                                        eval_dir / "plots" / "roc_pr.png"),
+        "confusion matrix": plots.plot_confusion_matrix(m["confusion_matrix"],
+                                                        eval_dir / "plots" / "cm.png"),
     }
-    path = report.write_report(eval_dir, m, metrics.per_patient(df), plots,
+    path = report.write_report(eval_dir, m, metrics.per_patient(df), figures,
                                title="Eval on fold 2", extra_md="## Run\nmodel: resnet_small")
     assert path == str(eval_dir / "report.md")
     text = open(path, encoding="utf-8").read()

@@ -8,6 +8,7 @@ import pytest
 from leukemia_tf import config as C
 from leukemia_tf.data import pipeline
 from leukemia_tf.evaluation import evaluate as evaluation, patients, pictures, plots
+from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import check_links
 
 
@@ -51,9 +52,9 @@ def test_mistakes_grid_and_patient_chart(tmp_path):
 
 
 def test_read_cells_gives_the_evaluated_pixels(real_records):
-    manifest = pipeline.load(real_records)
+    manifest = manifest_lib.load(real_records)
     cfg = C.Config(data=C.DataConfig(records_dir=real_records, image_size=48))
-    ds = pipeline.make_dataset(cfg, pipeline.parse_val_split("fold0"), False,
+    ds = pipeline.make_dataset(cfg.data, manifest_lib.parse_val_split("fold0"), training=False,
                                manifest=manifest, batch_size=8, with_metadata=True)
     batch = next(iter(ds))
     paths = [p.decode() for p in batch["source_path"].numpy()]

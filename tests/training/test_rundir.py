@@ -1,4 +1,4 @@
-"""The trainer owns its model_dir (issue 8, cases 1-5): one configuration per dir, one
+"""The trainer owns its model_dir: one configuration per dir, one
 trainer at a time, nothing written by a failed start, no non-finite weights kept."""
 import json
 import os

@@ -78,18 +78,6 @@ def test_run_default_strategy_writes_the_contract(records_dir, tmp_path, caplog)
     assert not (tmp_path / "m" / "train.lock").exists()
 
 
-def test_weighted_f1_metric_matches_sklearn():
-    from sklearn.metrics import f1_score
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 2, 200)
-    p = rng.random(200)
-    m = training.WeightedF1()
-    m.update_state(y[:120, None].astype("float32"), p[:120, None])
-    m.update_state(y[120:, None].astype("float32"), p[120:, None])
-    assert m.result().numpy() == pytest.approx(
-        f1_score(y, (p >= 0.5).astype(int), average="weighted"), abs=1e-6)
-
-
 def _compiled(strategy, cfg):
     with strategy.scope():
         model = models.build_model(cfg.model, cfg.data.image_size)

@@ -1,5 +1,5 @@
-"""Errors a person can act on (issue 8), start-up warnings (issue 9 §4), the duplicate
-warning and the images/s of a one-epoch run (issue 10)."""
+"""Errors a person can act on, start-up warnings, the duplicate warning and the images/s
+of a one-epoch run."""
 import errno
 import json
 import os
