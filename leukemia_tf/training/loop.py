@@ -242,7 +242,7 @@ def _cache_plan(cfg: Config, data) -> dict:
 
 def _score(cfg: Config, data, plain, summary: dict) -> None:
     """Exact validation metrics of the exported weights (sklearn ROC AUC: `roc_auc`)."""
-    from leukemia_tf.evaluation import metrics, scoring
+    from leukemia_tf.evaluation import metrics, scoring, stored_calibration
     from leukemia_tf.data import pipeline
     predict_fn = scoring.keras_predict_fn(plain)
     eval_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
@@ -251,6 +251,8 @@ def _score(cfg: Config, data, plain, summary: dict) -> None:
     summary["validation"] = metrics.classification_metrics(scores["label"],
                                                            scores["probability"])
     summary["weighted_f1"] = summary["validation"]["weighted_f1"]
+    summary["calibration"] = stored_calibration.fit_and_store(
+        cfg.train.model_dir, scores, cfg.data.val_split)
     labeled = scores[scores["label"] >= 0].assign(
         prediction=lambda f: (f["probability"] >= 0.5).astype(int))
     if len(labeled):  # per held-out patient (grouped CV reports the worst one)
