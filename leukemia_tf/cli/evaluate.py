@@ -33,6 +33,14 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     d.integer("batch_size", 64, "Images per forward pass.")
     d.string("out_dir", "", "Root of the evaluation folders (default <model_dir>/eval); "
              "each evaluation writes <out_dir>/<name>/.")
+    d.enum("adapt_bn", "none", ["none", "set", "patient"], "Test-time BN adaptation on the "
+           "scored cells (transductive): the whole set, or each patient's cells.")
+    d.string("calibrate", "none", "none | run (the run's calibration.json) | <split>: "
+             "temperature fitted on that labeled split, applied to the probabilities.")
+    d.integer("neighbour_vote", 0, "k > 0: each cell takes the mean probability of its k "
+              "nearest scored cells in penultimate features (transductive); 0 = off.")
+    d.bool("shortcut_probe", True, "Score a hand-feature baseline fitted on the training "
+           "cells beside the CNN (reads the training images once).")
 
 
 def main(argv):
@@ -44,7 +52,9 @@ def main(argv):
         model_dir=FLAGS.model_dir, records_dir=FLAGS.records_dir, split=FLAGS.split,
         tta=FLAGS.tta, threshold=FLAGS.threshold, threshold_split=FLAGS.threshold_split,
         allow_biased_threshold=FLAGS.allow_biased_threshold, batch_size=FLAGS.batch_size,
-        out_dir=FLAGS.out_dir, progress=True)
+        out_dir=FLAGS.out_dir, progress=True, adapt_bn=FLAGS.adapt_bn,
+        calibrate=FLAGS.calibrate, neighbour_vote=FLAGS.neighbour_vote,
+        shortcut_probe=FLAGS.shortcut_probe)
     try:
         m = evaluation.evaluate(cfg)
     except (ValueError, FileNotFoundError) as e:
