@@ -32,20 +32,31 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     d.enum("tta", "none", ["none", "flips", "dihedral8"], "Test-time augmentation.")
     d.float("threshold", 0.5, "Probability at or above which the label is 1 (ALL).")
     d.integer("batch_size", 64, "Images per forward pass.")
+    d.enum("adapt_bn", "none", ["none", "set", "patient"], "Test-time BN adaptation on the "
+           "predicted cells (transductive); patient: ids from UID_<patient>_ file names.")
+    d.enum("calibrate", "none", ["none", "run"], "run: apply the temperature the training "
+           "run stored (calibration.json) to the probabilities.")
+    d.integer("neighbour_vote", 0, "k > 0: each cell takes the mean probability of its k "
+              "nearest predicted cells in penultimate features (transductive); 0 = off.")
 
 
 def main(argv):
     del argv
     if not FLAGS.model_dir or not FLAGS.input or not FLAGS.output:
         raise app.UsageError("--model_dir, --input and --output are required")
-    from leukemia_tf.evaluation import predict as prediction
+    from leukemia_tf.evaluation import options, options_report, predict as prediction
     try:
+        opts = options.Options(adapt_bn=FLAGS.adapt_bn, calibrate=FLAGS.calibrate,
+                               neighbour_vote=FLAGS.neighbour_vote, shortcut_probe=False)
         table, errors = prediction.predict(
             FLAGS.model_dir, FLAGS.input, split=FLAGS.split, tta=FLAGS.tta,
-            threshold=FLAGS.threshold, batch_size=FLAGS.batch_size)
+            threshold=FLAGS.threshold, batch_size=FLAGS.batch_size, opts=opts.check())
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
     path = prediction.write_outputs(table, errors, FLAGS.output)
+    by_patient = options_report.write_patient_csv(table, FLAGS.threshold, FLAGS.output)
+    if by_patient:
+        print(f"per-patient calls -> {by_patient}")
     print(f"{len(table)} predictions ({int(table['label'].sum())} ALL) -> {FLAGS.output}")
     for e in errors:
         print(f"could not predict {e['file']}: {e['reason']}", file=sys.stderr)

@@ -283,3 +283,20 @@ def apply_inference_options(predictor, scores: pd.DataFrame, cfg, trained, manif
         out["shortcut_probe"] = cells.probe(cfg.records_dir, manifest, sel, size, batch,
                                             [t.config for t in trained], frame)
     return frame, notes, out
+
+
+def apply_to_predictions(predictor, table: pd.DataFrame, opts: Options, read_images,
+                         tta: str, batch_size: int) -> Tuple[pd.DataFrame, List[str]]:
+    """predict's hook: the score-changing options on a predictions table (file,
+    probability, path). Patients come from the file names (`UID_<patient>_...`);
+    --calibrate takes only 'run' here (no labels to fit on)."""
+    from leukemia_tf.evaluation import evaluate, options_report
+    if opts.calibrate not in ("none", "run"):
+        raise OptionsError("predict takes --calibrate=none|run (fit a temperature on a "
+                           "labeled split with evaluate --calibrate=<split>)")
+    ids = options_report.name_patient_ids(table["file"])
+    frame = table.assign(source_path=table["path"], patient_id=ids or "")
+    run = None if hasattr(predictor, "member_paths") else evaluate.run_dir(str(predictor.path))
+    frame, notes, _ = transform(frame, opts, predictor=predictor, tta=tta,
+                                batch_size=batch_size, read_images=read_images, run_dir=run)
+    return frame.drop(columns=["source_path", "patient_id"]), notes

@@ -102,7 +102,8 @@ def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_si
 
 
 def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
-            threshold: float = 0.5, batch_size: int = 64) -> Tuple[pd.DataFrame, list]:
+            threshold: float = 0.5, batch_size: int = 64, opts=None
+            ) -> Tuple[pd.DataFrame, list]:
     """Returns (table with COLUMNS, errors by file).
 
     Args:
@@ -111,6 +112,7 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
         ensemble, the mean of their probabilities (same preprocessing required).
       inputs: one records dir (has manifest.json), or image files and folders.
       split: the records' split to predict (test, validation, fold<k>).
+      opts: evaluation.options.Options (BN adaptation, --calibrate=run, neighbour vote).
     """
     from leukemia_tf.evaluation import ensemble
     predictor = ensemble.load(model_path, batch_size=batch_size)
@@ -122,10 +124,28 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
         if not files:
             raise ValueError(f"no image files in {inputs}")
         table, errors = predict_files(predictor, files, tta, batch_size)
+    if opts is not None:
+        table = _apply_options(predictor, table, opts, inputs, split, tta, batch_size)
     table["label"] = (table["probability"] >= threshold).astype(int)
     order = sorted(range(len(table)), key=lambda i: natural_key(table["file"].iloc[i]))
     table = table.iloc[order].reset_index(drop=True)
     return table[list(COLUMNS)], errors
+
+
+def _apply_options(predictor, table, opts, inputs, split, tta, batch_size):
+    from leukemia_tf.evaluation import cells, options
+
+    def read_images():
+        if io.exists(io.join(inputs[0], manifest_file.MANIFEST)):
+            sel = pipeline.Selection(split) if split in ("test", "validation") else \
+                pipeline.parse_val_split(split)
+            return cells.read_images(inputs[0], pipeline.load(inputs[0]), sel,
+                                     predictor.image_size, batch_size)
+        paths = list(table["path"])
+        return np.stack([load_image(p, predictor.spec) for p in paths]), paths
+    table, _ = options.apply_to_predictions(predictor, table, opts, read_images, tta,
+                                            batch_size)
+    return table
 
 
 def errors_path(output: str) -> str:

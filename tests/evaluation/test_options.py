@@ -44,8 +44,8 @@ def test_training_stores_a_temperature(model_dir):
     assert stored["ece_after"] <= stored["ece_before"] + 1e-9
 
 
-def test_default_evaluation_has_patients_calibration_and_probe(model_dir, records_dir,
-                                                                tmp_path):
+def test_default_evaluation_has_patients_calibration_and_probe(
+        model_dir, records_dir, tmp_path):
     m, on_disk, preds, text = _eval(model_dir, records_dir, tmp_path)
     assert on_disk["options"] == {"adapt_bn": "none", "calibrate": "none",
                                   "neighbour_vote": 0, "transductive": False}
@@ -227,3 +227,50 @@ def test_options_config_checks():
     with pytest.raises(UserError, match="adapt_bn"):
         options.from_config(dataclasses.replace(
             evaluation.EvalConfig("m", "r"), adapt_bn="batch"))
+
+
+def test_predict_applies_options_and_writes_patient_csv(model_dir, records_dir, tmp_path):
+    from leukemia_tf.evaluation import options_report, predict as prediction
+    plain, _ = prediction.predict(model_dir, [records_dir], split="fold0", batch_size=16)
+    table, _ = prediction.predict(model_dir, [records_dir], split="fold0", batch_size=16,
+                                  opts=options.Options(calibrate="run"))
+    assert list(table.columns) == list(prediction.COLUMNS)
+    t = stored_calibration.load(model_dir)["temperature"]
+    assert np.allclose(table["probability"],
+                       calibration.apply_temperature(plain["probability"], t), atol=1e-6)
+    out = str(tmp_path / "p.csv")
+    path = options_report.write_patient_csv(table, 0.5, out)
+    assert path == str(tmp_path / "p.patients.csv")
+    per_patient = pd.read_csv(path, dtype={"patient": str})
+    assert {"patient", "cells", "fraction_called_all", "mean_probability", "call"} <= set(
+        per_patient)
+    assert per_patient["cells"].sum() == len(table) == 16
+    # the final test's numbered files carry no patient: no CSV, and a stale one goes
+    test_table, _ = prediction.predict(model_dir, [records_dir], split="test", batch_size=16)
+    assert options_report.write_patient_csv(test_table, 0.5, out) is None
+    assert not os.path.exists(path)
+
+
+def test_predict_cli_neighbour_vote(model_dir, records_dir, tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "p.csv"
+    run = subprocess.run(
+        [sys.executable, "-m", "leukemia_tf.cli.predict", f"--model_dir={model_dir}",
+         f"--input={records_dir}", "--split=fold1", f"--output={out}", "--neighbour_vote=3",
+         "--adapt_bn=patient"], capture_output=True, text=True,
+        env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    assert run.returncode == 0, run.stderr
+    assert "per-patient calls" in run.stdout
+    assert len(pd.read_csv(out)) == 16 and (tmp_path / "p.patients.csv").exists()
+
+
+def test_evaluate_flags_reach_the_config():
+    from absl import flags
+    from leukemia_tf.cli import evaluate as cli
+    fv = flags.FlagValues()
+    cli.define_flags(fv)
+    fv(["x", "--adapt_bn=patient", "--calibrate=fold2", "--neighbour_vote=5",
+        "--noshortcut_probe"])
+    assert (fv.adapt_bn, fv.calibrate, fv.neighbour_vote, fv.shortcut_probe) == (
+        "patient", "fold2", 5, False)
