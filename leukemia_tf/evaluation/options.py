@@ -33,7 +33,7 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.errors import UserError
-from leukemia_tf.evaluation import calibration, patients
+from leukemia_tf.evaluation import calibration, patients, shortcut
 
 ADAPT_BN = ("none", "set", "patient")
 log = logging.getLogger(__name__)
@@ -280,8 +280,11 @@ def apply_inference_options(predictor, scores: pd.DataFrame, cfg, trained, manif
         out["before_options"] = {k: before[k] for k in ("weighted_f1", "accuracy",
                                                         "balanced_accuracy", "roc_auc")}
     if opts.shortcut_probe and (frame["label"] >= 0).all():
-        out["shortcut_probe"] = cells.probe(cfg.records_dir, manifest, sel, size, batch,
-                                            [t.config for t in trained], frame)
+        try:
+            out["shortcut_probe"] = cells.probe(cfg.records_dir, manifest, sel, size, batch,
+                                                [t.config for t in trained], frame)
+        except shortcut.ShortcutError as e:   # e.g. one class or one patient to fit on
+            notes.append(f"Shortcut probe not run: {e}.")
     return frame, notes, out
 
 
