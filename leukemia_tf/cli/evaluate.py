@@ -2,9 +2,11 @@
 
   python -m leukemia_tf.evaluate --model_dir=M --records_dir=R [--split=validation]
       [--tta=none|flips|dihedral8] [--threshold=0.5|youden|f1] [--allow_biased_threshold]
+      [--adapt_bn=none|set|patient] [--calibrate=none|run|<split>] [--neighbour_vote=k]
+      [--noshortcut_probe]
 
 Writes one folder per evaluation, <model_dir>/eval/<split>[-<tta>][-thr_<how>]/:
-metrics.json, predictions.csv, per_patient.csv, plots, report.md; and updates
+metrics.json, predictions.csv, per_patient.csv, patients.csv, plots, report.md; and updates
 <model_dir>/eval/index.md, which lists every evaluation of the model.
 """
 from absl import app, flags

@@ -8,7 +8,8 @@ The CSV (file, probability, label, path) follows the final-test numbering (1.bmp
 leukemia_tf/data/preprocess.py with the model's own preprocessing.json (canvas: centre
 crop / black pad, never stretched; then the training resize). Files that cannot be read
 are reported by name (stderr and <output>.errors.csv; a stale one from an earlier run is
-removed); the rest are still predicted.
+removed); the rest are still predicted. When every file name carries its patient
+(UID_<patient>_...), the patient-level calls go to <output>.patients.csv.
 """
 import sys
 

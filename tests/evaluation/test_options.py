@@ -170,9 +170,10 @@ def test_neighbour_vote_flips_an_isolated_wrong_cell(tmp_path):
     probs = np.array([0.9] * 5 + [0.2] + [0.1] * 6)   # cell 5 is wrong among ALL look-alikes
     frame = pd.DataFrame({"source_path": [f"c{i}" for i in range(12)], "patient_id": "1",
                           "probability": probs})
+    shuffled = [3, 7, 0, 11, 5, 8, 1, 10, 2, 6, 9, 4]   # read back in another order
     out, notes, info = options.transform(
         frame, options.Options(neighbour_vote=5), predictor=_Saved(path), tta="none",
-        batch_size=4, read_images=lambda: (images[::-1], [f"c{i}" for i in range(12)][::-1]))
+        batch_size=4, read_images=lambda: (images[shuffled], [f"c{i}" for i in shuffled]))
     assert out["probability"][5] >= 0.5 > probs[5]
     assert ((out["probability"] >= 0.5) == np.array([True] * 6 + [False] * 6)).all()
     assert info["transductive"] and "transductive" in notes[0]
