@@ -45,9 +45,9 @@ BEST = "best"
 # these weights: a report of deleted weights next to new ones would be wrong, so
 # --overwrite removes it too.
 OWNED = (CONFIG, "history.csv", SUMMARY, "model.keras", "preprocessing.json", BEST, BACKUP,
-         "logs", "export", "eval")
+         "logs", "export", "eval", "calibration.json")
 # Fresh start of an unfinished run that has no backup: everything but its config.
-PARTIAL = ("history.csv", SUMMARY, "model.keras", BEST, "logs", "export")
+PARTIAL = ("history.csv", SUMMARY, "model.keras", BEST, "logs", "export", "calibration.json")
 IGNORED = {"train.model_dir", "train.verbose", "train.tensorboard", "train.overwrite",
            "train.backup_every_steps", "data.cache", "data.cache_budget_gb",
            "data.private_threadpool_size"}

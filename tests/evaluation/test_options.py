@@ -275,3 +275,18 @@ def test_evaluate_flags_reach_the_config():
         "--noshortcut_probe"])
     assert (fv.adapt_bn, fv.calibrate, fv.neighbour_vote, fv.shortcut_probe) == (
         "patient", "fold2", 5, False)
+
+
+def test_calibration_json_belongs_to_the_run(tmp_path):
+    from leukemia_tf.training import rundir
+    md = tmp_path / "m"
+    md.mkdir()
+    (md / "calibration.json").write_text('{"temperature": 2.0}')
+    cfg = C.Config(train=C.TrainConfig(model_dir=str(md), overwrite=True))
+    assert "calibration.json" in rundir.inspect(cfg).clean
+    # a selection split with one class fits nothing and leaves no stale temperature
+    one_class = pd.DataFrame({"label": [1, 1, 1], "probability": [0.2, 0.7, 0.9]})
+    assert stored_calibration.fit_and_store(str(md), one_class, "fold2") is None
+    assert not (md / "calibration.json").exists()
+    with pytest.raises(UserError, match="calibration.json: not found"):
+        stored_calibration.load(str(md))
