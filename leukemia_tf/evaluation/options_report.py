@@ -106,6 +106,12 @@ def write(out_dir: str, frame: pd.DataFrame, result: dict, notes: Sequence[str])
     lines: List[str] = []
     if notes:
         lines += ["## Inference options", ""] + [f"- {n}" for n in notes] + [""]
+    before = result.get("before_options")
+    if before:
+        auc = "n/a" if before["roc_auc"] is None else f"{before['roc_auc']:.4f}"
+        lines += [f"The model alone (before these options): weighted F1 "
+                  f"{before['weighted_f1']:.4f}, ROC AUC {auc}, accuracy "
+                  f"{before['accuracy']:.4f}; `probability_model` in predictions.csv.", ""]
     if options.patient_ids_known(frame):
         table = patient_frame(frame, result["threshold"])
         io.write_csv(io.join(out_dir, PATIENTS_CSV), table)

@@ -89,6 +89,7 @@ def test_adapt_bn_set_leaves_model_file_untouched(model_dir, records_dir, tmp_pa
     # adaptation on 10 cells moves the scores (the statistics changed)
     assert not np.allclose(preds["probability_model"], preds["probability_adapted"])
     assert "before_options" in on_disk
+    assert f"weighted F1 {on_disk['before_options']['weighted_f1']:.4f}" in text
     assert "BN adaptation on the whole scored set (transductive)" in text
 
 
