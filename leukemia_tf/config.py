@@ -1,15 +1,42 @@
-"""Frozen run configuration: the one object library code takes instead of flags.
+"""Frozen configurations: the one object library code takes instead of flags.
 
-Entry points (train.py, evaluate.py, tools) turn flags into a `Config` once; the resolved
-config is written as JSON into the model dir so every result says how it was made.
+Each command has one root, a tree of frozen dataclasses: `Config` (train), `EvalConfig`,
+`PredictConfig`, `CrossvalConfig`. Every setting has one home: the input size, the seed
+and determinism live in `DataConfig` (the pipeline, which takes only the data section,
+needs all three; the model builder and the trainer read them from there).
 
-Presets (see `PRESETS`) name complete configurations; each says how to run it.
+Flags reach a root generically (leukemia_tf/cli/common.py): `override(cfg, "train.epochs",
+"3")` parses the text by the field's annotation, and an unknown path is one error that
+lists the close matches. Named presets are registered with `@register_preset(name)`.
+This module imports no TensorFlow, so a bad flag is reported in a fraction of a second.
+The trainer's resolved config is written as JSON into the model dir.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
-from typing import Any, Optional, Tuple
+import typing
+from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
+
+from leukemia_tf.errors import UserError
+
+
+class ConfigError(ValueError, UserError):
+    """A setting that does not exist, does not parse, or is out of range.
+
+    `path` is the dotted setting (`train.epochs`) so an entry point can name its flag.
+    """
+
+    def __init__(self, message: str, path: str = ""):
+        super().__init__(message)
+        self.path = path
+
+
+def _field(default: Any, *, choices: Tuple[str, ...] = (), minimum: float = None):
+    """A field whose allowed values are declared once: flags, help and checks read them."""
+    meta = {"choices": tuple(choices), "minimum": minimum}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,41 +57,48 @@ class AugmentConfig:
     # Stain jitter in optical density (Tellez et al. 2018): per example and stain channel,
     # od' = od * U[1 - s, 1 + s] + U[-s, s]; the black background stays black. 0 disables.
     stain: float = 0.0
-    stain_space: str = "hed"        # hed (haematoxylin/eosin/DAB, Ruifrok) | rgb (OD per channel)
+    # hed (haematoxylin/eosin/DAB, Ruifrok) | rgb (OD per channel)
+    stain_space: str = _field("hed", choices=("hed", "rgb"))
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Where the records are and how the tf.data pipeline reads them."""
+    """Where the records are and how the tf.data pipeline reads them; also the run-wide
+    input size, seed and determinism (their one home)."""
     records_dir: str = ""
-    image_size: int = 224              # model input size; the 450 canvas is resized once
+    image_size: int = _field(224, minimum=1)  # model input size; the canvas is resized once
     train_folds: Tuple[int, ...] = (0, 1, 2)
-    val_split: str = "validation"      # "validation" or "fold<k>" (a held-out training fold)
+    val_split: str = "validation"      # "validation", "fold<k>" (a held-out fold) or "cv"
     cache: str = "auto"                # auto | memory | disk:<path> | none
     cache_budget_gb: float = 0.0       # 0 = half of the machine's available RAM
-    shuffle_buffer: int = 2048
-    deterministic: bool = False
-    private_threadpool_size: int = 0   # 0 = tf.data's shared pool
-    class_balance: str = "weights"     # weights | resample | none
-    seed: int = 0
+    shuffle_buffer: int = _field(2048, minimum=1)
+    deterministic: bool = False        # deterministic ops and tf.data order (slower)
+    private_threadpool_size: int = _field(0, minimum=0)  # 0 = tf.data's shared pool
+    class_balance: str = _field("weights", choices=("weights", "resample", "none"))
+    seed: int = 0                      # weights, augmentation, shuffling
     # Patient-grouped CV (leukemia_tf.data.grouping): a CSV mapping source_path -> cv_fold.
     # Training drops the records of fold `cv_fold`; evaluation keeps only them
     # (val_split="cv" validates on the held-out part of the training folds). Records the
     # CSV does not list are never filtered.
     cv_assignment: str = ""
     cv_fold: int = -1
+    # element: the tf.data cache of decoded images (data/pipeline.py); batch: the decoded
+    # training set as one uint8 tensor, a permutation per epoch, one gather per batch
+    # (data/batch_cache.py; kept only if the benchmark shows it wins).
+    cache_layout: str = _field("element", choices=("element", "batch"))
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Which network, at which input size; all models take raw uint8 pixels."""
+    """Which network; all models take raw uint8 pixels of `DataConfig.image_size`."""
+    # The names of leukemia_tf.model.registry (kept in leukemia_tf/model/__init__.py so
+    # they are known without TensorFlow).
     name: str = "resnet_small"
-    image_size: int = 224
     weights: str = "none"              # none | imagenet | <path to weights/checkpoint>
     dropout: float = 0.2
-    l1: float = 0.0                    # kernel L1 regularisation (the seed's recommendation)
-    l2: float = 0.0                    # kernel L2 regularisation
-    width: int = 32                    # base width of the project's own CNNs
+    l1: float = _field(0.0, minimum=0)  # kernel L1 regularisation (the seed's recommendation)
+    l2: float = _field(0.0, minimum=0)  # kernel L2 regularisation
+    width: int = _field(32, minimum=1)  # base width of the project's own CNNs
     # Per-image normalisation after augmentation, training and inference alike; only the
     # project's CNNs (seed_cnn, resnet_small): keras.applications backbones ignore it and
     # keep the input scaling their pretrained weights expect.
@@ -72,7 +106,7 @@ class ModelConfig:
     # background 0) | channel_mean (each channel minus its mean over the cell's pixels).
     # per_image is the default: on real cells (patient-grouped CV, BUILD_NOTES) it raised
     # weighted F1 on both held-out groups; patients differ most in stain and exposure.
-    normalize: str = "per_image"
+    normalize: str = _field("per_image", choices=("none", "per_image", "channel_mean"))
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
@@ -80,32 +114,39 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, precision and distribution."""
     model_dir: str = ""
-    epochs: int = 20
-    batch_size: int = 64               # global batch, split across replicas
-    steps_per_epoch: int = 0           # 0 = one pass over the training data
+    epochs: int = _field(20, minimum=1)
+    batch_size: int = _field(64, minimum=1)  # global batch, split across replicas
+    steps_per_epoch: int = _field(0, minimum=0)  # 0 = one pass over the training data
     learning_rate: float = 1e-3        # for the global batch; see README on scaling
-    schedule: str = "cosine"           # cosine (with warm-up) | constant
-    warmup_epochs: float = 1.0
-    optimizer: str = "adamw"           # adam | adamw
-    weight_decay: float = 1e-4         # AdamW only
-    loss: str = "bce"                  # bce | focal
-    focal_gamma: float = 2.0
-    label_smoothing: float = 0.0
-    strategy: str = "auto"             # auto | default | one_device | mirrored | multi_worker
-    mixed_precision: str = "auto"      # auto | float32 | mixed_float16 | mixed_bfloat16
-    jit_compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    backup_every_steps: int = 100      # BackupAndRestore frequency (and at every epoch end)
-    early_stopping_patience: int = 0   # 0 disables
+    schedule: str = _field("cosine", choices=("cosine", "constant"))  # cosine has warm-up
+    warmup_epochs: float = _field(1.0, minimum=0)
+    optimizer: str = _field("adamw", choices=("adam", "adamw"))
+    weight_decay: float = _field(1e-4, minimum=0)  # AdamW only
+    loss: str = _field("bce", choices=("bce", "focal"))
+    focal_gamma: float = _field(2.0, minimum=0)
+    label_smoothing: float = _field(0.0, minimum=0)
+    strategy: str = _field("auto", choices=("auto", "default", "one_device", "mirrored",
+                                            "multi_worker"))
+    mixed_precision: str = _field("auto", choices=("auto", "float32", "mixed_float16",
+                                                   "mixed_bfloat16"))
+    # auto | on | off: XLA-compile the train step; auto is decided per device and
+    # precision by training/step_settings.py (the rule follows the benchmark's table).
+    jit_compile: str = _field("auto", choices=("auto", "on", "off"))
+    steps_per_execution: int = _field(1, minimum=1)  # train steps per tf.function call
+    inter_op_threads: int = _field(0, minimum=0)  # TF thread pools at start-up; 0 = TF's
+    intra_op_threads: int = _field(0, minimum=0)
+    backup_every_steps: int = _field(100, minimum=0)  # BackupAndRestore (and every epoch)
+    early_stopping_patience: int = _field(0, minimum=0)  # 0 disables
     tensorboard: bool = True
-    verbose: int = 2
-    cpu_devices: int = 0               # >1: split the CPU into logical devices (tests, demos)
+    verbose: int = _field(2, minimum=0)  # Keras fit display: 0 none, 1 bar, 2 a line an epoch
+    keras_progress: bool = False       # Keras' own fit output (at `verbose`) instead of ours
+    cpu_devices: int = _field(0, minimum=0)  # >1: split the CPU into logical devices
     overwrite: bool = False            # replace a finished or different run in model_dir
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """The trainer's root (`leukemia-train`)."""
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -117,32 +158,256 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-_NESTED = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-           "augment": AugmentConfig}
+TTA = ("none", "flips", "dihedral8")
 
 
-def _build(cls, values: dict):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """`leukemia-evaluate`: one evaluation folder per (split, tta, threshold)."""
+    model_dir: str                 # a training model dir, an export/ dir or a .keras file
+    records_dir: str
+    split: str = "validation"      # validation | fold<k>
+    tta: str = _field("none", choices=TTA)
+    threshold: str = "0.5"         # a value, or youden | f1 (chosen on threshold_split)
+    threshold_split: str = "auto"  # auto | validation | fold<k>
+    allow_biased_threshold: bool = False  # allow youden|f1 on a trained-on split
+    batch_size: int = _field(64, minimum=1)
+    out_dir: str = ""              # root of the evaluation folders; default <run dir>/eval
+    progress: bool = False
+    # Inference options (evaluation/options.py): all off except the shortcut probe.
+    adapt_bn: str = _field("none", choices=("none", "set", "patient"))  # transductive
+    calibrate: str = "none"        # none | run | <split>: temperature scaling
+    neighbour_vote: int = _field(0, minimum=0)   # k nearest scored cells; transductive
+    shortcut_probe: bool = True    # hand-feature baseline fitted on the training cells
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """`leukemia-predict`: probabilities for records, a folder or image files."""
+    model_dir: str = ""
+    input: Tuple[str, ...] = ()
+    output: str = ""
+    split: str = "test"            # when `input` is a records dir
+    tta: str = _field("none", choices=TTA)
+    threshold: float = 0.5
+    batch_size: int = _field(64, minimum=1)
+    adapt_bn: str = _field("none", choices=("none", "set", "patient"))
+    calibrate: str = _field("none", choices=("none", "run"))
+    neighbour_vote: int = _field(0, minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossvalConfig:
+    """`leukemia-crossval`: one training run per (model, held-out fold) from `run`."""
+    out_dir: str = ""
+    models: Tuple[str, ...] = ("seed_cnn", "resnet_small")
+    folds: Tuple[int, ...] = (0, 1, 2)
+    with_validation: bool = True
+    cv: str = _field("official", choices=("official", "patients"))
+    num_folds: int = _field(5, minimum=2)
+    run: Config = dataclasses.field(default_factory=lambda: Config(
+        train=TrainConfig(verbose=0)))
+
+
+# ---------------------------------------------------------------- dotted paths
+def _hints(cls) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def fields(cls, prefix: str = "") -> Dict[str, dataclasses.Field]:
+    """Every leaf setting of a root class by dotted path (`train.epochs` -> its Field)."""
+    out = {}
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(fields(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = f
+    return out
+
+
+def setting_type(cls, path: str) -> Any:
+    """The annotation of the setting at a dotted path of root class `cls`."""
+    *parents, leaf = path.split(".")
+    for name in parents:
+        cls = _hints(cls)[name]
+    return _hints(cls)[leaf]
+
+
+def close_matches(cls, path: str) -> list:
+    """Settings of root class `cls` whose dotted paths are close to `path`."""
+    return difflib.get_close_matches(path, list(fields(cls)), n=3, cutoff=0.6)
+
+
+def _unknown(path: str, known) -> ConfigError:
+    close = difflib.get_close_matches(path, list(known), n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ConfigError(f"unknown setting {path!r}{hint}", path)
+
+
+def parse(text: Any, typ: Any, path: str = "") -> Any:
+    """`text` as a value of annotation `typ`: bool, int, float, str or Tuple[x, ...].
+
+    Values that already have the type pass through (lists become tuples)."""
+    args = typing.get_args(typ)
+    try:
+        if typing.get_origin(typ) in (tuple, Tuple):
+            items = text.split(",") if isinstance(text, str) else list(text)
+            return tuple(parse(v.strip() if isinstance(v, str) else v, args[0], path)
+                         for v in items if not (isinstance(v, str) and not v.strip()))
+        if typ is bool:
+            if isinstance(text, bool):
+                return text
+            word = str(text).strip().lower()
+            if word not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return word in ("true", "1", "yes")
+        if typ is int and isinstance(text, float) and not text.is_integer():
+            raise ValueError(text)
+        return typ(text)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError):
+        name = getattr(typ, "__name__", str(typ))
+        raise ConfigError(f"{path}={text!r} is not {'an' if name == 'int' else 'a'} "
+                          f"{name}", path) from None
+
+
+def get(cfg: Any, path: str) -> Any:
+    """The value at a dotted path."""
+    for name in path.split("."):
+        cfg = getattr(cfg, name)
+    return cfg
+
+
+def override(cfg: Any, path: str, value: Any) -> Any:
+    """A copy of `cfg` with the setting at `path` set to `value` (text is parsed by the
+    field's annotation). Raises ConfigError for an unknown path or a bad value."""
+    known = fields(type(cfg))
+    if path not in known:
+        raise _unknown(path, known)
+    return _set(cfg, path.split("."), value, path)
+
+
+def _set(node: Any, names: list, value: Any, path: str) -> Any:
+    head = names[0]
+    if len(names) > 1:
+        return dataclasses.replace(node, **{head: _set(getattr(node, head), names[1:],
+                                                       value, path)})
+    return dataclasses.replace(node, **{head: parse(value, _hints(type(node))[head], path)})
+
+
+def apply(cfg: Any, overrides: Mapping[str, Any] | Iterable[Tuple[str, Any]]) -> Any:
+    """`override` for each (path, value), in order."""
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    for path, value in items:
+        cfg = override(cfg, path, value)
+    return cfg
+
+
+def check(cfg: Any) -> None:
+    """Every declared choice and minimum holds (ConfigError naming the path)."""
+    for path, f in fields(type(cfg)).items():
+        value, meta = get(cfg, path), f.metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{path}={value} is not one of {', '.join(meta['choices'])}",
+                              path)
+        if meta.get("minimum") is not None and value < meta["minimum"]:
+            least = meta["minimum"]
+            raise ConfigError(f"{path} must be at least {least:g}, not {value}", path)
+
+
+# ---------------------------------------------------------------- presets
+_PRESETS: Dict[str, Callable[[], Any]] = {}
+
+
+def register_preset(name: str):
+    """Decorator: `@register_preset("seed_cnn")` over a function returning a root config."""
+    def register(fn: Callable[[], Any]) -> Callable[[], Any]:
+        if name in _PRESETS:
+            raise ValueError(f"preset {name!r} is registered twice")
+        _PRESETS[name] = fn
+        return fn
+    return register
+
+
+def preset(name: str) -> Any:
+    """The registered preset `name` (ConfigError listing the names otherwise)."""
+    if name not in _PRESETS:
+        raise ConfigError(f"no preset {name!r}; presets: {', '.join(sorted(_PRESETS))}",
+                          "preset")
+    return _PRESETS[name]()
+
+
+def preset_names(root: type = None) -> Tuple[str, ...]:
+    """Registered preset names (those building a `root`, when given)."""
+    return tuple(sorted(n for n, fn in _PRESETS.items()
+                        if root is None or isinstance(fn(), root)))
+
+
+@register_preset("default")
+def default_preset() -> Config:
+    """The project default: compact residual CNN on per-image normalised cells, AdamW +
+    warm-up/cosine, GPU augmentation (chosen on real cells: see BUILD_NOTES).
+
+    Run: leukemia-train --records_dir=R --model_dir=M
+    """
+    return Config()
+
+
+@register_preset("seed_cnn")
+def seed_cnn_preset() -> Config:
+    """The seed notebook's setup: 4-block CNN at 224x224, Adam 1e-3, no augmentation.
+
+    Run: leukemia-train --preset=seed_cnn --records_dir=R --model_dir=M
+    """
+    return Config(
+        data=DataConfig(image_size=224),
+        model=ModelConfig(name="seed_cnn", normalize="none",
+                          augment=AugmentConfig(enabled=False)),
+        train=TrainConfig(optimizer="adam", schedule="constant", warmup_epochs=0.0,
+                          epochs=20, batch_size=32),
+    )
+
+
+# ---------------------------------------------------------------- JSON
+def _build(cls, values: dict, where: str = ""):
+    hints = _hints(cls)
+    unknown = set(values) - set(hints)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} fields: {sorted(unknown)}", where)
     kwargs = {}
     for name, value in values.items():
-        if name in _NESTED and isinstance(value, dict):
-            value = _build(_NESTED[name], value)
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            value = _build(hints[name], value, f"{where}{name}.")
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
 
 
-def from_dict(values: dict) -> Config:
-    """Inverse of `Config.to_dict` (reads a model dir's config.json)."""
-    model = values.get("model")
+def upgrade(values: dict) -> dict:
+    """A config.json dict in today's layout.
+
+    Older files held the input size, seed and determinism twice (model.image_size,
+    train.seed, train.deterministic, always equal to the data section's: a check refused
+    any difference) and no model.normalize (the default was none)."""
+    values = json.loads(json.dumps(values))
+    model, train, data = (values.get(k) for k in ("model", "train", "data"))
+    moves = ((model, "image_size"), (train, "seed"), (train, "deterministic"))
+    for section, key in moves:
+        if isinstance(section, dict) and key in section:
+            old = section.pop(key)
+            if isinstance(data, dict):
+                data.setdefault(key, old)
     if isinstance(model, dict) and "normalize" not in model:
-        # Written before per-image normalisation existed (or was the default): none.
-        values = {**values, "model": {**model, "normalize": "none"}}
-    return _build(Config, values)
+        model["normalize"] = "none"
+    return values
+
+
+def from_dict(values: dict) -> Config:
+    """Inverse of `Config.to_dict` (reads a model dir's config.json, any layout)."""
+    return _build(Config, upgrade(values))
 
 
 def replace(cfg: Config, **sections: Any) -> Config:
@@ -151,35 +416,3 @@ def replace(cfg: Config, **sections: Any) -> Config:
     for name, changes in sections.items():
         updates[name] = dataclasses.replace(getattr(cfg, name), **changes)
     return dataclasses.replace(cfg, **updates)
-
-
-def seed_cnn_preset(records_dir: str = "", model_dir: str = "") -> Config:
-    """The seed notebook's setup: 4-block CNN at 224x224, Adam 1e-3, no augmentation.
-
-    Run: python -m leukemia_tf.train --preset=seed_cnn --records_dir=R --model_dir=M
-    """
-    return Config(
-        data=DataConfig(records_dir=records_dir, image_size=224),
-        model=ModelConfig(name="seed_cnn", image_size=224, normalize="none",
-                          augment=AugmentConfig(enabled=False)),
-        train=TrainConfig(model_dir=model_dir, optimizer="adam", schedule="constant",
-                          warmup_epochs=0.0, epochs=20, batch_size=32),
-    )
-
-
-def default_preset(records_dir: str = "", model_dir: str = "") -> Config:
-    """The project default: compact residual CNN on per-image normalised cells, AdamW +
-    warm-up/cosine, GPU augmentation (chosen on real cells: see BUILD_NOTES).
-
-    Run: python -m leukemia_tf.train --records_dir=R --model_dir=M
-    """
-    return Config(data=DataConfig(records_dir=records_dir),
-                  model=ModelConfig(),
-                  train=TrainConfig(model_dir=model_dir))
-
-
-PRESETS = {"default": default_preset, "seed_cnn": seed_cnn_preset}
-
-
-def optional_int(text: Optional[str]) -> Optional[int]:
-    return None if text in (None, "", "none") else int(text)

@@ -49,3 +49,31 @@ def records_dir(tmp_path_factory):
     convert.convert(convert.ConvertConfig(tree, out, image_size=48, num_shards=2,
                                           num_workers=1, progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def real_records(tmp_path_factory):
+    """The eight real sample images converted at 48 px: the real layout of a copy without
+    testing_data/ (7 training images in fold 0, a 1-image validation split, an empty test
+    split). Shared by the whole session: tests must not modify it."""
+    from leukemia_tf.data import convert
+    root = tmp_path_factory.mktemp("real_records")
+    shutil.copytree(REAL_SAMPLES, root / "real")
+    out = str(root / "rec")
+    convert.convert(convert.ConvertConfig(str(root / "real" / "C-NMC_Leukemia"), out,
+                                          image_size=48, num_shards=1, num_workers=1,
+                                          progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def untrained_export(real_records, tmp_path_factory):
+    """An untrained 48 px resnet_small exported with the records' preprocessing: enough
+    for tests of what prediction and evaluation do around the model."""
+    from leukemia_tf import config as C
+    from leukemia_tf.data import pipeline
+    from leukemia_tf.model import export, registry
+    md = str(tmp_path_factory.mktemp("untrained") / "m")
+    model = registry.build_model(C.ModelConfig(name="resnet_small", width=8), 48)
+    export.export_model(model, md, pipeline.records_spec(pipeline.load(real_records), 48))
+    return md

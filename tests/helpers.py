@@ -97,7 +97,7 @@ def tiny_config(records_dir, model_dir, **train):
     train.setdefault("tensorboard", False)
     train.setdefault("verbose", 0)
     return C.Config(data=C.DataConfig(records_dir=records_dir, image_size=48),
-                    model=C.ModelConfig(name="resnet_small", image_size=48, width=8),
+                    model=C.ModelConfig(name="resnet_small", width=8),
                     train=C.TrainConfig(model_dir=str(model_dir), **train))
 
 

@@ -48,7 +48,7 @@ def test_readme_flow_under_ram(tmp_path, monkeypatch):
     table, errors = prediction.predict(model, [rec])
     out = io.join(root, "pred", "test.csv")
     prediction.write_outputs(table, errors, out)
-    assert list(io.read_csv(out).columns) == ["file", "probability", "label", "path"]
+    assert list(io.read_csv(out).columns) == ["file", "probability", "prediction", "path"]
 
     base = tiny_config(rec, "", epochs=1, steps_per_epoch=1)
     cv = crossval.run(base, ["resnet_small"], io.join(root, "cv"), folds=(0, 1),

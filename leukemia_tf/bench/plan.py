@@ -1,15 +1,21 @@
-"""Throughput benchmarks: the input pipeline side by side with what users would use instead.
+"""Throughput benchmarks: each project figure beside the limit it is held against, both
+measured in the same run (absolute rates measure the machine; the ratios the project).
 
-Four measurements (issue 5), each a dict with `images_per_sec` and `peak_rss_mb` keyed by
-pipeline name, plus ratios and pass/miss against the project's targets:
+Four measurements, each a dict with `images_per_sec` and `peak_rss_mb` keyed by
+pipeline name, plus ratios and pass/miss of ratio targets (report.py):
 
   input    the project's pipeline: first pass (decoding every pass from the shards, no
-           cache), steady state (after the in-memory cache), and the steady state with
-           per-example CPU augmentation in tf.data (why augmentation lives in the model)
+           cache) against the in-memory decode ceiling of the stored bytes; steady state
+           (after the in-memory cache) against a bare cached-tensor tf.data pipeline of
+           the same N, size and batch; the batch-level cache (data/batch_cache.py) against
+           the same; the steady state with per-example CPU augmentation in tf.data
   peers    keras image_dataset_from_directory over the BMP folders, the seed notebook's
-           read-everything-into-numpy, and the in-memory decode ceiling of the stored bytes
-  train    training steps/s fed by the real pipeline vs by in-memory synthetic tensors
-  convert  converter images/s and bytes/image per encoding vs just reading the files
+           read-everything-into-numpy, and the decode ceilings of other stored encodings
+  train    the train step fed by the real pipeline vs by a device-resident synthetic
+           batch, with the model's FLOPs per image and the machine's dense FLOP/s (FLOP
+           utilisation); optionally a sweep of the step settings (bench/train.py)
+  convert  converter images/s and bytes/image per encoding vs just reading the files, and
+           the first pass per stored encoding vs image_dataset_from_directory
 
 Each measurement runs in its own spawned process when `isolate` is on, so its peak RSS
 (ru_maxrss) is its own. Absolute numbers drift with other load on the machine: each rate
@@ -34,11 +40,15 @@ import tensorflow as tf
 from leukemia_tf import config as C
 from leukemia_tf import io
 # CPU_WORK, REFERENCE and the result helpers stay importable from here (the CLI uses them).
-from leukemia_tf.bench.rates import (CPU_WORK, REFERENCE, _run_config,  # noqa: F401
+from leukemia_tf.bench import encodings as stored_encodings
+from leukemia_tf.bench import limits
+from leukemia_tf.bench import train as train_bench
+from leukemia_tf.bench.rates import (CPU_WORK, _run_config,  # noqa: F401
                                      ceiling_rates, convert_rate, idfd_rate, measure,
-                                     measure_all, read_rate, seed_numpy_rate, time_batches,
-                                     train_rates)
-from leukemia_tf.bench.report import format_table, machine_info, ratios, targets  # noqa: F401
+                                     measure_all, parse_encoding, read_rate, seed_numpy_rate,
+                                     time_batches)
+from leukemia_tf.bench.report import (attach_limits, format_table,  # noqa: F401
+                                      machine_info, ratios, targets)
 from leukemia_tf.data import cnmc, convert, pipeline, preprocess, records, synthetic
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -63,16 +73,29 @@ class BenchConfig:
     isolate: bool = True               # one process per measurement (own peak RSS)
     repeats: int = 2                   # runs of each rate, interleaved; the fastest counts
     cpu_work: Tuple[str, ...] = CPU_WORK
-    ceiling_encodings: Tuple[str, ...] = ("bmp", "png", "jpeg", "raw", "png@224")
+    # enc[level][@size|@out] (rates.parse_encoding): png0/png1/png6 are zlib levels, @out
+    # pre-resized to image_size; the rest are originals at their own size.
+    ceiling_encodings: Tuple[str, ...] = ("bmp", "png0", "png1", "png6", "jpeg", "raw",
+                                          "png1@out", "raw@out", "bmp@out")
     ceiling_sample: int = 256          # images re-encoded for the per-encoding ceilings
     seed_numpy_limit: int = 2000       # at most this many images for the seed approach
     models: Tuple[str, ...] = ("seed_cnn", "resnet_small")
     precisions: Tuple[str, ...] = ("float32", "mixed_bfloat16")
     train_batch_size: int = 32
-    train_steps: int = 20              # timed steps per input, in train_rounds blocks
-    train_rounds: int = 20             # blocks alternate pipeline/synthetic (A B B A ...)
+    train_steps: int = 48              # timed steps per input, in train_rounds blocks
+    train_rounds: int = 8              # blocks alternate pipeline/synthetic (A B B A ...)
     train_augment: bool = True
+    jit_compile: str = "auto"          # train: the step settings of the default rows
+    steps_per_execution: int = 1
+    flops_seconds: float = 2.0         # train: each dense FLOP/s probe runs this long
+    sweep: bool = False                # train: also the step-settings table (synthetic input)
+    sweep_jit: Tuple[str, ...] = ("off", "on")
+    sweep_steps_per_execution: Tuple[int, ...] = (1, 4, 16)
+    sweep_precisions: Tuple[str, ...] = ("float32", "mixed_bfloat16")  # bf16 where native
+    sweep_threads: Tuple[str, ...] = ("0:0",)  # inter:intra op threads, 0 = TF's choice
+    profile_dir: str = ""              # train: a tf.profiler trace of 5 steps per row here
     encodings: Tuple[str, ...] = ("png", "raw", "bmp", "jpeg")
+    first_pass_encodings: Tuple[str, ...] = stored_encodings.FIRST_PASS_ENCODINGS
     convert_workers: int = 0           # 0 = all cores, as the converter's default
     cold_cache: bool = True            # convert: read the sources from disk (page cache evicted)
 
@@ -233,8 +256,13 @@ def pipeline_rate(records_dir: str, image_size: int, batch: int, cache: str,
 def input_jobs(cfg: BenchConfig, data: Data) -> Dict[str, tuple]:
     common = (data.records_dir, cfg.image_size, cfg.batch_size)
     timing = (cfg.min_batches, cfg.min_seconds)
+    n = pipeline.count_examples(data.manifest, pipeline.Selection("train"))
     jobs = {"pipeline_first_pass": (pipeline_rate, *common, "none", *timing),
-            "pipeline_steady_state": (pipeline_rate, *common, "memory", *timing)}
+            "pipeline_steady_state": (pipeline_rate, *common, "memory", *timing),
+            "decode_ceiling": (ceiling_rates, *common, *timing, (), 0),
+            "bare_pipeline": (limits.bare_rate, n, cfg.image_size, cfg.batch_size,
+                              C.DataConfig().shuffle_buffer, *timing),
+            "batch_cache_steady_state": (limits.batch_cache_rate, *common, *timing)}
     for kind in cfg.cpu_work:
         jobs[f"pipeline_steady_state_cpu_{kind}"] = (pipeline_rate, *common, "memory",
                                                      *timing, kind)
@@ -263,19 +291,36 @@ def peer_jobs(cfg: BenchConfig, data: Data) -> Dict[str, tuple]:
 
 def run_peers(cfg: BenchConfig, data: Data) -> Dict[str, dict]:
     """The peers with the project's own first pass and steady state, interleaved."""
-    jobs = input_jobs(dataclasses.replace(cfg, cpu_work=()), data)
+    jobs = {k: v for k, v in input_jobs(dataclasses.replace(cfg, cpu_work=()), data).items()
+            if k.startswith("pipeline_") or k == "bare_pipeline"}
     return measure_all({**jobs, **peer_jobs(cfg, data)}, cfg.isolate, cfg.repeats)
 
 
 # ------------------------------------------------------------------ train
+def train_rows(cfg: BenchConfig) -> List[train_bench.StepSettings]:
+    """The default rows (each model and precision, the configured step settings), then
+    the sweep's rows when asked for."""
+    rows = [train_bench.StepSettings(m, p, cfg.jit_compile, cfg.steps_per_execution)
+            for m in cfg.models for p in cfg.precisions]
+    if cfg.sweep:
+        rows += [r for r in train_bench.sweep_rows(
+            cfg.models, cfg.sweep_precisions, cfg.sweep_jit, cfg.sweep_steps_per_execution,
+            cfg.sweep_threads) if r not in rows]
+    return rows
+
+
 def run_train(cfg: BenchConfig, data: Data) -> Dict[str, dict]:
+    """Each row in its own process when isolated (thread pools are set at start-up)."""
     m = {}
-    for model in cfg.models:
-        for precision in cfg.precisions:
-            m[f"train/{model}/{precision}"] = measure(
-                train_rates, data.records_dir, model, precision, cfg.image_size,
-                cfg.train_batch_size, cfg.train_steps, cfg.train_rounds, cfg.train_augment,
-                isolate=cfg.isolate)
+    defaults = len(cfg.models) * len(cfg.precisions)
+    for i, row in enumerate(train_rows(cfg)):
+        sweep = i >= defaults
+        trace = (io.join(cfg.profile_dir, row.name.replace("/", "_"))
+                 if cfg.profile_dir else "")
+        m[row.name + ("/sweep" if sweep else "")] = measure(
+            train_bench.train_rates, data.records_dir, row, cfg.image_size,
+            cfg.train_batch_size, cfg.train_steps, cfg.train_rounds, cfg.train_augment,
+            sweep, cfg.flops_seconds, trace, isolate=cfg.isolate)
     return m
 
 
@@ -292,6 +337,22 @@ def run_convert(cfg: BenchConfig, data: Data) -> Dict[str, dict]:
         jobs[f"convert_{enc}"] = (convert_rate, data.tree,
                                   io.join(cfg.work_dir, f"convert-{enc}"), enc,
                                   cfg.convert_workers, cfg.cold_cache)
+    m = measure_all(jobs, cfg.isolate, cfg.repeats)
+    m.update(run_first_pass(cfg, data))
+    return m
+
+
+def run_first_pass(cfg: BenchConfig, data: Data) -> Dict[str, dict]:
+    """The first pass per stored encoding, interleaved with image_dataset_from_directory
+    on the same images (its first pass too: it never caches)."""
+    if not cfg.first_pass_encodings:
+        return {}
+    timing = (cfg.min_batches, cfg.min_seconds)
+    jobs = stored_encodings.first_pass_jobs(
+        data.tree, cfg.work_dir, cfg.first_pass_encodings, cfg.image_size, cfg.batch_size,
+        *timing, cfg.convert_workers)
+    jobs["first_pass/image_dataset_from_directory"] = (
+        idfd_rate, data.tree, cfg.image_size, cfg.batch_size, *timing)
     return measure_all(jobs, cfg.isolate, cfg.repeats)
 
 
@@ -301,6 +362,10 @@ def run(command: str, cfg: BenchConfig) -> dict:
     dict that the CLI prints and writes as JSON."""
     if command not in COMMANDS + ("all",):
         raise ValueError(f"unknown benchmark {command!r}; choose from {COMMANDS + ('all',)}")
+    from leukemia_tf.model import registry
+    unknown = [m for m in cfg.models if m not in registry.MODELS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; registered: {sorted(registry.MODELS)}")
     started = datetime.datetime.now(datetime.timezone.utc)
     data = prepare(cfg)
     m: Dict[str, dict] = {}
@@ -316,6 +381,7 @@ def run(command: str, cfg: BenchConfig) -> dict:
         m.update(run_train(cfg, data))
     if "convert" in todo:
         m.update(run_convert(cfg, data))
+    attach_limits(m)
     r = ratios(m)
     s = data.manifest["settings"]
     return {
@@ -330,7 +396,7 @@ def run(command: str, cfg: BenchConfig) -> dict:
                          data.manifest, pipeline.Selection("train"))},
         "images_per_sec": {k: v["images_per_sec"] for k, v in m.items()},
         "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in m.items()},
-        "ratios": r, "targets": targets(m, r), "reference": REFERENCE, "measurements": m,
+        "ratios": r, "targets": targets(m, r), "measurements": m,
     }
 
 

@@ -1,14 +1,14 @@
 """Benchmark machinery: per-measurement processes, batch timing, and the rates of
-the peers (keras, seed approach, decode ceiling), training and conversion.
+the peers (keras, seed approach, decode ceiling) and of conversion.
 
-leukemia_tf.bench.plan plans the runs; this module measures; bench_report compares.
+leukemia_tf.bench.plan plans the runs; this module, limits.py, train.py and encodings.py
+measure; report.py compares.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
 import hashlib
-import math
 import multiprocessing
 import os
 import resource
@@ -28,10 +28,6 @@ from leukemia_tf.data import cnmc, convert, images, pipeline, preprocess, record
 
 AUTOTUNE = tf.data.AUTOTUNE
 CPU_WORK = ("flip_rot90", "rotate")
-# Reference points of issue 5 (2-core, 24 GB machine, 224 px output).
-REFERENCE = {"image_dataset_from_directory": 942.0, "seed_numpy": 158.0,
-             "seed_numpy_gb_per_1000": 1.2, "h100_seed_cnn_bf16": 13000.0,
-             "decode_ceiling": {"bmp": 3100.0, "png": 890.0, "jpeg": 2600.0}}
 
 
 def peak_rss_mb() -> float:
@@ -44,9 +40,20 @@ def current_rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2 ** 20
 
 
+class MeasurementError(RuntimeError):
+    """A measurement failed; the message is the original error's, with its traceback."""
+
+
 def _child(fn: Callable[..., dict], args: tuple) -> dict:
+    """fn(*args) with RSS figures; an error comes back as text. TensorFlow's errors do
+    not survive pickling (their __init__ takes other arguments), which a process pool
+    reports only as BrokenProcessPool: the text keeps the original message."""
     rss0 = current_rss_mb()
-    out = fn(*args)
+    try:
+        out = fn(*args)
+    except Exception as e:  # noqa: BLE001 - re-raised by `measure` with its message
+        import traceback
+        return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
     out.setdefault("peak_rss_mb", peak_rss_mb())
     out.setdefault("rss_before_mb", rss0)
     return out
@@ -65,6 +72,9 @@ def measure(fn: Callable[..., dict], *args, isolate: bool = True) -> dict:
         ctx = multiprocessing.get_context("spawn")  # fork would inherit TF threads
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
             out = ex.submit(_child, fn, args).result()
+    if "error" in out:
+        raise MeasurementError(f"{getattr(fn, '__name__', fn)} failed: {out['error']}\n"
+                               f"{out['traceback']}")
     out["load_1m"] = round(load, 2)
     out["isolated"] = isolate
     return out
@@ -107,7 +117,7 @@ def time_batches(it, warmup: int, min_batches: int, min_seconds: float,
 
 def _run_config(records_dir: str, image_size: int, batch_size: int) -> C.Config:
     return C.Config(data=C.DataConfig(records_dir=records_dir, image_size=image_size),
-                    model=C.ModelConfig(image_size=image_size),
+                    model=C.ModelConfig(),
                     train=C.TrainConfig(batch_size=batch_size))
 
 
@@ -148,32 +158,46 @@ def seed_numpy_rate(paths: Sequence[str], image_size: int) -> dict:
             "held_mb_per_1000": held / 2 ** 20 / n * 1000}
 
 
-def _encoded_training_images(records_dir: str) -> Tuple[List[bytes], dict]:
+def _encoded_training_images(records_dir: str) -> Tuple[List[bytes], List[Tuple[int, int]],
+                                                        dict]:
+    """The stored bytes of every training record, each image's (height, width), manifest."""
     manifest = pipeline.load(records_dir)
     files = [s["full_path"] for s in
              pipeline.shards_for(manifest, records_dir, pipeline.Selection("train"))]
-    encoded = []
+    encoded, shapes = [], []
     for batch in tf.data.TFRecordDataset(files).batch(256):
-        encoded += list(records.parse_batch(batch)["image/encoded"].numpy())
-    return encoded, manifest
+        ex = records.parse_batch(batch)
+        encoded += list(ex["image/encoded"].numpy())
+        shapes += list(zip(ex["image/height"].numpy().tolist(),
+                           ex["image/width"].numpy().tolist()))
+    return encoded, shapes, manifest
 
 
 def decode_rate(encoded: List[bytes], fmt: str, stored: int, spec: preprocess.Spec,
-                batch: int, min_batches: int, min_seconds: float) -> dict:
+                batch: int, min_batches: int, min_seconds: float,
+                shapes: Sequence[Tuple[int, int]] = ()) -> dict:
     """In-memory decode + preprocessing (as the pipeline does) of encoded bytes, AUTOTUNE.
 
-    stored: the side of every stored image (0: originals of any size); images stored at
-    spec.image_size are already model input and are not resized again.
+    stored: the side of every stored image (0: originals of any size, whose (height,
+    width) `shapes` gives: raw bytes need them, as the records carry them); images stored
+    at spec.image_size are already model input and are not resized again.
     """
     decode = records.decoder(fmt, stored)
     prepared = stored == spec.image_size and stored != spec.canvas_size
+    if not shapes:
+        if fmt == "raw" and not stored:
+            raise ValueError("raw images of their own sizes need their shapes")
+        shapes = [(stored, stored)] * len(encoded)
 
-    def fn(data):
-        image = decode({"image/encoded": data})
+    def fn(ex):
+        image = decode(ex)
         return image if prepared else preprocess.to_model_input(image, spec)
     opts = tf.data.Options()
     opts.deterministic = False
-    ds = tf.data.Dataset.from_tensor_slices(tf.constant(encoded, tf.string)).repeat()
+    ds = tf.data.Dataset.from_tensor_slices({
+        "image/encoded": tf.constant(encoded, tf.string),
+        "image/height": tf.constant([h for h, _ in shapes], tf.int64),
+        "image/width": tf.constant([w for _, w in shapes], tf.int64)}).repeat()
     ds = ds.map(fn, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
     ds = ds.prefetch(AUTOTUNE).with_options(opts)
@@ -183,96 +207,50 @@ def decode_rate(encoded: List[bytes], fmt: str, stored: int, spec: preprocess.Sp
     return out
 
 
+def parse_encoding(text: str, image_size: int) -> Tuple[str, int, int]:
+    """`enc[level][@size|@out]` -> (encoding, png level, stored size; 0 = originals).
+
+    png0/png1/png6: zlib level (plain `png` is the converter's default level 1); `@out`
+    stores pre-resized to the benchmark's output size, `@224` to 224 px.
+    """
+    name, _, at = text.partition("@")
+    level = 1
+    if name.startswith("png") and name[3:].isdigit():
+        name, level = "png", int(name[3:])
+    if name not in images.ENCODINGS or not 0 <= level <= 9:
+        raise ValueError(f"unknown stored encoding {text!r}: enc[level][@size|@out] with enc "
+                         f"one of {', '.join(images.ENCODINGS)} (png0..png9)")
+    size = image_size if at == "out" else int(at) if at else 0
+    return name, level, size
+
+
 def ceiling_rates(records_dir: str, image_size: int, batch: int, min_batches: int,
                   min_seconds: float, extra: Sequence[str], sample: int) -> dict:
-    """The decode ceiling of the stored records, and of other encodings (`enc` or
-    `enc@size`, re-encoded in memory from `sample` stored images, `@size` pre-resized by
-    `preprocess`, as the converter's --image_size does) for comparison."""
-    encoded, manifest = _encoded_training_images(records_dir)
+    """The decode ceiling of the stored records, and of other stored encodings
+    (`parse_encoding`: re-encoded in memory from `sample` stored images; pre-resized by
+    `preprocess` as the converter's --image_size does) for comparison."""
+    encoded, shapes, manifest = _encoded_training_images(records_dir)
     fmt, stored = manifest["settings"]["encoding"], int(manifest["settings"]["stored_size"] or 0)
     spec = pipeline.records_spec(manifest, image_size)
-    out = decode_rate(encoded, fmt, stored, spec, batch, min_batches, min_seconds)
+    out = decode_rate(encoded, fmt, stored, spec, batch, min_batches, min_seconds, shapes)
     out["by_encoding"] = {}
     if extra:
         decode = records.decoder(fmt, stored)
-        pixels = [decode({"image/encoded": e}).numpy() for e in encoded[:sample]]
-        for spec_text in extra:
-            enc, _, at = spec_text.partition("@")
-            size = int(at) if at else stored
+        pixels = [decode({"image/encoded": e, "image/height": h, "image/width": w}).numpy()
+                  for e, (h, w) in zip(encoded[:sample], shapes[:sample])]
+        for text in extra:
+            enc, level, size = parse_encoding(text, image_size)
             if size:
                 make = preprocess.function_for(dataclasses.replace(spec, image_size=size))
-                coded = [images.encode(make(p).numpy(), enc) for p in pixels]
+                made = [make(p).numpy() for p in pixels]
             else:
-                coded = [images.encode(p, enc) for p in pixels]
-            r = decode_rate(coded, enc, size, spec, batch, min_batches, min_seconds)
-            out["by_encoding"][spec_text] = {k: r[k] for k in ("images_per_sec",
-                                                               "bytes_per_image")}
+                made = pixels
+            coded = [images.encode(p, enc, png_compression=level) for p in made]
+            r = decode_rate(coded, enc, size, spec, batch, min_batches, min_seconds,
+                            [p.shape[:2] for p in made])
+            out["by_encoding"][text] = {k: r[k] for k in ("images_per_sec",
+                                                          "bytes_per_image")}
     return out
-
-
-def train_rates(records_dir: str, model_name: str, precision: str, image_size: int,
-                batch: int, steps: int, rounds: int, augment: bool) -> dict:
-    """Training steps/s fed by the real pipeline (as train.run builds it) vs by a cached,
-    repeated random uint8 dataset, after the cache is filled. Blocks of steps alternate
-    A B B A ... so drift cancels; rates are from the median step time of each input."""
-    import tf_keras as keras
-    from leukemia_tf.model import registry as models
-    from leukemia_tf import training
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        cfg = C.Config(
-            data=C.DataConfig(records_dir=records_dir, image_size=image_size),
-            model=C.ModelConfig(name=model_name, image_size=image_size,
-                                augment=C.AugmentConfig(enabled=augment)),
-            train=C.TrainConfig(batch_size=batch, mixed_precision=precision))
-        manifest = pipeline.load(records_dir)
-        sel = pipeline.Selection("train")
-        n = pipeline.count_examples(manifest, sel)
-        plan = pipeline.cache_plan(cfg.data, [("train", n)])
-        weights = pipeline.class_weights(pipeline.label_counts(manifest, records_dir, sel))
-        real = pipeline.make_dataset(cfg, sel, True, manifest=manifest,
-                                     cache=plan["train"][0], batch_size=batch, weights=weights)
-        rng = np.random.default_rng(0)
-        k = 4 * batch
-        fake = tf.data.Dataset.from_tensor_slices((
-            rng.integers(0, 256, (k, image_size, image_size, 3), dtype=np.uint8),
-            rng.integers(0, 2, (k, 1)).astype(np.float32), np.ones(k, np.float32)))
-        fake = fake.batch(batch, drop_remainder=True).cache().repeat().prefetch(AUTOTUNE)
-        model = models.build_model(cfg.model)
-        model.compile(optimizer=training.make_optimizer(cfg, max(1, n // batch), precision),
-                      loss=training.make_loss(cfg), metrics=training.make_metrics())
-        step = model.make_train_function()
-        its = {"pipeline": iter(real), "synthetic": iter(fake)}
-        for _ in range(math.ceil(n / batch) + 1):  # the first epoch fills the cache
-            next(its["pipeline"])
-        for it in its.values():  # trace and warm up on both inputs
-            for _ in range(2):
-                step(it)["loss"].numpy()
-        block = max(1, steps // rounds)
-        times: Dict[str, List[float]] = {"pipeline": [], "synthetic": []}
-        per_round = []
-        for r in range(rounds):
-            order = ("pipeline", "synthetic") if r % 2 == 0 else ("synthetic", "pipeline")
-            for name in order:
-                for _ in range(block):
-                    start = time.perf_counter()
-                    step(its[name])["loss"].numpy()
-                    times[name].append(time.perf_counter() - start)
-            per_round.append(sum(times["synthetic"][-block:]) / sum(times["pipeline"][-block:]))
-        out = {}
-        for name, t in times.items():
-            med = float(np.median(t))  # robust to bursts of other load on the machine
-            out[name] = {"steps_per_sec": 1 / med, "images_per_sec": batch / med,
-                         "mean_steps_per_sec": len(t) / sum(t)}
-        out["ratio"] = out["pipeline"]["images_per_sec"] / out["synthetic"]["images_per_sec"]
-        out["ratio_of_means"] = (out["pipeline"]["mean_steps_per_sec"]
-                                 / out["synthetic"]["mean_steps_per_sec"])
-        out.update(round_ratios=per_round, steps=rounds * block, batch=batch,
-                   cache=plan["train"][0], model=model_name, precision=precision,
-                   images_per_sec=out["pipeline"]["images_per_sec"])
-        return out
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def evict(paths: Sequence[str]) -> bool:

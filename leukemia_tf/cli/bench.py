@@ -3,6 +3,8 @@
     python tools/benchmark.py input   --json_out=bench_out/input.json
     python tools/benchmark.py peers   --data_dir=<tree> [--records_dir=<dir>] --json_out=F
     python tools/benchmark.py train   --models=seed_cnn --precisions=float32 --json_out=F
+    python tools/benchmark.py train   --models=resnet_small --image_size=128 --sweep
+        [--sweep_threads=0:0,1:2,2:1] [--profile_dir=bench_out/trace] --json_out=F
     python tools/benchmark.py convert --data_dir=<tree> --json_out=F
     python tools/benchmark.py all     --num_images=3000 --json_out=bench_out/all.json
 
@@ -48,16 +50,27 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     d.list("cpu_work", list(_D.cpu_work), "input: per-example CPU augmentation "
            f"variants of the steady state ({', '.join(bench.CPU_WORK)}; empty: none).")
     d.list("ceiling_encodings", list(_D.ceiling_encodings), "peers: extra in-memory "
-           "decode ceilings, `enc` or `enc@stored_size`, re-encoded from the records.")
+           "decode ceilings, enc[level][@size|@out] (png0/png1/png6: zlib level; @out: "
+           "pre-resized to --image_size), re-encoded from the records.")
     d.integer("ceiling_sample", _D.ceiling_sample, "Images re-encoded for those.")
     d.integer("seed_numpy_limit", _D.seed_numpy_limit, "peers: at most this many "
               "images for the seed approach (its RAM grows ~1.3 GB per 1,000; 0: all).")
-    d.list("models", list(_D.models), "train: models to time.")
+    d.list("models", list(_D.models), "train: models to time (any registered name).")
     d.list("precisions", list(_D.precisions), "train: mixed precision policies.")
     d.integer("train_batch_size", _D.train_batch_size, "train: global batch.")
     d.integer("train_steps", _D.train_steps, "train: timed steps per input.")
     d.integer("train_rounds", _D.train_rounds, "train: alternating blocks per input.")
     d.bool("train_augment", _D.train_augment, "train: augmentation in the model.")
+    d.enum("jit_compile", _D.jit_compile, ["auto", "on", "off"], "train: XLA in the default rows.")  # noqa: E501
+    d.integer("steps_per_execution", _D.steps_per_execution, "train: steps per call in the default rows.")  # noqa: E501
+    d.float("flops_seconds", _D.flops_seconds, "train: time each dense FLOP/s probe this long.")  # noqa: E501
+    d.bool("sweep", _D.sweep, "train: also the step-settings table (synthetic input).")
+    d.list("sweep_jit", list(_D.sweep_jit), "train --sweep: jit_compile values.")
+    d.list("sweep_steps_per_execution", [str(v) for v in _D.sweep_steps_per_execution], "train --sweep: steps_per_execution values.")  # noqa: E501
+    d.list("sweep_precisions", list(_D.sweep_precisions), "train --sweep: precisions (bfloat16 only where native).")  # noqa: E501
+    d.list("sweep_threads", list(_D.sweep_threads), "train --sweep: inter:intra op threads (0 = TF's choice).")  # noqa: E501
+    d.string("profile_dir", _D.profile_dir, "train: write a tf.profiler trace of 5 steps per row here.")  # noqa: E501
+    d.list("first_pass_encodings", list(_D.first_pass_encodings), "convert: first epoch per stored encoding, enc[level][@size|@out] (empty: none).")  # noqa: E501
     d.list("encodings", list(_D.encodings), "convert: encodings to time.")
     d.integer("convert_workers", _D.convert_workers, "Converter processes (0: all cores).")
 
@@ -74,13 +87,19 @@ def config_from_flags() -> bench.BenchConfig:
         models=tuple(FLAGS.models), precisions=tuple(FLAGS.precisions),
         train_batch_size=FLAGS.train_batch_size, train_steps=FLAGS.train_steps,
         train_rounds=FLAGS.train_rounds, train_augment=FLAGS.train_augment,
+        jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution,
+        flops_seconds=FLAGS.flops_seconds, sweep=FLAGS.sweep, sweep_jit=tuple(FLAGS.sweep_jit),
+        sweep_steps_per_execution=tuple(int(v) for v in FLAGS.sweep_steps_per_execution),
+        sweep_precisions=tuple(FLAGS.sweep_precisions),
+        sweep_threads=tuple(FLAGS.sweep_threads), profile_dir=FLAGS.profile_dir,
+        first_pass_encodings=tuple(FLAGS.first_pass_encodings),
         encodings=tuple(FLAGS.encodings), convert_workers=FLAGS.convert_workers)
 
 
 def main(argv):
     commands = bench.COMMANDS + ("all",)
     if len(argv) != 2 or argv[1] not in commands:
-        raise app.UsageError(f"usage: benchmark.py <{'|'.join(commands)}> [--flags]; "
+        raise app.UsageError(f"usage: leukemia-bench <{'|'.join(commands)}> [--flags]; "
                              f"got {argv[1:]}")
     result = bench.run(argv[1], config_from_flags())
     print(bench.format_table(result))

@@ -1,12 +1,20 @@
-"""What every absl entry point shares: flag definition, --help, quiet start-up, errors.
+"""What every absl entry point shares: flags -> config, --help, quiet start-up, errors.
+
+Flags map to a command's config root generically. Each entry point declares ONE table of
+short flags (`--epochs` -> `train.epochs`); the flag's type, default and choices come from
+the config field, so nothing is copied by hand. Any setting can also be given by its
+dotted path, `--config.train.epochs=3` (also inside a `--flagfile`); an unknown path is
+one error line listing the close matches. Dotted overrides win over short flags, short
+flags over the `--preset`.
 
 Flags are defined inside each entry point's `define_flags(fv)`, called only when that
 entry point runs (as the TF Model Garden does), so any set of entry-point modules can be
 imported together (tests, notebooks) without a DuplicateFlagError.
 
-`--help` lists the entry point's own flags however it was started (`python -m`, a
-`tools/` script or a console script): absl's help shows the key flags of `sys.argv[0]`,
-so the flags just defined are registered as key flags of that module.
+Flags and paths are checked before TensorFlow is imported (config.py and this module
+import none): a typo costs a fraction of a second, as one `error:` line. `--help` prints
+the flags grouped (data, model, optimisation, distribution, output), required ones
+marked, under the console script's name; `--helpfull` is absl's full list.
 
 TensorFlow's C++ start-up lines on CPU hosts (`cudart_stub … Could not find cuda
 drivers`, `failed call to cuInit … (303)`, the absl::InitializeLog banner) are printed
@@ -16,14 +24,20 @@ every captured line that is not such noise. `--verbosity=1`/`-v 1` (or higher) s
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import logging
 import os
 import re
 import sys
 import tempfile
-from typing import Callable, List, Optional
+import textwrap
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags
+from absl import logging as absl_logging
 
+from leukemia_tf import config as config_lib
 from leukemia_tf.errors import UserError
 
 NOISE = re.compile(
@@ -33,10 +47,188 @@ NOISE = re.compile(
     r"|TF-TRT Warning: Could not find TensorRT|cpu_feature_guard\.cc"
     r"|rebuild TensorFlow with the appropriate compiler flags")
 
+HELP_ARGS = {"--help", "-h", "-?", "--helpshort"}
+GROUPS = ("data", "model", "threshold", "optimisation", "distribution", "output", "other")
 
-HELP_ARGS = {"--help", "-h", "-?", "--helpshort", "--helpfull"}
+
+@dataclasses.dataclass(frozen=True)
+class Alias:
+    """A short flag for a setting of the command's config root.
+
+    Type, default and choices come from the setting at `path`. A flag that sets several
+    settings (or sets one through a conversion) gives `derive` (flag value -> {path:
+    value}) and its own `default`. `deprecated` names the flag that replaces this one.
+    """
+    path: str
+    help: str
+    group: str = "other"
+    required: bool = False
+    choices: Tuple[str, ...] = ()
+    derive: Optional[Callable[[Any], Dict[str, Any]]] = None
+    default: Any = None
+    deprecated: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One entry point: its console script, config root and flag table."""
+    script: str                         # the console script a user types
+    doc: str
+    base: Callable[[], Any]             # the root config with its defaults
+    aliases: Dict[str, Alias]
+    usage: str = "[flags]"
+    presets: bool = False               # --preset=NAME picks a registered root
+
+
+# ---------------------------------------------------------------- flags -> config
+def _kind(cmd: Command, alias: Alias):
+    if alias.derive is not None:
+        return type(alias.default)
+    return config_lib.setting_type(type(cmd.base()), alias.path)
+
+
+def define_flags(fv: flags.FlagValues, cmd: Command) -> None:
+    """Define the command's short flags, `--config` and (if any) `--preset` into `fv`."""
+    base = cmd.base()
+    for name, a in cmd.aliases.items():
+        kind = _kind(cmd, a)
+        default = a.default if a.derive is not None else config_lib.get(base, a.path)
+        declared = config_lib.fields(type(base))[a.path].metadata if a.path else {}
+        choices = a.choices or declared.get("choices", ())
+        if a.required:
+            default = None
+        text = ("(required) " if a.required else "") + a.help
+        if a.deprecated:
+            text = f"Deprecated: use --{a.deprecated}."
+        define = functools.partial(_define, fv, name, default, text)
+        if kind is bool:
+            define("bool")
+        elif kind is int:
+            define("integer")
+        elif kind is float:
+            define("float")
+        elif kind is str and choices:
+            define("enum", choices)
+        elif kind is str:
+            define("string")
+        else:  # tuples
+            define("list", to_list=True)
+    if cmd.presets:
+        flags.DEFINE_enum("preset", "default", config_lib.preset_names(type(base)),
+                          "Starting configuration; other flags override it.",
+                          flag_values=fv)
+    flags.DEFINE_multi_string("config", [], "Any setting by its dotted path: "
+                              "--config.train.epochs=3 (the keys of config.json).",
+                              flag_values=fv)
+
+
+def _define(fv, name, default, text, kind, choices=(), to_list=False):
+    if to_list and default is not None:
+        default = [str(v) for v in default]
+    if kind == "enum":
+        flags.DEFINE_enum(name, default, list(choices), text, flag_values=fv)
+    else:
+        getattr(flags, "DEFINE_" + kind)(name, default, text, flag_values=fv)
+
+
+def parse(fv: flags.FlagValues, argv: Sequence[str]) -> List[str]:
+    """absl parsing plus `--config.a.b=v` (also inside --flagfile); returns argv left."""
+    args = fv.read_flags_from_files(list(argv[1:]), force_gnu=False)
+    args = [re.sub(r"^--config\.", "--config=", a) for a in args]
+    return fv([argv[0], *args])
+
+
+def config_from_flags(fv: flags.FlagValues, cmd: Command) -> Any:
+    """The preset (or defaults), then every short flag given, then every dotted override;
+    checked against the declared choices and minimums. Raises ConfigError naming the
+    flag."""
+    cfg = config_lib.preset(fv["preset"].value) if cmd.presets else cmd.base()
+    changes: List[Tuple[str, Any]] = []
+    for name, a in cmd.aliases.items():
+        if not fv[name].present:
+            continue
+        if a.deprecated:
+            print(f"note: --{name} is deprecated; use --{a.deprecated}", file=sys.stderr)
+        value = fv[name].value
+        changes += list((a.derive(value) if a.derive else {a.path: value}).items())
+    for text in fv["config"].value or ():
+        path, eq, value = text.partition("=")
+        if not eq:
+            raise config_lib.ConfigError(f"--config.{path} needs a value: "
+                                         f"--config.{path}=VALUE", path)
+        changes.append((path, value))
+    known = config_lib.fields(type(cfg))
+    for path, _ in changes:
+        if path not in known:
+            close = [f"--config.{p}" for p in config_lib.close_matches(type(cfg), path)]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise config_lib.ConfigError(f"unknown setting --config.{path}{hint}", path)
+    try:
+        cfg = config_lib.apply(cfg, changes)
+        config_lib.check(cfg)
+    except config_lib.ConfigError as e:
+        raise config_lib.ConfigError(name_flags(cmd, str(e)), e.path) from None
+    for name, a in cmd.aliases.items():
+        if a.required and config_lib.get(cfg, a.path) in ("", (), None):
+            raise config_lib.ConfigError(f"--{name} is required (see {cmd.script} --help)",
+                                         a.path)
+    return cfg
+
+
+def flag_for(cmd: Command, path: str) -> str:
+    """The short flag of a setting, else its dotted form."""
+    for name, a in cmd.aliases.items():
+        if a.path == path and not a.deprecated and a.derive is None:
+            return f"--{name}"
+    return f"--config.{path}"
+
+
+def name_flags(cmd: Command, message: str) -> str:
+    """A config message with its leading dotted path replaced by the user's flag."""
+    head = message.split("=")[0].split(" ")[0]
+    if head in config_lib.fields(type(cmd.base())):
+        return flag_for(cmd, head) + message[len(head):]
+    return message
+
+
+# ---------------------------------------------------------------- help
+def help_text(fv: flags.FlagValues, cmd: Command) -> str:
+    """The doc, a usage line with the console script's name, flags grouped."""
+    lines = [cmd.doc.strip(), "", f"usage: {cmd.script} {cmd.usage}"]
+    for group in GROUPS:
+        names = [n for n, a in cmd.aliases.items() if a.group == group and not a.deprecated]
+        extra = ["preset"] if group == "other" and cmd.presets else []
+        if not names + extra:
+            continue
+        lines += ["", f"{group}:"]
+        for name in names + extra:
+            lines.append(_flag_line(fv[name]))
+    example = next(a.path for a in cmd.aliases.values() if a.path and not a.required)
+    value = config_lib.get(cmd.base(), example)
+    lines += ["", "any setting, by its dotted path (for the trainer: the keys of config.json):",
+              f"  --config.<path>=VALUE     e.g. --config.{example}={value}",
+              "  --flagfile=FILE           read flags from FILE, one a line",
+              "  --verbosity=N             log level: -1 warnings only, 0 info (default),",
+              "                            1 debug (with TensorFlow's start-up lines)",
+              "  --helpfull                every flag, absl's included"]
+    deprecated = [f"--{n} (use --{a.deprecated})" for n, a in cmd.aliases.items()
+                  if a.deprecated]
+    if deprecated:
+        lines += ["", "deprecated: " + ", ".join(deprecated)]
+    return "\n".join(lines)
+
+
+def _flag_line(flag) -> str:
+    name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+    text = flag.help  # absl puts an enum's values first: "<a|b>: help"
+    if flag.default not in (None, "") and "(required)" not in flag.help:
+        text += f" (default: {flag.default_as_str.strip(chr(39))})"
+    lines = textwrap.wrap(text, 100 - 28) or [""]
+    first = f"  {name:<25} {lines[0]}" if len(name) < 26 else f"  {name}\n{' ' * 28}{lines[0]}"
+    return "\n".join([first] + [" " * 28 + line for line in lines[1:]])
+
+
+# ---------------------------------------------------------------- start-up
 def wants_verbose(argv: List[str]) -> bool:
     """--verbosity=N / -v N with N >= 1 (absl's own flag) asks for everything."""
     for i, arg in enumerate(argv):
@@ -81,23 +273,29 @@ def import_tensorflow_quietly(argv: Optional[List[str]] = None) -> None:
         print("\n".join(kept), file=sys.stderr)
 
 
+class PlainFormatter(logging.Formatter):
+    """`message` for INFO, `WARNING: message` above: no absl date/thread/file prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno <= logging.INFO else f"{record.levelname}: {text}"
+
+
 def quiet_logs() -> None:
     """Keep TensorFlow's INFO chatter out of the console, keep this package's INFO lines
-    and every warning. An explicit --verbosity flag wins."""
-    import logging
-
-    from absl import logging as absl_logging
+    (plain, without absl's prefix) and every warning. An explicit --verbosity wins."""
     if "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present:
         return
+    absl_logging.get_absl_handler().setFormatter(PlainFormatter("%(message)s"))
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
     logging.getLogger("leukemia_tf").setLevel(logging.INFO)
 
 
-def _register_help(define_flags: Callable[[flags.FlagValues], None], doc: str) -> None:
+def _register_help(define: Callable[[flags.FlagValues], None], doc: str) -> None:
     fv = flags.FLAGS
     before = set(fv)
-    define_flags(fv)
+    define(fv)
     for name in sorted(set(fv) - before):
         fv.register_key_flag_for_module(sys.argv[0], fv[name])
     main_module = sys.modules.get("__main__")
@@ -105,30 +303,60 @@ def _register_help(define_flags: Callable[[flags.FlagValues], None], doc: str) -
         main_module.__doc__ = doc
 
 
+def _parser(cmd: Optional[Command]):
+    """absl's flags_parser: grouped --help, dotted overrides, one-line flag errors."""
+    def parse_or_exit(argv):
+        fv = flags.FLAGS
+        if cmd is not None and set(argv[1:]) & HELP_ARGS:
+            print(help_text(fv, cmd))
+            sys.exit(0)
+        try:
+            return parse(fv, argv) if cmd is not None else fv(argv)
+        except flags.Error as e:
+            script = cmd.script if cmd else os.path.basename(argv[0])
+            print(f"error: {str(e).splitlines()[0]} (see {script} --help)", file=sys.stderr)
+            sys.exit(1)
+    return parse_or_exit
+
+
 def run(main: Callable[[List[str]], Optional[int]],
         define_flags: Callable[[flags.FlagValues], None], doc: str,
-        uses_tensorflow: bool = True) -> None:
-    """Define the entry point's flags, then `app.run(main)` with quiet logs and one-line
-    errors: a `UserError` (or the exception types main lists) prints `error: …` and exits
-    1; anything unexpected keeps its traceback."""
+        uses_tensorflow: bool = True, command: Optional[Command] = None) -> None:
+    """Define the entry point's flags, then `app.run(main)` with quiet, plain logs and
+    one-line errors: a `UserError` or a usage error prints `error: …` and exits 1;
+    anything unexpected keeps its traceback.
+
+    With a `command`, main checks its config and imports TensorFlow itself (after the
+    checks); without one, TensorFlow is imported before main when `uses_tensorflow`."""
     _register_help(define_flags, doc)
+    script = command.script if command else os.path.basename(sys.argv[0])
 
     def wrapped(argv):
         quiet_logs()
-        if uses_tensorflow:
+        if uses_tensorflow and command is None:
             import_tensorflow_quietly()
         try:
             return main(argv)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        except app.UsageError as e:
+            print(f"error: {e} (see {script} --help)", file=sys.stderr)
+            return 1
 
     try:
-        app.run(wrapped)
+        app.run(wrapped, flags_parser=_parser(command))
     except SystemExit as e:  # absl exits 1 after printing --help; asking for help is no error
-        if e.code == 1 and set(sys.argv[1:]) & HELP_ARGS:
+        if e.code == 1 and set(sys.argv[1:]) & (HELP_ARGS | {"--helpfull"}):
             raise SystemExit(0) from None
         raise
+
+
+def no_arguments(argv: List[str], cmd: Command) -> None:
+    """UsageError for positional arguments an entry point does not take."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; {cmd.script} takes flags "
+                             "only")
 
 
 class definer:
@@ -138,5 +366,4 @@ class definer:
         self._fv = fv
 
     def __getattr__(self, kind: str):
-        import functools
         return functools.partial(getattr(flags, "DEFINE_" + kind), flag_values=self._fv)

@@ -1,51 +1,84 @@
 """Convert a C-NMC_Leukemia tree into sharded TFRecords (absl entry point).
 
-  python tools/convert_to_tfrecords.py --data_dir=<C-NMC_Leukemia root> --output_dir=<dir>
-  python tools/convert_to_tfrecords.py --output_dir=<dir> --verify
+  leukemia-convert --data_dir=<C-NMC_Leukemia root> --output_dir=<dir>
+  leukemia-convert --output_dir=<dir> --verify
+  (or python tools/convert_to_tfrecords.py with the same flags)
 """
+import dataclasses
 import errno
 import sys
 
 from absl import flags
 
-from leukemia_tf.data import cnmc, convert
 from leukemia_tf.cli import common
+from leukemia_tf.data import cnmc, convert
 
 FLAGS = flags.FLAGS
+A = common.Alias
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+@dataclasses.dataclass(frozen=True)
+class ConvertRun:
+    """The command's root: the conversion, and whether to verify it (or only verify)."""
+    conversion: convert.ConvertConfig = dataclasses.field(
+        default_factory=lambda: convert.ConvertConfig(data_dir="", output_dir=""))
+    verify: bool = False
+
+
+ALIASES = {
+    "data_dir": A("conversion.data_dir", "C-NMC_Leukemia root (or the folder above it).",
+                  "data"),
+    "canvas_size": A("conversion.canvas_size", "Square canvas: larger images are "
+                     "centre-cropped, smaller padded with black; never rescaled.", "data"),
+    "image_size": A("conversion.image_size", "Store model input at this size, made by "
+                    "leukemia_tf/data/preprocess.py (canvas + area resize) in the parent "
+                    "process; 0 = store decoded originals (the pipeline preprocesses them "
+                    "with the same function and caches the result).", "data"),
+    "on_error": A("conversion.on_error", "Bad input: stop naming the file (raise) or record "
+                  "it in the manifest (skip).", "data", choices=("raise", "skip")),
+    "seed": A("conversion.seed", "Seed for the example order before sharding.", "data"),
+    "output_dir": A("conversion.output_dir", "Where shards and manifest.json go (local, "
+                    "gs://, ...).", "output"),
+    "encoding": A("conversion.encoding", "Stored image encoding: png lossless (default), raw "
+                  "uint8, bmp (original bytes where possible), jpeg (lossy).", "output",
+                  choices=("png", "raw", "bmp", "jpeg")),
+    "jpeg_quality": A("conversion.jpeg_quality", "JPEG quality when --encoding=jpeg.",
+                      "output"),
+    "png_compression": A("conversion.png_compression", "zlib level 0-9 for --encoding=png.",
+                         "output"),
+    "shard_size_mb": A("conversion.shard_size_mb", "Target shard size in MB.", "output"),
+    "num_shards": A("conversion.num_shards", "Exact shards per split/fold group (0 = by size).",
+                    "output"),
+    "verify": A("verify", "Only verify --output_dir against its manifest (or, with "
+                "--data_dir, verify after converting).", "output"),
+    "progress": A("conversion.progress", "Show progress: a bar in a terminal, a plain line "
+                  "every 30 s otherwise; a summary line at the end.", "output"),
+    "num_workers": A("conversion.num_workers", "Encoding processes (0 = all cores).",
+                     "distribution"),
+}
+
+COMMAND = common.Command(
+    script="leukemia-convert", doc=__doc__, base=ConvertRun, aliases=ALIASES,
+    usage="--data_dir=DIR --output_dir=DIR [flags]   |   --output_dir=DIR --verify")
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    d = common.definer(fv)
-    d.string("data_dir", None, "C-NMC_Leukemia root (or the folder above it).")
-    d.string("output_dir", None, "Where shards and manifest.json go (local, gs://, ...).")
-    d.enum("encoding", "png", ["png", "raw", "bmp", "jpeg"],
-           "Stored image encoding: png lossless (default), raw uint8, bmp (original "
-           "bytes where possible), jpeg (lossy).")
-    d.integer("jpeg_quality", 95, "JPEG quality when --encoding=jpeg.")
-    d.integer("png_compression", 1, "zlib level 0-9 for --encoding=png.")
-    d.integer("canvas_size", 450, "Square canvas: larger images are centre-cropped, "
-              "smaller padded with black; never rescaled.")
-    d.integer("image_size", 0, "Store model input at this size, made by "
-              "leukemia_tf/data/preprocess.py (canvas + area resize) in the parent "
-              "process; 0 = store decoded originals (the pipeline preprocesses them "
-              "with the same function and caches the result).")
-    d.float("shard_size_mb", 150.0, "Target shard size in MB.")
-    d.integer("num_shards", 0, "Exact shards per split/fold group (0 = by size).")
-    d.integer("num_workers", 0, "Encoding processes (0 = all cores).")
-    d.integer("seed", 0, "Seed for the example order before sharding.")
-    d.enum("on_error", "raise", ["raise", "skip"],
-           "Bad input: stop naming the file (raise) or record it in the manifest (skip).")
-    d.bool("verify", False, "Only verify --output_dir against its manifest.")
-    d.bool("progress", True, "Show progress: a bar in a terminal, a plain line every 30 s "
-           "otherwise; a summary line at the end.")
+    common.define_flags(fv, COMMAND)
+
+
+def config_from_flags(fv: flags.FlagValues) -> ConvertRun:
+    """ConvertRun from the flags given (short or dotted)."""
+    return common.config_from_flags(fv, COMMAND)
 
 
 def main(argv):
-    del argv
+    common.no_arguments(argv, COMMAND)
     try:
-        return _run()
-    except (cnmc.CnmcError, convert.ConvertError) as e:
+        run = config_from_flags(FLAGS)
+        common.import_tensorflow_quietly()  # the records writer's; its start-up noise dropped
+        return _run(run)
+    except (cnmc.CnmcError, convert.ConvertError, common.UserError) as e:
         return _fail(str(e))
     except OSError as e:  # read-only or full disk, missing folder: say which file
         if e.errno not in _EXPECTED_ERRNO:
@@ -68,33 +101,28 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _run() -> int:
-    if not FLAGS.output_dir:
+def _run(run: ConvertRun) -> int:
+    cfg = run.conversion
+    if not cfg.output_dir:
         raise convert.ConvertError("--output_dir is required")
-    if FLAGS.verify and not FLAGS.data_dir:
-        report = convert.verify(FLAGS.output_dir)
-        print(f"verified {report['shards']} shards, {report['examples']} examples: "
-              f"{report['by_split']}")
+    if run.verify and not cfg.data_dir:
+        report = convert.verify(cfg.output_dir)
+        counts = ", ".join(f"{k} {v}" for k, v in report["by_split"].items())
+        print(f"verified {report['shards']} shards, {report['examples']} examples "
+              f"({counts or 'none'})")
         return 0
-    if not FLAGS.data_dir:
+    if not cfg.data_dir:
         raise convert.ConvertError("--data_dir is required (or --verify alone)")
-    cfg = convert.ConvertConfig(
-        data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, encoding=FLAGS.encoding,
-        jpeg_quality=FLAGS.jpeg_quality, png_compression=FLAGS.png_compression,
-        canvas_size=FLAGS.canvas_size, image_size=FLAGS.image_size,
-        shard_size_mb=FLAGS.shard_size_mb, num_shards=FLAGS.num_shards,
-        num_workers=FLAGS.num_workers, seed=FLAGS.seed, on_error=FLAGS.on_error,
-        progress=FLAGS.progress)
     manifest = convert.convert(cfg)
     print(convert.summarize(manifest))
-    if FLAGS.verify:
-        report = convert.verify(FLAGS.output_dir)
+    if run.verify:
+        report = convert.verify(cfg.output_dir)
         print(f"verified {report['shards']} shards, {report['examples']} examples")
     return 0
 
 
 def console_main():
-    common.run(main, define_flags, __doc__)
+    common.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

@@ -1,72 +1,94 @@
 """Cross-validate and compare models (absl entry point).
 
-  python tools/crossval.py --records_dir=R --out_dir=CV --models=seed_cnn,resnet_small
+  leukemia-crossval --records_dir=R --out_dir=CV --models=seed_cnn,resnet_small
       --epochs=20 --image_size=224 --batch_size=64
 
-  python tools/crossval.py --records_dir=R --out_dir=CV --cv=patients --folds=0,1,2
+  leukemia-crossval --records_dir=R --out_dir=CV --cv=patients --folds=0,1,2
       --num_folds=5 --models=resnet_small
 
 Writes CV/<model>/<fold>/ (one training run each) and CV/comparison.{csv,md,png}:
 mean ± std over the held-out folds; the all-folds -> validation run as its own row.
 With --cv=patients also CV/cv_assignment.csv and CV/per_patient.csv.
 Prints `run k/N: <model> fold <k>` before each run and a summary line at the end.
+Every run's other settings: --config.run.<section>.<name>=VALUE (e.g.
+--config.run.train.warmup_epochs=0).
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 
 import leukemia_tf  # noqa: F401
 from leukemia_tf import config as config_lib
-from leukemia_tf.cli import common
+from leukemia_tf import io
+from leukemia_tf import model as model_names
+from leukemia_tf.cli import common, splits
 
 FLAGS = flags.FLAGS
+A = common.Alias
+
+ALIASES = {
+    "records_dir": A("run.data.records_dir", "Converted records.", "data", required=True),
+    "folds": A("folds", "Training folds to rotate through.", "data"),
+    "with_validation": A("with_validation", "Also train on all folds, validate on the "
+                         "labeled validation set.", "data"),
+    "cv": A("cv", "official: rotate the official folds (they leak duplicates); patients: "
+            "regroup --folds into --num_folds patient- and duplicate-disjoint folds, "
+            "stratified by class.", "data"),
+    "num_folds": A("num_folds", "Folds for --cv=patients (lowered, with a note, when a "
+                   "class has fewer patients).", "data"),
+    "image_size": A("run.data.image_size", "Input size.", "data"),
+    "models": A("models", "Models to compare: " + ", ".join(model_names.NAMES) + ".",
+                "model"),
+    "width": A("run.model.width", "Base width of the project's CNNs.", "model"),
+    "epochs": A("run.train.epochs", "Epochs per run.", "optimisation"),
+    "batch_size": A("run.train.batch_size", "Global batch.", "optimisation"),
+    "learning_rate": A("run.train.learning_rate", "Peak learning rate.", "optimisation"),
+    "steps_per_epoch": A("run.train.steps_per_epoch", "0 = a pass over the training folds.",
+                         "optimisation"),
+    "strategy": A("run.train.strategy", "Distribution strategy.", "distribution"),
+    "mixed_precision": A("run.train.mixed_precision", "Precision policy.", "distribution"),
+    "out_dir": A("out_dir", "Where runs and the comparison go.", "output", required=True),
+}
+
+COMMAND = common.Command(
+    script="leukemia-crossval", doc=__doc__, base=config_lib.CrossvalConfig,
+    aliases=ALIASES, usage="--records_dir=DIR --out_dir=DIR [--models=A,B] [flags]")
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    d = common.definer(fv)
-    d.string("records_dir", None, "Converted records.")
-    d.string("out_dir", None, "Where runs and the comparison go.")
-    d.list("models", ["seed_cnn", "resnet_small"], "Models to compare.")
-    d.list("folds", ["0", "1", "2"], "Training folds to rotate through.")
-    d.bool("with_validation", True, "Also train on all folds, validate on the "
-           "labeled validation set.")
-    d.integer("epochs", 20, "Epochs per run.")
-    d.integer("batch_size", 64, "Global batch.")
-    d.integer("image_size", 224, "Input size.")
-    d.float("learning_rate", 1e-3, "Peak learning rate.")
-    d.integer("steps_per_epoch", 0, "0 = a pass over the training folds.")
-    d.string("strategy", "auto", "Distribution strategy.")
-    d.string("mixed_precision", "auto", "Precision policy.")
-    d.integer("width", 32, "Base width of the project's CNNs.")
-    d.enum("cv", "official", ["official", "patients"],
-           "official: rotate the official folds (they leak duplicates); patients: regroup "
-           "--folds into --num_folds patient- and duplicate-disjoint folds, stratified by "
-           "class.")
-    d.integer("num_folds", 5, "Folds for --cv=patients (lowered, with a note, when a class "
-              "has fewer patients).")
+    common.define_flags(fv, COMMAND)
+
+
+def config_from_flags(fv: flags.FlagValues) -> config_lib.CrossvalConfig:
+    """CrossvalConfig from the flags given (short or dotted)."""
+    return common.config_from_flags(fv, COMMAND)
+
+
+def check_inputs(cfg: config_lib.CrossvalConfig) -> None:
+    """Model names and folds, without TensorFlow."""
+    unknown = [m for m in cfg.models if m not in model_names.NAMES]
+    if unknown:
+        raise common.UserError(f"--models: no model {', '.join(unknown)}; models: "
+                               f"{', '.join(model_names.NAMES)}")
+    folds = splits.manifest_folds(cfg.run.data.records_dir)
+    missing = [f for f in cfg.folds if folds is not None and f not in folds]
+    if missing:
+        raise common.UserError(
+            f"--folds: there is no fold {', '.join(map(str, missing))} in "
+            f"{cfg.run.data.records_dir} (folds: {', '.join(map(str, folds))})")
 
 
 def main(argv):
-    del argv
-    if not FLAGS.records_dir or not FLAGS.out_dir:
-        raise app.UsageError("--records_dir and --out_dir are required")
+    common.no_arguments(argv, COMMAND)
+    cfg = config_from_flags(FLAGS)
+    check_inputs(cfg)
+    common.import_tensorflow_quietly()
     from leukemia_tf.crossval import run as crossval
-    size = FLAGS.image_size
-    base = config_lib.Config(
-        data=config_lib.DataConfig(records_dir=FLAGS.records_dir, image_size=size),
-        model=config_lib.ModelConfig(image_size=size, width=FLAGS.width),
-        train=config_lib.TrainConfig(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-                                     learning_rate=FLAGS.learning_rate,
-                                     steps_per_epoch=FLAGS.steps_per_epoch,
-                                     strategy=FLAGS.strategy,
-                                     mixed_precision=FLAGS.mixed_precision, verbose=0))
-    result = crossval.run(base, FLAGS.models, FLAGS.out_dir,
-                          folds=[int(f) for f in FLAGS.folds],
-                          include_validation=FLAGS.with_validation,
+    result = crossval.run(cfg.run, list(cfg.models), cfg.out_dir, folds=list(cfg.folds),
+                          include_validation=cfg.with_validation,
                           on_progress=lambda line: print(line, flush=True),
-                          cv=FLAGS.cv, num_folds=FLAGS.num_folds)
-    from leukemia_tf import io
+                          cv=cfg.cv, num_folds=cfg.num_folds)
     print(io.read_text(result["md"]))
     for w in result["warnings"]:
         print(f"WARNING: {w}", file=sys.stderr)
@@ -75,7 +97,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__)
+    common.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

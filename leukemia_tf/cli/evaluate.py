@@ -1,73 +1,119 @@
 """Evaluate a trained model on a labeled split (absl entry point).
 
-  python -m leukemia_tf.evaluate --model_dir=M --records_dir=R [--split=validation]
+  leukemia-evaluate --model_dir=M --records_dir=R [--split=validation|fold<k>]
       [--tta=none|flips|dihedral8] [--threshold=0.5|youden|f1] [--allow_biased_threshold]
       [--adapt_bn=none|set|patient] [--calibrate=none|run|<split>] [--neighbour_vote=k]
       [--noshortcut_probe]
 
 Writes one folder per evaluation, <model_dir>/eval/<split>[-<tta>][-thr_<how>]/:
-metrics.json, predictions.csv, per_patient.csv, patients.csv, plots, report.md; and updates
-<model_dir>/eval/index.md, which lists every evaluation of the model.
+metrics.json, predictions.csv (`label` the truth, `prediction` the predicted class),
+per_patient.csv, patients.csv, plots, report.md; and updates <model_dir>/eval/index.md, which lists
+every evaluation of the model. Flags, paths and split names are checked before
+TensorFlow loads.
 """
-from absl import app, flags
+from absl import flags
 
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
-from leukemia_tf.cli import common
+from leukemia_tf import config as config_lib
+from leukemia_tf import io
+from leukemia_tf.cli import common, splits
 
 FLAGS = flags.FLAGS
+A = common.Alias
+
+ALIASES = {
+    "model_dir": A("model_dir", "Training model dir, export/ dir or .keras file; several, "
+                   "comma-separated: an ensemble (mean probability; needs --out_dir).",
+                   "model", required=True),
+    "records_dir": A("records_dir", "Converted records (manifest.json inside).", "data",
+                     required=True),
+    "split": A("split", "Split to evaluate: validation (the labeled set) or fold<k>.",
+               "data"),
+    "tta": A("tta", "Test-time augmentation: probabilities averaged over the views.",
+             "model"),
+    "batch_size": A("batch_size", "Images per forward pass.", "model"),
+    "threshold": A("threshold", "A value in [0, 1], or youden / f1 chosen on "
+                   "--threshold_split (never on the reported split).", "threshold"),
+    "threshold_split": A("threshold_split", "auto | validation | fold<k>. auto: the run's "
+                         "selection split, else a held-out fold; never the reported split.",
+                         "threshold"),
+    "allow_biased_threshold": A("allow_biased_threshold", "Allow --threshold=youden|f1 to "
+                                "be chosen on a split the model was trained on (recorded "
+                                "as biased).", "threshold"),
+    "out_dir": A("out_dir", "Root of the evaluation folders (default <model_dir>/eval); "
+                 "each evaluation writes <out_dir>/<name>/.", "output"),
+    "adapt_bn": A("adapt_bn", "Test-time BN adaptation on the scored cells (transductive): "
+                  "set (all of them) or patient (each patient's).", "model"),
+    "calibrate": A("calibrate", "none | run (the run's calibration.json) | <split>: a "
+                   "temperature fitted on that labeled split, applied to the scores.", "model"),
+    "neighbour_vote": A("neighbour_vote", "k > 0: each cell takes the mean probability of its "
+                        "k nearest scored cells in penultimate features (transductive).",
+                        "model"),
+    "shortcut_probe": A("shortcut_probe", "Score a hand-feature baseline fitted on the "
+                        "training cells beside the CNN (reads the training images once).",
+                        "output"),
+}
+
+COMMAND = common.Command(
+    script="leukemia-evaluate", doc=__doc__,
+    base=lambda: config_lib.EvalConfig(model_dir="", records_dir="", progress=True),
+    aliases=ALIASES, usage="--model_dir=DIR --records_dir=DIR [--split=NAME] [flags]")
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    d = common.definer(fv)
-    d.string("model_dir", None, "Training model dir, export/ dir or .keras file; several, "
-             "comma-separated: an ensemble (mean probability; evaluate needs --out_dir).")
-    d.string("records_dir", None, "Converted records (manifest.json inside).")
-    d.string("split", "validation", "validation (labeled set) or fold<k>.")
-    d.enum("tta", "none", ["none", "flips", "dihedral8"],
-           "Test-time augmentation: probabilities averaged over the views.")
-    d.string("threshold", "0.5", "A value in [0, 1], or youden / f1 chosen on "
-             "--threshold_split (never on the reported split).")
-    d.string("threshold_split", "auto", "auto | validation | fold<k>. auto: the run's "
-             "selection split, else a held-out fold; never the reported split.")
-    d.bool("allow_biased_threshold", False, "Allow --threshold=youden|f1 to be chosen on a "
-           "split the model was trained on (recorded as biased).")
-    d.integer("batch_size", 64, "Images per forward pass.")
-    d.string("out_dir", "", "Root of the evaluation folders (default <model_dir>/eval); "
-             "each evaluation writes <out_dir>/<name>/.")
-    d.enum("adapt_bn", "none", ["none", "set", "patient"], "Test-time BN adaptation on the "
-           "scored cells (transductive): the whole set, or each patient's cells.")
-    d.string("calibrate", "none", "none | run (the run's calibration.json) | <split>: "
-             "temperature fitted on that labeled split, applied to the probabilities.")
-    d.integer("neighbour_vote", 0, "k > 0: each cell takes the mean probability of its k "
-              "nearest scored cells in penultimate features (transductive); 0 = off.")
-    d.bool("shortcut_probe", True, "Score a hand-feature baseline fitted on the training "
-           "cells beside the CNN (reads the training images once).")
+    common.define_flags(fv, COMMAND)
+
+
+def config_from_flags(fv: flags.FlagValues) -> config_lib.EvalConfig:
+    """EvalConfig from the flags given (short or dotted)."""
+    return common.config_from_flags(fv, COMMAND)
+
+
+def check_model_paths(model_dir: str) -> None:
+    """Each comma-separated local model path exists (URLs are checked when loaded)."""
+    for path in (p.strip() for p in model_dir.split(",") if p.strip()):
+        if "://" not in path and not io.exists(path):
+            raise common.UserError(f"--model_dir: {path} does not exist")
+
+
+def check_inputs(cfg: config_lib.EvalConfig) -> None:
+    """Paths, split names and the threshold, without TensorFlow."""
+    check_model_paths(cfg.model_dir)
+    folds = splits.manifest_folds(cfg.records_dir)
+    splits.check(cfg.split, folds, "--split", cfg.records_dir, ("validation", "fold"))
+    splits.check(cfg.threshold_split, folds, "--threshold_split", cfg.records_dir,
+                 ("auto", "validation", "fold"))
+    if cfg.threshold not in ("youden", "f1"):
+        try:
+            ok = 0.0 <= float(cfg.threshold) <= 1.0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise common.UserError(f"--threshold={cfg.threshold} is neither a value in "
+                                   "[0, 1] nor youden or f1")
 
 
 def main(argv):
-    del argv
-    if not FLAGS.model_dir or not FLAGS.records_dir:
-        raise app.UsageError("--model_dir and --records_dir are required")
+    common.no_arguments(argv, COMMAND)
+    cfg = config_from_flags(FLAGS)
+    check_inputs(cfg)
+    common.import_tensorflow_quietly()
     from leukemia_tf.evaluation import evaluate as evaluation
-    cfg = evaluation.EvalConfig(
-        model_dir=FLAGS.model_dir, records_dir=FLAGS.records_dir, split=FLAGS.split,
-        tta=FLAGS.tta, threshold=FLAGS.threshold, threshold_split=FLAGS.threshold_split,
-        allow_biased_threshold=FLAGS.allow_biased_threshold, batch_size=FLAGS.batch_size,
-        out_dir=FLAGS.out_dir, progress=True, adapt_bn=FLAGS.adapt_bn,
-        calibrate=FLAGS.calibrate, neighbour_vote=FLAGS.neighbour_vote,
-        shortcut_probe=FLAGS.shortcut_probe)
     try:
         m = evaluation.evaluate(cfg)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
-    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    from leukemia_tf.evaluation.metrics import format_ci
+    ci = m.get("confidence_intervals")
     on = (f" ({m['threshold_method']} on {m['threshold_chosen_on']})"
           if m["threshold_chosen_on"] else "")
-    print(f"{m['split']} ({m['split_role']}): {m['num_examples']} images, weighted F1 "
-          f"{m['weighted_f1']:.4f}, accuracy {m['accuracy']:.4f}, balanced accuracy "
-          f"{m['balanced_accuracy']:.4f}, ROC AUC (exact) {auc}, threshold "
+    balanced = "n/a" if m["balanced_accuracy"] is None else f"{m['balanced_accuracy']:.4f}"
+    print(f"{m['split']} ({m['split_role']}): {m['num_examples']} images, accuracy "
+          f"{m['accuracy']:.4f}, balanced accuracy {balanced}, threshold "
           f"{m['threshold']:.3f}{on} (tta={m['tta']})")
+    print(f"  weighted F1 {format_ci(ci, 'weighted_f1', 3)}")
+    print(f"  ROC AUC (exact) {format_ci(ci, 'roc_auc', 3)}")
     for w in m["warnings"]:
         print(f"WARNING: {w}")
     print(f"report: {m['report']}")
@@ -76,7 +122,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__)
+    common.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

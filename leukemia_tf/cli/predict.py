@@ -1,64 +1,104 @@
 """Predict ALL probabilities for the final test set, a folder or single images.
 
-  python -m leukemia_tf.predict --model_dir=M --input=<records dir | folder | file[,file]>
+  leukemia-predict --model_dir=M --input=<records dir | folder | file[,file]>
       --output=predictions.csv [--tta=flips] [--threshold=0.5]
 
-The CSV (file, probability, label, path) follows the final-test numbering (1.bmp ...
-2586.bmp) so it can be submitted. Image files of any size are made into model input by
-leukemia_tf/data/preprocess.py with the model's own preprocessing.json (canvas: centre
-crop / black pad, never stretched; then the training resize). Files that cannot be read
-are reported by name (stderr and <output>.errors.csv; a stale one from an earlier run is
-removed); the rest are still predicted. When every file name carries its patient
-(UID_<patient>_...), the patient-level calls go to <output>.patients.csv.
+The CSV (file, probability, prediction, path) follows the final-test numbering (1.bmp ...
+2586.bmp) so it can be submitted; `prediction` is the predicted class (1 = ALL), the
+column an evaluation's predictions.csv uses too (there `label` is the truth). Image files
+of any size are made into model input by leukemia_tf/data/preprocess.py with the model's
+own preprocessing.json (canvas: centre crop / black pad, never stretched; then the
+training resize). Files that cannot be read are reported by name (stderr and
+<output>.errors.csv; a stale one from an earlier run is removed); the rest are still
+predicted. When every file name carries its patient (UID_<patient>_...), the
+patient-level calls go to <output>.patients.csv. Flags and paths are checked before
+TensorFlow loads.
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
-from leukemia_tf.cli import common
+from leukemia_tf import config as config_lib
+from leukemia_tf import io
+from leukemia_tf.cli import common, splits
+from leukemia_tf.cli.evaluate import check_model_paths
+from leukemia_tf.data import manifest as manifest_lib
 
 FLAGS = flags.FLAGS
+A = common.Alias
+
+ALIASES = {
+    "model_dir": A("model_dir", "Training model dir, export/ dir or .keras file; several, "
+                   "comma-separated: an ensemble (mean probability).", "model",
+                   required=True),
+    "input": A("input", "A records dir (manifest.json), a folder of images, or image "
+               "files (comma-separated).", "data", required=True),
+    "split": A("split", "Split to predict when --input is a records dir: test, "
+               "validation or fold<k>.", "data"),
+    "tta": A("tta", "Test-time augmentation.", "model"),
+    "batch_size": A("batch_size", "Images per forward pass.", "model"),
+    "threshold": A("threshold", "Probability at or above which the prediction is 1 (ALL).",
+                   "threshold"),
+    "output": A("output", "CSV to write (columns: file, probability, prediction, path).",
+                "output", required=True),
+    "adapt_bn": A("adapt_bn", "Test-time BN adaptation on the predicted cells "
+                  "(transductive); patient: ids from UID_<patient>_ file names.", "model"),
+    "calibrate": A("calibrate", "run: apply the temperature the training run stored "
+                   "(calibration.json) to the probabilities.", "model"),
+    "neighbour_vote": A("neighbour_vote", "k > 0: each cell takes the mean probability of its "
+                        "k nearest predicted cells in penultimate features (transductive).",
+                        "model"),
+}
+
+COMMAND = common.Command(
+    script="leukemia-predict", doc=__doc__, base=config_lib.PredictConfig, aliases=ALIASES,
+    usage="--model_dir=DIR --input=PATH[,PATH] --output=FILE.csv [flags]")
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    d = common.definer(fv)
-    d.string("model_dir", None, "Training model dir, export/ dir or .keras file; several, "
-             "comma-separated: an ensemble (mean probability; evaluate needs --out_dir).")
-    d.list("input", None, "A records dir (manifest.json), a folder of images, or "
-           "image files (comma-separated).")
-    d.string("output", None, "CSV to write (columns: file, probability, label, path).")
-    d.string("split", "test", "Split to predict when --input is a records dir.")
-    d.enum("tta", "none", ["none", "flips", "dihedral8"], "Test-time augmentation.")
-    d.float("threshold", 0.5, "Probability at or above which the label is 1 (ALL).")
-    d.integer("batch_size", 64, "Images per forward pass.")
-    d.enum("adapt_bn", "none", ["none", "set", "patient"], "Test-time BN adaptation on the "
-           "predicted cells (transductive); patient: ids from UID_<patient>_ file names.")
-    d.enum("calibrate", "none", ["none", "run"], "run: apply the temperature the training "
-           "run stored (calibration.json) to the probabilities.")
-    d.integer("neighbour_vote", 0, "k > 0: each cell takes the mean probability of its k "
-              "nearest predicted cells in penultimate features (transductive); 0 = off.")
+    common.define_flags(fv, COMMAND)
+
+
+def config_from_flags(fv: flags.FlagValues) -> config_lib.PredictConfig:
+    """PredictConfig from the flags given (short or dotted)."""
+    return common.config_from_flags(fv, COMMAND)
+
+
+def check_inputs(cfg: config_lib.PredictConfig) -> None:
+    """Paths, the split of a records dir and the threshold, without TensorFlow."""
+    check_model_paths(cfg.model_dir)
+    for path in cfg.input:
+        if "://" not in path and not io.exists(path):
+            raise common.UserError(f"--input: {path} does not exist")
+    if not 0.0 <= cfg.threshold <= 1.0:
+        raise common.UserError(f"--threshold={cfg.threshold} is not in [0, 1]")
+    if (len(cfg.input) == 1 and "://" not in cfg.input[0]
+            and io.exists(manifest_lib.manifest_path(cfg.input[0]))):
+        folds = splits.manifest_folds(cfg.input[0])
+        splits.check(cfg.split, folds, "--split", cfg.input[0],
+                     ("test", "validation", "fold"))
 
 
 def main(argv):
-    del argv
-    if not FLAGS.model_dir or not FLAGS.input or not FLAGS.output:
-        raise app.UsageError("--model_dir, --input and --output are required")
+    common.no_arguments(argv, COMMAND)
+    cfg = config_from_flags(FLAGS)
+    check_inputs(cfg)
+    common.import_tensorflow_quietly()
     from leukemia_tf.evaluation import options, options_report, predict as prediction
     try:
-        opts = options.Options(adapt_bn=FLAGS.adapt_bn, calibrate=FLAGS.calibrate,
-                               neighbour_vote=FLAGS.neighbour_vote, shortcut_probe=False)
         table, errors = prediction.predict(
-            FLAGS.model_dir, FLAGS.input, split=FLAGS.split, tta=FLAGS.tta,
-            threshold=FLAGS.threshold, batch_size=FLAGS.batch_size, opts=opts.check())
+            cfg.model_dir, list(cfg.input), split=cfg.split, tta=cfg.tta,
+            threshold=cfg.threshold, batch_size=cfg.batch_size,
+            opts=options.from_config(cfg))
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
-    path = prediction.write_outputs(table, errors, FLAGS.output)
-    by_patient = options_report.write_patient_csv(table, FLAGS.threshold, FLAGS.output)
+    path = prediction.write_outputs(table, errors, cfg.output)
+    by_patient = options_report.write_patient_csv(table, cfg.threshold, cfg.output)
     if by_patient:
         print(f"per-patient calls -> {by_patient}")
-    print(f"{len(table)} predictions ({int(table['label'].sum())} ALL) -> {FLAGS.output}")
+    print(f"{len(table)} predictions ({int(table['prediction'].sum())} ALL) -> {cfg.output}")
     for e in errors:
         print(f"could not predict {e['file']}: {e['reason']}", file=sys.stderr)
     if path:
@@ -67,7 +107,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__)
+    common.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Write a synthetic C-NMC-shaped tree at <output_dir>/C-NMC_Leukemia/.
 
-    python tools/make_synthetic_cnmc.py --output_dir=demo_out/data             # demo size
-    python tools/make_synthetic_cnmc.py --output_dir=D --full                  # real counts
+    leukemia-synthetic --output_dir=demo_out/data             # demo size
+    leukemia-synthetic --output_dir=D --full                  # real counts
+    (or python tools/make_synthetic_cnmc.py with the same flags)
 
 With --full, the size flags given explicitly still override the real counts.
 """
@@ -10,60 +11,73 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from absl import app, flags
+from absl import flags
 
-from leukemia_tf.data import synthetic
 from leukemia_tf.cli import common
+from leukemia_tf.data import synthetic
 
+FLAGS = flags.FLAGS
+A = common.Alias
 _DEFAULT = synthetic.SyntheticConfig()
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    d = common.definer(fv)
-    d.string("output_dir", None, "The tree is written at <output_dir>/C-NMC_Leukemia/.")
-    d.integer("seed", _DEFAULT.seed, "Same seed, byte-identical tree.")
-    d.bool("full", False, "Mirror the real counts (~15,000 images, ~9 GB).")
-    d.integer("train_per_fold_all", _DEFAULT.train_all[0], "ALL images per fold.")
-    d.integer("train_per_fold_hem", _DEFAULT.train_hem[0], "hem images per fold.")
-    d.integer("patients_per_fold_all", _DEFAULT.patients_all[0],
-              "ALL subjects per fold.")
-    d.integer("patients_per_fold_hem", _DEFAULT.patients_hem[0],
-              "Healthy subjects per fold (subject 3 is written h3).")
-    d.integer("num_validation", _DEFAULT.num_validation,
-              "Validation (prelim-phase) images, ~65% ALL as in the real set.")
-    d.integer("num_test", _DEFAULT.num_test, "Final-test images (600x600, unlabeled).")
-    d.integer("num_duplicates", _DEFAULT.num_duplicates,
-              "fold_0 ALL images copied byte for byte into fold_2 under another "
-              "patient's id (71 with --full, as in the real data).")
-    d.bool("v5_validation", _DEFAULT.v5_validation,
-           "Validation BMPs with the real 124-byte V5 header (608,538 bytes).")
-    d.integer("num_workers", _DEFAULT.num_workers,
-              "Rendering processes; 0 = one per CPU for trees of 2000+ images, else 1.")
+@dataclasses.dataclass(frozen=True)
+class SyntheticRun:
+    """The command's root: where the tree goes and what it holds."""
+    output_dir: str = ""
+    tree: synthetic.SyntheticConfig = dataclasses.field(default_factory=synthetic.SyntheticConfig)
 
 
-FLAGS = flags.FLAGS
+def _full(on: bool) -> dict:
+    return ({f"tree.{k}": v for k, v in dataclasses.asdict(synthetic.full_config()).items()}
+            if on else {})
 
-# flag -> (config field, flag value -> field value)
-_SIZE_FLAGS = {
-    "train_per_fold_all": ("train_all", lambda v: (v, v, v)),
-    "train_per_fold_hem": ("train_hem", lambda v: (v, v, v)),
-    "patients_per_fold_all": ("patients_all", lambda v: (v, v, v)),
-    "patients_per_fold_hem": ("patients_hem", lambda v: (v, v, v)),
-    "num_validation": ("num_validation", int),
-    "num_test": ("num_test", int),
-    "num_duplicates": ("num_duplicates", int),
+
+def _per_fold(field: str, default: int) -> A:
+    """A flag giving one count for each of the three folds."""
+    return A("", "", "data", derive=lambda v: {f"tree.{field}": (v, v, v)}, default=default)
+
+
+# --full comes first: the size flags given with it still override its counts.
+ALIASES = {
+    "full": A("", "Mirror the real counts (~15,000 images, ~9 GB).", "data", derive=_full,
+              default=False),
+    "seed": A("tree.seed", "Same seed, byte-identical tree.", "data"),
+    "train_per_fold_all": dataclasses.replace(_per_fold("train_all", _DEFAULT.train_all[0]),
+                                              help="ALL images per fold."),
+    "train_per_fold_hem": dataclasses.replace(_per_fold("train_hem", _DEFAULT.train_hem[0]),
+                                              help="hem images per fold."),
+    "patients_per_fold_all": dataclasses.replace(
+        _per_fold("patients_all", _DEFAULT.patients_all[0]), help="ALL subjects per fold."),
+    "patients_per_fold_hem": dataclasses.replace(
+        _per_fold("patients_hem", _DEFAULT.patients_hem[0]),
+        help="Healthy subjects per fold (subject 3 is written h3)."),
+    "num_validation": A("tree.num_validation", "Validation (prelim-phase) images, ~65% ALL "
+                        "as in the real set.", "data"),
+    "num_test": A("tree.num_test", "Final-test images (600x600, unlabeled).", "data"),
+    "num_duplicates": A("tree.num_duplicates", "fold_0 ALL images copied byte for byte into "
+                        "fold_2 under another patient's id (71 with --full, as in the real "
+                        "data).", "data"),
+    "v5_validation": A("tree.v5_validation", "Validation BMPs with the real 124-byte V5 "
+                       "header (608,538 bytes).", "data"),
+    "num_workers": A("tree.num_workers", "Rendering processes; 0 = one per CPU for trees of "
+                     "2000+ images, else 1.", "distribution"),
+    "output_dir": A("output_dir", "The tree is written at <output_dir>/C-NMC_Leukemia/.",
+                    "output", required=True),
 }
 
+COMMAND = common.Command(script="leukemia-synthetic", doc=__doc__, base=SyntheticRun,
+                         aliases=ALIASES, usage="--output_dir=DIR [--full] [flags]")
 
-def config_from_flags() -> synthetic.SyntheticConfig:
-    base = synthetic.full_config() if FLAGS.full else _DEFAULT
-    changes = {"seed": FLAGS.seed, "v5_validation": FLAGS.v5_validation,
-               "num_workers": FLAGS.num_workers}
-    for name, (field, convert) in _SIZE_FLAGS.items():
-        if not FLAGS.full or FLAGS[name].present:
-            changes[field] = convert(FLAGS[name].value)
-    return dataclasses.replace(base, **changes)
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+    """This entry point's flags, defined into `fv` (by the entry point or a test)."""
+    common.define_flags(fv, COMMAND)
+
+
+def config_from_flags(fv: flags.FlagValues) -> SyntheticRun:
+    """SyntheticRun from the flags given (short or dotted)."""
+    return common.config_from_flags(fv, COMMAND)
 
 
 def summary_lines(summary: dict) -> list:
@@ -83,20 +97,17 @@ def summary_lines(summary: dict) -> list:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.output_dir:
-        raise app.UsageError("--output_dir is required")
-    cfg = config_from_flags()
+    common.no_arguments(argv, COMMAND)
+    run = config_from_flags(FLAGS)
     start = time.perf_counter()
-    summary = synthetic.make_tree(FLAGS.output_dir, cfg)
+    summary = synthetic.make_tree(run.output_dir, run.tree)
     for line in summary_lines(summary):
         print(line)
     print(f"wrote {summary['root']} in {time.perf_counter() - start:.1f} s")
 
 
 def console_main():
-    common.run(main, define_flags, __doc__, uses_tensorflow=False)
+    common.run(main, define_flags, __doc__, uses_tensorflow=False, command=COMMAND)
 
 
 if __name__ == "__main__":

@@ -1,145 +1,162 @@
 """Train a C-NMC classifier (absl entry point; the library is leukemia_tf.training).
 
-  python -m leukemia_tf.train --records_dir=R --model_dir=M --model=resnet_small
-      --epochs=30 --batch_size=128 --image_size=224 --strategy=auto --mixed_precision=auto
+  leukemia-train --records_dir=R --model_dir=M --model=resnet_small --epochs=30
+      --batch_size=128 --image_size=224 --strategy=auto --mixed_precision=auto
+  leukemia-train --preset=seed_cnn --records_dir=R --model_dir=M --config.train.epochs=3
 
-Flags become one frozen Config, written to <model_dir>/config.json. --flagfile works.
+Flags become one frozen Config (leukemia_tf/config.py), written to <model_dir>/config.json;
+any setting can be given by its dotted path (--config.train.epochs=3). --flagfile works.
+Flags, the records' manifest and the requested folds are checked before TensorFlow loads.
 """
 import json
 
-from absl import app, flags
+from absl import flags
 
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
-from leukemia_tf.cli import common
+from leukemia_tf import model as model_names
+from leukemia_tf.cli import common, splits
 
 FLAGS = flags.FLAGS
-_D, _M, _T = config_lib.DataConfig(), config_lib.ModelConfig(), config_lib.TrainConfig()
-_A = config_lib.AugmentConfig()
+A = common.Alias
+_AUG = config_lib.AugmentConfig()
+_JITTER = ("brightness", "contrast", "hue", "saturation")
+_PROGRESS = {"none": 0, "bar": 1, "lines": 2}
+
+
+def _jitter(scale: float) -> dict:
+    return {f"model.augment.{k}": getattr(_AUG, k) * scale for k in _JITTER}
+
+
+# The short flags: flag -> setting. Types, defaults and choices come from config.py.
+ALIASES = {
+    # data
+    "records_dir": A("data.records_dir", "Converted records (manifest.json inside).",
+                     "data", required=True),
+    "image_size": A("data.image_size", "Model input size (square).", "data"),
+    "train_folds": A("data.train_folds", "Training folds to train on.", "data"),
+    "split": A("data.val_split", "Split validated on (and the best epoch chosen on): "
+               "validation (the labeled set), fold<k> (a training fold left out of "
+               "--train_folds), or cv (the held-out --cv_fold of the training folds).",
+               "data"),
+    "val_split": A("data.val_split", "", "data", deprecated="split"),
+    "cache_layout": A("data.cache_layout", "Training cache: element (tf.data) or batch "
+                      "(one tensor, a gather per batch).", "data"),
+    "cache": A("data.cache", "auto | memory | disk:<path> | none.", "data"),
+    "cache_budget_gb": A("data.cache_budget_gb", "RAM budget for caches "
+                         "(0 = half the available RAM).", "data"),
+    "shuffle_buffer": A("data.shuffle_buffer", "Example shuffle buffer.", "data"),
+    "private_threadpool_size": A("data.private_threadpool_size",
+                                 "tf.data private pool (0 = shared).", "data"),
+    "class_balance": A("data.class_balance", "Class imbalance handling (~2.15:1 ALL:hem).",
+                       "data"),
+    "cv_assignment": A("data.cv_assignment", "Grouped-CV fold CSV "
+                       "(leukemia_tf.data.grouping); with --cv_fold and --split=cv.", "data"),
+    "cv_fold": A("data.cv_fold", "The held-out CV fold of --cv_assignment.", "data"),
+    "seed": A("data.seed", "Random seed (weights, augmentation, shuffling).", "data"),
+    "deterministic": A("data.deterministic", "Deterministic ops and tf.data order "
+                       "(slower).", "data"),
+    # model
+    "model": A("model.name", "Network.", "model", choices=model_names.NAMES),
+    "weights": A("model.weights", "none | imagenet | <path to weights>.", "model"),
+    "dropout": A("model.dropout", "Dropout before the classifier.", "model"),
+    "l1": A("model.l1", "Kernel L1 regularisation.", "model"),
+    "l2": A("model.l2", "Kernel L2 regularisation.", "model"),
+    "width": A("model.width", "Base width of the project's CNNs.", "model"),
+    "normalize": A("model.normalize", "Per-image normalisation over the cell's pixels "
+                   "(training and inference).", "model"),
+    "augment": A("model.augment.enabled", "In-model augmentation (training only).",
+                 "model"),
+    "rotate_degrees": A("model.augment.rotate_degrees", "Random rotation range.", "model"),
+    "zoom": A("model.augment.zoom", "Random zoom fraction (0 = off).", "model"),
+    "color_jitter": A("", "Scale brightness/contrast/hue/saturation jitter.", "model",
+                      derive=_jitter, default=1.0),
+    "stain": A("model.augment.stain", "Stain jitter strength in optical density "
+               "(0 = off).", "model"),
+    "stain_space": A("model.augment.stain_space", "Stain jitter space.", "model"),
+    # optimisation
+    "epochs": A("train.epochs", "Epochs.", "optimisation"),
+    "batch_size": A("train.batch_size", "Global batch size (all replicas).",
+                    "optimisation"),
+    "steps_per_epoch": A("train.steps_per_epoch", "0 = one pass over the training folds.",
+                         "optimisation"),
+    "learning_rate": A("train.learning_rate", "Peak learning rate.", "optimisation"),
+    "schedule": A("train.schedule", "LR schedule.", "optimisation"),
+    "warmup_epochs": A("train.warmup_epochs", "Linear warm-up (cosine).", "optimisation"),
+    "optimizer": A("train.optimizer", "Optimizer.", "optimisation"),
+    "weight_decay": A("train.weight_decay", "AdamW weight decay.", "optimisation"),
+    "loss": A("train.loss", "Loss.", "optimisation"),
+    "focal_gamma": A("train.focal_gamma", "Focal loss gamma.", "optimisation"),
+    "label_smoothing": A("train.label_smoothing", "Label smoothing.", "optimisation"),
+    "early_stopping_patience": A("train.early_stopping_patience",
+                                 "Epochs without val weighted F1 gain (0 = off).",
+                                 "optimisation"),
+    # distribution
+    "strategy": A("train.strategy", "Distribution strategy.", "distribution"),
+    "mixed_precision": A("train.mixed_precision", "Precision policy.", "distribution"),
+    "jit_compile": A("train.jit_compile", "XLA-compile the train step (auto: by device, "
+                     "see training/step_settings.py).", "distribution"),
+    "steps_per_execution": A("train.steps_per_execution", "Train steps per tf.function "
+                             "call.", "distribution"),
+    "inter_op_threads": A("train.inter_op_threads", "TensorFlow inter-op threads "
+                          "(0 = TensorFlow's choice).", "distribution"),
+    "intra_op_threads": A("train.intra_op_threads", "TensorFlow intra-op threads "
+                          "(0 = TensorFlow's choice).", "distribution"),
+    "cpu_devices": A("train.cpu_devices", "Split the CPU into N logical devices (testing "
+                     "MirroredStrategy without GPUs).", "distribution"),
+    # output
+    "model_dir": A("train.model_dir", "Output dir (local or gs://).", "output",
+                   required=True),
+    "overwrite": A("train.overwrite", "Start fresh in a --model_dir that holds a finished "
+                   "run or a run with other settings: deletes only the trainer's own files "
+                   "(config.json, history.csv, summary.json, model.keras, "
+                   "preprocessing.json, best/, backup/, logs/, export/, eval/).", "output"),
+    "backup_every_steps": A("train.backup_every_steps", "Preemption backup frequency in "
+                            "steps (also every epoch end).", "output"),
+    "tensorboard": A("train.tensorboard", "Write TensorBoard logs.", "output"),
+    "progress": A("", "Training display: bar (a per-step bar with ETA), lines (a "
+                  "line every 30 s and per epoch, for logs), none. Log detail is absl's "
+                  "--verbosity.", "output",
+                  choices=tuple(_PROGRESS), derive=lambda v: {"train.verbose": _PROGRESS[v]},
+                  default="lines"),
+    "verbose": A("train.verbose", "Training display 0/1/2 (the same as --progress "
+                 "none/bar/lines).", "output"),
+    "keras_progress": A("train.keras_progress", "Keras' own fit output (at --verbose) "
+                        "instead of the trainer's bar, lines and summary.", "output"),
+}
+
+COMMAND = common.Command(
+    script="leukemia-train", doc=__doc__, base=config_lib.Config, aliases=ALIASES,
+    usage="--records_dir=DIR --model_dir=DIR [--preset=NAME] [flags]", presets=True)
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """The trainer's flags, defined into `fv` (called by the entry point, or a test)."""
-    d = common.definer(fv)
-    d.enum("preset", "default", sorted(config_lib.PRESETS),
-           "Starting configuration; other flags override it when given.")
-    # data
-    d.string("records_dir", None, "Converted records (manifest.json inside).")
-    d.integer("image_size", _D.image_size, "Model input size (square).")
-    d.list("train_folds", ["0", "1", "2"], "Training folds to train on.")
-    d.string("val_split", _D.val_split, "validation (the labeled set), fold<k>, or cv "
-             "(the held-out --cv_fold of the training folds).")
-    d.string("cache", _D.cache, "auto | memory | disk:<path> | none.")
-    d.float("cache_budget_gb", _D.cache_budget_gb, "RAM budget for caches "
-            "(0 = half the available RAM).")
-    d.integer("shuffle_buffer", _D.shuffle_buffer, "Example shuffle buffer.")
-    d.integer("private_threadpool_size", 0, "tf.data private pool (0 = shared).")
-    d.enum("class_balance", _D.class_balance, ["weights", "resample", "none"],
-           "Class imbalance handling (~2.15:1 ALL:hem).")
-    # model
-    d.string("model", _M.name, "seed_cnn | resnet_small | efficientnetv2_b0 | resnet50.")
-    d.string("weights", _M.weights, "none | imagenet | <path to weights>.")
-    d.float("dropout", _M.dropout, "Dropout before the classifier.")
-    d.float("l1", _M.l1, "Kernel L1 regularisation.")
-    d.float("l2", _M.l2, "Kernel L2 regularisation.")
-    d.integer("width", _M.width, "Base width of the project's CNNs.")
-    d.bool("augment", _A.enabled, "In-model augmentation (training only).")
-    d.float("rotate_degrees", _A.rotate_degrees, "Random rotation range.")
-    d.float("zoom", _A.zoom, "Random zoom fraction (0 = off).")
-    d.float("color_jitter", 1.0, "Scale brightness/contrast/hue/saturation jitter.")
-    d.float("stain", _A.stain, "Stain jitter strength in optical density (0 = off).")
-    d.enum("stain_space", _A.stain_space, ["hed", "rgb"], "Stain jitter space.")
-    d.enum("normalize", _M.normalize, ["none", "per_image", "channel_mean"],
-           "Per-image normalisation over the cell's pixels (training and inference).")
-    d.string("cv_assignment", _D.cv_assignment, "Grouped-CV fold CSV "
-             "(leukemia_tf.data.grouping); with --cv_fold and --val_split=cv.")
-    d.integer("cv_fold", _D.cv_fold, "The held-out CV fold of --cv_assignment.")
-    # training
-    d.string("model_dir", None, "Output dir (local or gs://).")
-    d.integer("epochs", _T.epochs, "Epochs.")
-    d.integer("batch_size", _T.batch_size, "Global batch size (all replicas).")
-    d.integer("steps_per_epoch", 0, "0 = one pass over the training folds.")
-    d.float("learning_rate", _T.learning_rate, "Peak learning rate.")
-    d.enum("schedule", _T.schedule, ["cosine", "constant"], "LR schedule.")
-    d.float("warmup_epochs", _T.warmup_epochs, "Linear warm-up (cosine).")
-    d.enum("optimizer", _T.optimizer, ["adam", "adamw"], "Optimizer.")
-    d.float("weight_decay", _T.weight_decay, "AdamW weight decay.")
-    d.enum("loss", _T.loss, ["bce", "focal"], "Loss.")
-    d.float("focal_gamma", _T.focal_gamma, "Focal loss gamma.")
-    d.float("label_smoothing", 0.0, "Label smoothing.")
-    d.enum("strategy", _T.strategy,
-           ["auto", "default", "one_device", "mirrored", "multi_worker"],
-           "Distribution strategy.")
-    d.enum("mixed_precision", _T.mixed_precision,
-           ["auto", "float32", "mixed_float16", "mixed_bfloat16"], "Precision policy.")
-    d.bool("jit_compile", False, "XLA-compile the train step.")
-    d.integer("seed", 0, "Random seed.")
-    d.bool("deterministic", False, "Deterministic ops and tf.data order (slower).")
-    d.integer("backup_every_steps", _T.backup_every_steps,
-              "Preemption backup frequency in steps (also every epoch end).")
-    d.integer("early_stopping_patience", 0, "Epochs without val weighted F1 gain.")
-    d.bool("tensorboard", True, "Write TensorBoard logs.")
-    d.integer("verbose", 2, "Keras fit verbosity.")
-    d.integer("cpu_devices", 0, "Split the CPU into N logical devices (testing "
-              "MirroredStrategy without GPUs).")
-    d.bool("overwrite", False, "Start fresh in a --model_dir that holds a finished run or a "
-           "run with other settings: deletes only the trainer's own files (config.json, "
-           "history.csv, summary.json, model.keras, preprocessing.json, best/, backup/, "
-           "logs/, export/, eval/).")
+    common.define_flags(fv, COMMAND)
 
 
-def _given_in(fv: flags.FlagValues, name: str) -> bool:
-    return fv[name].present
+def config_from_flags(fv: flags.FlagValues) -> config_lib.Config:
+    """The preset, overridden by every flag given (short or dotted, or in a flagfile)."""
+    return common.config_from_flags(fv, COMMAND)
 
 
-def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.Config:
-    """The preset, overridden by every flag given on the command line (or flagfile)."""
-    cfg = config_lib.PRESETS[fv.preset](fv.records_dir or "", fv.model_dir or "")
-    data = {"records_dir": fv.records_dir or "", "image_size": fv.image_size,
-            "train_folds": tuple(int(f) for f in fv.train_folds),
-            "val_split": fv.val_split, "cache": fv.cache,
-            "cache_budget_gb": fv.cache_budget_gb, "shuffle_buffer": fv.shuffle_buffer,
-            "private_threadpool_size": fv.private_threadpool_size,
-            "class_balance": fv.class_balance, "deterministic": fv.deterministic,
-            "seed": fv.seed, "cv_assignment": fv.cv_assignment, "cv_fold": fv.cv_fold}
-    model = {"name": fv.model, "image_size": fv.image_size, "weights": fv.weights,
-             "dropout": fv.dropout, "l1": fv.l1, "l2": fv.l2, "width": fv.width,
-             "normalize": fv.normalize}
-    train = {k: getattr(fv, k) for k in (
-        "epochs", "batch_size", "steps_per_epoch", "learning_rate", "schedule",
-        "warmup_epochs", "optimizer", "weight_decay", "loss", "focal_gamma",
-        "label_smoothing", "strategy", "mixed_precision", "jit_compile", "seed",
-        "deterministic", "backup_every_steps", "early_stopping_patience", "tensorboard",
-        "verbose", "cpu_devices", "overwrite")}
-    train["model_dir"] = fv.model_dir or ""
-    flag_of = {"name": "model"}
-    pick = lambda section: {k: v for k, v in section.items()  # noqa: E731
-                            if fv.preset == "default" or _given_in(fv, flag_of.get(k, k))
-                            or k in ("records_dir", "model_dir")}
-    augment = dict(config_lib.dataclasses.asdict(cfg.model.augment))
-    if fv.preset == "default" or _given_in(fv, "augment"):
-        augment["enabled"] = fv.augment
-    if fv.preset == "default" or _given_in(fv, "rotate_degrees"):
-        augment["rotate_degrees"] = fv.rotate_degrees
-    if fv.preset == "default" or _given_in(fv, "zoom"):
-        augment["zoom"] = fv.zoom
-    for key in ("stain", "stain_space"):
-        if fv.preset == "default" or _given_in(fv, key):
-            augment[key] = getattr(fv, key)
-    for key in ("brightness", "contrast", "hue", "saturation"):
-        augment[key] = getattr(config_lib.AugmentConfig(), key) * fv.color_jitter
-    model_changes = pick(model)
-    if _given_in(fv, "image_size") or fv.preset == "default":
-        model_changes["image_size"] = fv.image_size
-    model_changes["augment"] = config_lib.AugmentConfig(**augment)
-    return config_lib.replace(cfg, data=pick(data), model=model_changes, train=pick(train))
+def check_inputs(cfg: config_lib.Config) -> None:
+    """What can be checked without TensorFlow: the manifest, the folds, the split."""
+    d = cfg.data
+    folds = splits.manifest_folds(d.records_dir)
+    missing = [f for f in d.train_folds if folds is not None and f not in folds]
+    if missing:
+        raise common.UserError(
+            f"--train_folds: there is no fold {', '.join(map(str, missing))} in "
+            f"{d.records_dir} (folds: {', '.join(map(str, folds))})")
+    splits.check(d.val_split, folds, "--split", d.records_dir, ("validation", "fold", "cv"))
 
 
 def main(argv):
-    del argv
-    if not FLAGS.records_dir or not FLAGS.model_dir:
-        raise app.UsageError("--records_dir and --model_dir are required")
-    cfg = config_from_flags()
+    common.no_arguments(argv, COMMAND)
+    cfg = config_from_flags(FLAGS)
+    check_inputs(cfg)
+    common.import_tensorflow_quietly()
     from leukemia_tf import training
     try:
         summary = training.run(cfg)
@@ -163,7 +180,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__)
+    common.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def _describe(name: str, r: dict) -> str:
 def _runs(base: config_lib.Config, folds, include_validation, cv, num_folds, out_dir):
     if cv == "patients":
         return patient_plan(base.data.records_dir, folds, num_folds, out_dir,
-                            base.train.seed)
+                            base.data.seed)
     if cv == "official":
         return plan(folds, include_validation), []
     raise ValueError(f"cv must be 'official' or 'patients', not {cv!r}")

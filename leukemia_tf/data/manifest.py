@@ -150,6 +150,10 @@ def _split_summary(part: pd.DataFrame, shards: List[dict]) -> dict:
                      "unlabeled": int(part["label"].isna().sum())},
         "by_fold": {str(int(k)): int(v) for k, v in
                     part["fold"].dropna().astype(int).value_counts().sort_index().items()},
+        "by_fold_label": {str(int(k)): {"all": int((g["label"] == 1).sum()),
+                                        "hem": int((g["label"] == 0).sum())}
+                          for k, g in part.dropna(subset=["fold"]).groupby(
+                              part["fold"].dropna().astype(int))},
         "num_patients": int(patients.replace("", np.nan).nunique()),
         "by_patient": {str(k): int(v) for k, v in
                        patients[patients != ""].value_counts().sort_index().items()},
@@ -159,16 +163,42 @@ def _split_summary(part: pd.DataFrame, shards: List[dict]) -> dict:
     return out
 
 
+def split_notes(manifest: dict) -> List[str]:
+    """Readable lines per split: the folds with their classes, and what an empty or
+    one-image split means for training, evaluation and prediction."""
+    lines = []
+    for split, s in manifest["splits"].items():
+        n = s["num_examples"]
+        if split == "train" and s["by_fold"]:
+            by_label = s.get("by_fold_label", {})
+            folds = [f"fold {k}: {by_label[k]['all']} ALL + {by_label[k]['hem']} hem"
+                     if k in by_label else f"fold {k}: {v} images"
+                     for k, v in s["by_fold"].items()]
+            lines.append(f"train: {'; '.join(folds)}")
+        folder = {"train": "training_data/", "validation": "validation_data/",
+                  "test": "testing_data/"}.get(split, split)
+        if n == 0:
+            use = {"test": "predict with --split=validation or --split=fold<k>, or on "
+                           "image files",
+                   "validation": "train with --val_split=fold<k>"}.get(split, "")
+            lines.append(f"{split}: EMPTY (no images under {folder})"
+                         f"{'; ' + use if use else ''}")
+        elif n == 1:
+            lines.append(f"{split}: only 1 image: metrics on it are not estimates "
+                         "(one image is right or wrong)")
+    return lines
+
+
 def summarize(manifest: dict) -> str:
     """A human-readable summary table of a manifest."""
     lines = [f"{'split':<11}{'examples':>9}{'ALL':>7}{'hem':>7}{'unlab':>7}{'patients':>9}"
-             f"{'shards':>7}{'MB':>9}{'B/img':>9}  folds"]
+             f"{'shards':>7}{'MB':>9}{'B/img':>9}"]
     for split, s in manifest["splits"].items():
         b = s["by_label"]
         lines.append(f"{split:<11}{s['num_examples']:>9}{b['all']:>7}{b['hem']:>7}"
                      f"{b['unlabeled']:>7}{s['num_patients']:>9}{s['num_shards']:>7}"
-                     f"{s['bytes'] / 2**20:>9.1f}{s['bytes_per_example']:>9}  "
-                     f"{s['by_fold'] or '-'}")
+                     f"{s['bytes'] / 2**20:>9.1f}{s['bytes_per_example']:>9}")
+    lines += split_notes(manifest)
     st = manifest.get("stats", {})
     lines.append(f"encoding={manifest['settings']['encoding']} "
                  f"stored_size={manifest['settings']['stored_size']} "

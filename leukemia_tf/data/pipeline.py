@@ -58,8 +58,9 @@ def shards_for(manifest: dict, records_dir: str, sel: Selection) -> List[dict]:
             continue
         out.append({**shard, "full_path": records_dir.rstrip("/") + "/" + shard["path"]})
     if not out:
-        raise ValueError(f"no shards for {sel.name} in {records_dir} "
-                         f"(manifest splits: {sorted(manifest['splits'])})")
+        have = sorted(k for k, v in manifest["splits"].items() if v.get("num_examples"))
+        raise ValueError(f"no shards for {sel.name} in {records_dir} (splits with images: "
+                         f"{have})")
     return out
 
 

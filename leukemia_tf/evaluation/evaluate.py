@@ -22,30 +22,12 @@ import pandas as pd
 import leukemia_tf
 from leukemia_tf.model import export
 from leukemia_tf import io
+from leukemia_tf.config import EvalConfig
 from leukemia_tf.evaluation import metrics, plots, report, scoring, split_roles
 from leukemia_tf.evaluation import options, options_report
 from leukemia_tf.data import pipeline, preprocess
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    model_dir: str                 # a training model dir, an export/ dir or a .keras file
-    records_dir: str
-    split: str = "validation"      # validation | fold<k>
-    tta: str = "none"              # none | flips | dihedral8
-    threshold: str = "0.5"         # a value, or youden | f1 (chosen on threshold_split)
-    threshold_split: str = "auto"  # auto | validation | fold<k>
-    allow_biased_threshold: bool = False  # allow youden|f1 on a trained-on split
-    batch_size: int = 64
-    out_dir: str = ""              # root of the evaluation folders; default <run dir>/eval
-    progress: bool = False
-    # Inference options (leukemia_tf.evaluation.options); all off except the probe.
-    adapt_bn: str = "none"         # none | set | patient (transductive)
-    calibrate: str = "none"        # none | run | <split>: temperature scaling
-    neighbour_vote: int = 0        # k nearest scored cells vote (mean); 0 = off (transductive)
-    shortcut_probe: bool = True    # hand-feature baseline fitted on the training cells
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +201,10 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
         eval_name=eval_name(cfg.split, cfg.tta, cfg.threshold, threshold_split),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         records_manifest_sha256=manifest_sha256(cfg.records_dir))
+    result["confidence_intervals"] = metrics.confidence_intervals(
+        scores["label"], scores["probability"], scores["patient_id"], threshold)
+    result["small_n_warnings"] = metrics.small_n_warnings(result,
+                                                          result["confidence_intervals"])
     result["context"] = dict(run_context(cfg, predictor, trained, result))
     return _write(cfg, scores, result, trained)
 
@@ -247,8 +233,11 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
     if result["roc_auc"] is not None:
         figures["ROC and PR curves (red dot: the operating point)"] = plots.plot_roc_pr(
             scores["label"], scores["probability"], io.join(out, "roc_pr.png"), threshold)
+    from leukemia_tf.evaluation import pictures
+    figures.update(pictures.add_figures(cfg.records_dir, cfg.split, scores, threshold, out))
     io.write_json(io.join(out, "metrics.json"), result)
-    warnings = [w for w in [result["split_warning"]] + result["leakage_warnings"] if w]
+    warnings = [w for w in [result["split_warning"]] + result["leakage_warnings"]
+                + result["small_n_warnings"] if w]
     if result["threshold_biased"]:
         warnings.append(f"the threshold was chosen on {result['threshold_chosen_on']} "
                         f"({result['threshold_split_role']}, allowed by "

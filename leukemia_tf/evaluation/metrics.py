@@ -11,7 +11,6 @@ under the same rule.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Union
 
 import numpy as np
@@ -90,10 +89,12 @@ def classification_metrics(labels, probabilities, threshold: float = 0.5) -> dic
       [[tn, fp], [fn, tp]] (rows = true hem, ALL), sensitivity (recall of ALL) and
       specificity (recall of hem).
 
-      Undefined values are None: roc_auc and pr_auc when only one class is present, and
-      recall / sensitivity / specificity of a class with no examples. Precision and F1 of
-      a class that is never predicted follow sklearn's zero_division=0, which is also what
-      weighted_f1 uses.
+      Undefined values are None (n/a in reports), never a number that looks certain:
+      roc_auc, pr_auc, balanced_accuracy and macro_f1 when only one class is present;
+      recall / sensitivity / specificity of a class with no examples; precision of a
+      class that is never predicted (0/0); F1 of a class that is neither present nor
+      predicted. weighted_f1 is the challenge's sklearn call (zero_division=0): a class
+      with no examples has weight 0 in it, so it stays defined.
 
     Raises:
       ValueError: empty input, mismatched lengths, labels outside {0, 1}, probabilities
@@ -104,22 +105,23 @@ def classification_metrics(labels, probabilities, threshold: float = 0.5) -> dic
     pred = (p >= threshold).astype(np.int64)
     both_classes = np.unique(y).size == 2
 
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        y, pred, labels=[0, 1], zero_division=0)
     out = {"num_examples": int(y.size), "threshold": threshold,
-           "accuracy": float(skm.accuracy_score(y, pred))}
-    with warnings.catch_warnings():
-        # On a single-class set sklearn warns and averages the recall of the class present.
-        warnings.simplefilter("ignore", UserWarning)
-        out["balanced_accuracy"] = float(skm.balanced_accuracy_score(y, pred))
+           "accuracy": float(np.mean(y == pred))}
     for k, name in CLASS_NAMES.items():
-        out[f"precision_{name}"] = float(precision[k])
-        out[f"recall_{name}"] = float(recall[k]) if support[k] else None
-        out[f"f1_{name}"] = float(f1[k])
-        out[f"support_{name}"] = int(support[k])
+        tp = int(np.sum((pred == k) & (y == k)))
+        called, support = int(np.sum(pred == k)), int(np.sum(y == k))
+        out[f"precision_{name}"] = tp / called if called else None
+        out[f"recall_{name}"] = tp / support if support else None
+        out[f"f1_{name}"] = 2 * tp / (called + support) if called + support else None
+        out[f"support_{name}"] = support
+    # sklearn's balanced accuracy and macro F1 average over the classes present, so on a
+    # one-class set they show 1.0 beside a per-class F1 that is undefined: None instead.
+    recalls = [out["recall_all"], out["recall_hem"]]
+    out["balanced_accuracy"] = float(np.mean(recalls)) if both_classes else None
     # No `labels=` here on purpose: this is the challenge's call, exactly as sklearn does it.
     out["weighted_f1"] = float(skm.f1_score(y, pred, average="weighted", zero_division=0))
-    out["macro_f1"] = float(skm.f1_score(y, pred, average="macro", zero_division=0))
+    f1s = [out["f1_all"], out["f1_hem"]]
+    out["macro_f1"] = float(np.mean(f1s)) if both_classes else None
     out["roc_auc"] = _opt_float(skm.roc_auc_score(y, p)) if both_classes else None
     out["pr_auc"] = _opt_float(skm.average_precision_score(y, p)) if both_classes else None
     out["confusion_matrix"] = skm.confusion_matrix(y, pred, labels=[0, 1]).tolist()
@@ -252,3 +254,112 @@ def average_tta(prob_matrix) -> np.ndarray:
     if m.ndim != 2 or m.shape[0] == 0:
         raise ValueError(f"expected probabilities of shape [n_aug >= 1, N], got {m.shape}")
     return m.mean(axis=0)
+
+
+# Below this many images, or patients, a report says its numbers are not to be trusted
+# alone: with 30 images one misclassified cell moves accuracy by 3 points, and C-NMC cells
+# of one patient share stain and acquisition, so 5 patients are few samples, not hundreds.
+SMALL_N_IMAGES = 30
+SMALL_N_PATIENTS = 5
+CI_RESAMPLES = 1000
+
+
+def weighted_f1_fast(labels, probabilities, threshold: float = 0.5) -> float:
+    """sklearn's f1_score(average="weighted", zero_division=0) from confusion counts:
+    the same value (tests compare), fast enough for a thousand bootstrap resamples."""
+    y = np.asarray(labels)
+    pred = np.asarray(probabilities) >= threshold
+    total, score = y.size, 0.0
+    for k in (0, 1):
+        truth, called = y == k, pred == bool(k)
+        support = int(truth.sum())
+        denominator = support + int(called.sum())
+        if support and denominator:
+            score += support * 2.0 * int((truth & called).sum()) / denominator
+    return score / total if total else float("nan")
+
+
+def _roc_auc_or_none(labels, probabilities):
+    return float(skm.roc_auc_score(labels, probabilities)) if np.unique(labels).size == 2 \
+        else None
+
+
+def known_patients(patient_ids) -> bool:
+    """True when every cell has a patient id (the final-test split has none)."""
+    if patient_ids is None:
+        return False
+    ids = np.asarray(patient_ids).astype(str)
+    return bool(ids.size) and not np.isin(np.char.strip(ids), ("", "unknown", "-1")).any()
+
+
+def confidence_intervals(labels, probabilities, patient_ids=None, threshold: float = 0.5,
+                         n: int = CI_RESAMPLES, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Bootstrap intervals of weighted F1 and ROC AUC, resampling patients.
+
+    Cells of one patient are not independent (same stain, same day), so whole patients
+    are drawn (`patients.bootstrap_ci`). Without patient ids every cell is its own unit,
+    and `note` says that the interval is then too narrow.
+
+    Returns:
+      {"unit": "patients" | "cells", "units": count, "level": 0.95, "resamples": n,
+       "note": str or None, "weighted_f1": {estimate, low, high, undefined},
+       "roc_auc": {...}}; low/high are None with fewer than 2 units or when the metric
+      is undefined in every resample (AUC of a one-class set), and with fewer than
+      SMALL_N_PATIENTS patients; `undefined` counts resamples left out (one class drawn).
+    """
+    from leukemia_tf.evaluation import patients
+    y, p = validate_scores(labels, probabilities)
+    threshold = _validate_threshold(threshold)
+    by_patient = known_patients(patient_ids)
+    units = np.asarray(patient_ids).astype(str) if by_patient else np.arange(y.size).astype(str)
+    out = {"unit": "patients" if by_patient else "cells",
+           "units": int(np.unique(units).size), "level": 1.0 - alpha, "resamples": int(n),
+           "note": None if by_patient else "patient ids unknown: resampled cells, which "
+           "treats cells of one patient as independent (the interval is too narrow)"}
+    fns = {"weighted_f1": lambda a, b: weighted_f1_fast(a, b, threshold),
+           "roc_auc": _roc_auc_or_none}
+    # A percentile bootstrap over 2-4 patients draws the same few sets again and again:
+    # its "interval" would look precise and mean nothing.
+    enough = out["units"] >= (SMALL_N_PATIENTS if by_patient else 2)
+    for name, fn in fns.items():
+        ci = patients.bootstrap_ci(units, y, p, fn, n=n, seed=seed, alpha=alpha)
+        low, high = (ci.low, ci.high) if enough else (None, None)
+        out[name] = {"estimate": ci.estimate, "low": low, "high": high,
+                     "undefined": ci.undefined}
+    return out
+
+
+def format_ci(ci: dict | None, name: str, digits: int = 2) -> str:
+    """`0.83 [0.78, 0.88] 95% CI, bootstrap over 10 patients`; n/a where undefined."""
+    if not ci or name not in ci:
+        return "n/a"
+    c = ci[name]
+    if c["estimate"] is None:
+        return "n/a"
+    value = f"{c['estimate']:.{digits}f}"
+    if c["low"] is None:
+        need = f", a bootstrap needs {SMALL_N_PATIENTS}+" if ci["unit"] == "patients" else ""
+        return f"{value} (no interval: {ci['units']} {ci['unit']}{need})"
+    text = (f"{value} [{c['low']:.{digits}f}, {c['high']:.{digits}f}] "
+            f"{ci['level']:.0%} CI, bootstrap over {ci['units']} {ci['unit']}")
+    if c.get("undefined"):
+        text += f" (undefined in {c['undefined'] / ci['resamples']:.0%} of resamples)"
+    return text
+
+
+def small_n_warnings(result: dict, ci: dict | None = None) -> list:
+    """Plain-language warnings for a result too small or one-sided to be trusted alone."""
+    out = []
+    n = result.get("num_examples") or 0
+    present = [CLASS_NAMES[k] for k in (1, 0) if result.get(f"support_{CLASS_NAMES[k]}")]
+    if len(present) < 2:
+        out.append(f"single class: all {n} images are {'/'.join(present) or '?'}, so ROC "
+                   "AUC, balanced accuracy, macro F1 and the missing class's metrics are "
+                   "undefined (n/a), and accuracy only measures one class")
+    if n < SMALL_N_IMAGES:
+        out.append(f"small N: {n} images (< {SMALL_N_IMAGES}); one image moves accuracy by "
+                   f"{100.0 / max(n, 1):.0f} points, so read the intervals, not the digits")
+    if ci and ci.get("unit") == "patients" and ci.get("units", 0) < SMALL_N_PATIENTS:
+        out.append(f"few patients: {ci['units']} (< {SMALL_N_PATIENTS}); cells of one patient "
+                   "are not independent, so the results say little about new patients")
+    return out

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
@@ -232,4 +233,60 @@ def plot_comparison(df: pd.DataFrame, out_png) -> str:
     ax.set(ylabel="weighted F1", ylim=(0, 1.15), title="weighted F1 per model and split")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title="evaluated split", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, out_png)
+
+
+def plot_mistakes(cells: list, out_png, columns: int = 6) -> str:
+    """A grid of misclassified cells, most confident first.
+
+    Args:
+      cells: dicts with image (uint8 [H, W, 3]), patient_id, label (truth 0/1) and
+        probability (of ALL), in the order to show.
+      out_png: where to write the figure.
+
+    Returns:
+      out_png as a string.
+    """
+    if not cells:
+        raise ValueError("no cells to show")
+    columns = min(columns, len(cells))
+    rows = -(-len(cells) // columns)
+    fig = _figure(1.9 * columns, 2.2 * rows)
+    for i, cell in enumerate(cells):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.imshow(cell["image"])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        truth = CLASS_LABELS[int(cell["label"])]
+        ax.set_title(f"patient {cell['patient_id'] or '?'}\ntruth {truth}, "
+                     f"P(ALL) {cell['probability']:.3f}", fontsize=8)
+    return _save(fig, out_png)
+
+
+def plot_patient_fractions(table: pd.DataFrame, out_png, threshold: float = 0.5) -> str:
+    """Fraction of each patient's cells called ALL, one bar per patient, coloured by the
+    patient's truth; the dashed line at 0.5 is where a patient's majority call flips.
+
+    Args:
+      table: `patients.patient_table` with labels (patient, cells, fraction_called_all,
+        truth).
+    """
+    df = table.sort_values(["truth", "fraction_called_all", "patient"], kind="mergesort")
+    colours = {1: "tab:red", 0: "tab:blue"}
+    fig = _figure(max(5.0, 1.5 + 0.35 * len(df)), 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(df))
+    bars = ax.bar(x, df["fraction_called_all"], color=[colours[int(t)] for t in df["truth"]])
+    ax.bar_label(bars, labels=[f"{f:.0%}" for f in df["fraction_called_all"]], fontsize=7,
+                 padding=1)   # a patient with no cell called ALL still gets a mark
+    line = ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    handles = [Patch(color=colours[k], label=f"truth {CLASS_LABELS[k]}") for k in (1, 0)
+               if (df["truth"] == k).any()]
+    ax.legend(handles=handles + [line], labels=[h.get_label() for h in handles]
+              + ["majority call flips"], fontsize=8, loc="best")
+    ax.set_xticks(x, labels=[f"{p} ({n})" for p, n in zip(df["patient"], df["cells"])],
+                  rotation=90, fontsize=7)
+    ax.set(ylim=(0, 1.05), ylabel=f"fraction of cells called ALL (p >= {threshold:g})",
+           xlabel="patient (cells)", title="per patient: fraction of cells called ALL")
+    ax.grid(axis="y", alpha=0.3)
     return _save(fig, out_png)

@@ -8,7 +8,8 @@ signature use too.
 The predictions CSV has exactly these columns:
   file         the image's file name (final-test numbering order: 1.bmp, 2.bmp, ...)
   probability  the model's probability of ALL (label 1), TTA-averaged if asked
-  label        1 (ALL) when probability >= threshold, else 0 (hem)
+  prediction   1 (ALL) when probability >= threshold, else 0 (hem); as in an
+               evaluation's predictions.csv, where `label` is the truth
   path         where the image came from: the file's path, or for records the source
                path relative to the C-NMC tree (tells apart equal names in two folders)
 """
@@ -26,7 +27,7 @@ from leukemia_tf.evaluation import scoring
 from leukemia_tf.data import cnmc, images, pipeline, preprocess
 from leukemia_tf.data import manifest as manifest_file
 
-COLUMNS = ("file", "probability", "label", "path")
+COLUMNS = ("file", "probability", "prediction", "path")
 _SPLIT_FOLDERS = {"train": "training_data/", "validation": "validation_data/",
                   "test": "testing_data/"}
 
@@ -83,13 +84,28 @@ def predict_files(predictor, files: Sequence[str], tta: str, batch_size: int
     return table, errors
 
 
+def records_selection(records_dir: str, split: str) -> Tuple[dict, "pipeline.Selection"]:
+    """(manifest, selection) of `split` in a records dir; checked before a model loads.
+
+    Raises:
+      ValueError: an unknown split name, or a split without images (named, with the
+        splits that have some).
+    """
+    manifest = pipeline.load(records_dir)
+    if split != "test" and split != "validation" and not (
+            split.startswith("fold") and split[4:].isdigit()):
+        raise ValueError(f"--split must be test, validation or fold<k>, not {split!r}")
+    sel = pipeline.Selection(split) if split in ("test", "validation") else \
+        pipeline.parse_val_split(split)
+    check_split(manifest, records_dir, sel, split)
+    return manifest, sel
+
+
 def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_size: int
                      ) -> Tuple[pd.DataFrame, list]:
     from leukemia_tf.evaluation import evaluate as evaluation
-    manifest = pipeline.load(records_dir)
+    manifest, sel = records_selection(records_dir, split)
     preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
-    sel = pipeline.Selection(split) if split in ("test", "validation") else \
-        pipeline.parse_val_split(split)
     scores = evaluation.score_selection(predictor, records_dir, manifest, sel, tta, batch_size)
     table = pd.DataFrame({"file": scores["source_path"].map(io.basename),
                           "probability": scores["probability"],
@@ -99,6 +115,27 @@ def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_si
               for s in manifest.get("skipped", [])
               if s["path"].startswith(_SPLIT_FOLDERS[sel.split])]
     return table, errors
+
+
+def splits_with_images(manifest: dict) -> List[str]:
+    """`--split` values that have images in these records: validation, test, fold<k>."""
+    out = [name for name in ("validation", "test")
+           if manifest["splits"].get(name, {}).get("num_examples")]
+    folds = manifest["splits"].get("train", {}).get("by_fold", {})
+    return out + [f"fold{k}" for k, n in folds.items() if n]
+
+
+def check_split(manifest: dict, records_dir: str, sel, split: str) -> None:
+    """Raises ValueError naming the splits that have images when `split` has none."""
+    if any(s["num_examples"] for s in manifest["shards"] if s["split"] == sel.split and
+           (sel.folds is None or s.get("fold") in sel.folds)):
+        return
+    have = splits_with_images(manifest)
+    why = " (the C-NMC tree it was converted from had no testing_data/)" \
+        if split == "test" else ""
+    raise ValueError(f"{records_dir} has no {split} images{why}; splits with images: "
+                     f"{', '.join(have) or 'none'}. Predict one of them with --split=<name> "
+                     "(e.g. --split=validation), or pass image files or a folder as --input")
 
 
 def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
@@ -115,9 +152,12 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
       opts: evaluation.options.Options (BN adaptation, --calibrate=run, neighbour vote).
     """
     from leukemia_tf.evaluation import ensemble
-    predictor = ensemble.load(model_path, batch_size=batch_size)
     inputs = list(inputs)
-    if len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST)):
+    from_records = len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_file.MANIFEST))
+    if from_records:
+        records_selection(inputs[0], split)  # a missing split fails before the model loads
+    predictor = ensemble.load(model_path, batch_size=batch_size)
+    if from_records:
         table, errors = _predict_records(predictor, inputs[0], split, tta, batch_size)
     else:
         files = list_images(inputs)
@@ -126,7 +166,7 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
         table, errors = predict_files(predictor, files, tta, batch_size)
     if opts is not None:
         table = _apply_options(predictor, table, opts, inputs, split, tta, batch_size)
-    table["label"] = (table["probability"] >= threshold).astype(int)
+    table["prediction"] = (table["probability"] >= threshold).astype(int)
     order = sorted(range(len(table)), key=lambda i: natural_key(table["file"].iloc[i]))
     table = table.iloc[order].reset_index(drop=True)
     return table[list(COLUMNS)], errors
@@ -137,10 +177,9 @@ def _apply_options(predictor, table, opts, inputs, split, tta, batch_size):
 
     def read_images():
         if io.exists(io.join(inputs[0], manifest_file.MANIFEST)):
-            sel = pipeline.Selection(split) if split in ("test", "validation") else \
-                pipeline.parse_val_split(split)
-            return cells.read_images(inputs[0], pipeline.load(inputs[0]), sel,
-                                     predictor.image_size, batch_size)
+            manifest, sel = records_selection(inputs[0], split)
+            return cells.read_images(inputs[0], manifest, sel, predictor.image_size,
+                                     batch_size)
         paths = list(table["path"])
         return np.stack([load_image(p, predictor.spec) for p in paths]), paths
     table, _ = options.apply_to_predictions(predictor, table, opts, read_images, tta,

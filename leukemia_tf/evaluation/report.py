@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf import io
+from leukemia_tf.evaluation.metrics import format_ci
 from leukemia_tf.evaluation.plots import (CLASS_LABELS, plot_confusion_matrix,  # noqa: F401
                                           plot_roc_pr, plot_training_curves)
 
@@ -90,6 +91,15 @@ def _escape(value) -> str:
     return _fmt(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _with_ci(metrics: dict, name: str):
+    """The value with its bootstrap interval when metrics.json has one, else the value."""
+    ci = metrics.get("confidence_intervals")
+    if not ci or metrics.get(name) is None:
+        return metrics.get(name)
+    text = format_ci(ci, name, 4)
+    return text if not ci.get("note") else f"{text} ({ci['note']})"
+
+
 def write_report(eval_dir, metrics: dict, per_patient_df, plots: dict[str, str], title: str,
                  extra_md: str = "", low_accuracy: float = LOW_PATIENT_ACCURACY,
                  context: Sequence[Tuple[str, object]] = (), banners: Sequence[str] = ()
@@ -113,6 +123,7 @@ def write_report(eval_dir, metrics: dict, per_patient_df, plots: dict[str, str],
     eval_dir = os.fspath(eval_dir)
     m = metrics.get
     lines = [f"# {title}", ""]
+    banners = list(banners) + [w for w in m("small_n_warnings") or [] if w not in banners]
     for text in banners:
         lines += [f"> **Warning:** {text}", ""]
     if context:
@@ -120,10 +131,10 @@ def write_report(eval_dir, metrics: dict, per_patient_df, plots: dict[str, str],
                   _table(["field", "value"], [[k, _escape(v)] for k, v in context]), ""]
     lines += ["## Headline", "",
               _table(["metric", "value"], [
-                  ["**weighted F1** (C-NMC challenge metric)", m("weighted_f1")],
+                  ["**weighted F1** (C-NMC challenge metric)", _with_ci(metrics, "weighted_f1")],
                   ["accuracy", m("accuracy")],
                   ["balanced accuracy", m("balanced_accuracy")],
-                  ["ROC AUC (exact, sklearn)", m("roc_auc")],
+                  ["ROC AUC (exact, sklearn)", _with_ci(metrics, "roc_auc")],
                   ["PR AUC (average precision)", m("pr_auc")],
                   ["sensitivity (recall ALL)", m("sensitivity")],
                   ["specificity (recall hem)", m("specificity")],

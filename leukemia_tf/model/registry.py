@@ -1,4 +1,4 @@
-"""build_model(cfg) -> keras.Model, from a plain dict registry.
+"""build_model(cfg, image_size) -> keras.Model, from a plain dict registry.
 
 Every model takes raw uint8 pixels ([N, S, S, 3], input name "image"), rescales them to
 [0, 1] and augments them (training only) inside the graph, and ends in one float32
@@ -18,6 +18,7 @@ import tf_keras as keras
 from leukemia_tf import io
 from leukemia_tf.model.augment import build_augmentation, build_normalization
 from leukemia_tf.config import ModelConfig
+from leukemia_tf.model import NAMES
 
 layers = keras.layers
 
@@ -60,11 +61,12 @@ def _regularizer(cfg: ModelConfig) -> Optional[keras.regularizers.Regularizer]:
     return keras.regularizers.L1L2(l1=cfg.l1, l2=cfg.l2)
 
 
-def _inputs_and_pixels(cfg: ModelConfig, scale: float = 1.0 / 255.0, normalize: bool = True):
+def _inputs_and_pixels(cfg: ModelConfig, size: int, scale: float = 1.0 / 255.0,
+                       normalize: bool = True):
     """uint8 input -> float32 pixels in [0, 1], augmented when training, then normalised
     per image when cfg.normalize asks (own CNNs; pretrained backbones expect their own
     input scaling and pass normalize=False)."""
-    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), dtype="uint8", name="image")
+    inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
     x = layers.Rescaling(scale, dtype="float32", name="rescale")(inputs)
     x = build_augmentation(cfg.augment)(x)
     norm = build_normalization(cfg.normalize) if normalize else None
@@ -81,16 +83,16 @@ def _probability_head(x, cfg: ModelConfig, dropout: float):
     return layers.Activation("sigmoid", dtype="float32", name="probability")(x)
 
 
-def seed_cnn(cfg: ModelConfig) -> keras.Model:
+def seed_cnn(cfg: ModelConfig, size: int) -> keras.Model:
     """The seed notebook's CNN: 4 x [Conv 3x3 ReLU, MaxPool 2x2, Dropout], Dense 512.
 
     Filters 32, 64, 128, 128 with Keras' default "valid" padding, as in the seed, so the
     input must be at least 46 px. Dropout is cfg.dropout (default 0.2, the seed's value).
     """
-    if cfg.image_size < 46:
-        raise ValueError(f"seed_cnn needs image_size >= 46, got {cfg.image_size}")
+    if size < 46:
+        raise ValueError(f"seed_cnn needs image_size >= 46, got {size}")
     reg = _regularizer(cfg)
-    inputs, x = _inputs_and_pixels(cfg)
+    inputs, x = _inputs_and_pixels(cfg, size)
     for i, filters in enumerate((32, 64, 128, 128), start=1):
         x = layers.Conv2D(filters, 3, activation="relu", kernel_regularizer=reg,
                           name=f"conv{i}")(x)
@@ -127,7 +129,7 @@ def _basic_block(x, filters, stride, reg, name):
 _RESNET_SMALL_BLOCKS = (2, 2, 2, 2)
 
 
-def resnet_small(cfg: ModelConfig) -> keras.Model:
+def resnet_small(cfg: ModelConfig, size: int) -> keras.Model:
     """The project default: a compact ResNet (basic blocks) sized for C-NMC cells.
 
     Stem conv 3x3/2, then four stages of basic residual blocks (Conv-BN-ReLU, projection
@@ -135,7 +137,7 @@ def resnet_small(cfg: ModelConfig) -> keras.Model:
     224 px input reaches the last stage at 7x7. About 2.8 M parameters at width 32.
     """
     reg = _regularizer(cfg)
-    inputs, x = _inputs_and_pixels(cfg)
+    inputs, x = _inputs_and_pixels(cfg, size)
     x = _conv_bn(x, cfg.width, 3, 2, reg, "stem")
     for stage, blocks in enumerate(_RESNET_SMALL_BLOCKS):
         filters = cfg.width * 2 ** stage
@@ -152,46 +154,49 @@ def _backbone_weights(cfg: ModelConfig) -> Optional[str]:
     return "imagenet" if cfg.weights == "imagenet" else None
 
 
-def efficientnetv2_b0(cfg: ModelConfig) -> keras.Model:
+def efficientnetv2_b0(cfg: ModelConfig, size: int) -> keras.Model:
     """keras.applications EfficientNetV2-B0 with its own preprocessing (0..255 input)."""
-    inputs, x = _inputs_and_pixels(cfg, normalize=False)
+    inputs, x = _inputs_and_pixels(cfg, size, normalize=False)
     # The backbone's built-in Rescaling expects 0..255; scale the augmented [0, 1] back.
     x = layers.Rescaling(255.0, dtype="float32", name="to_0_255")(x)
     backbone = keras.applications.EfficientNetV2B0(
         include_top=False, weights=_backbone_weights(cfg), pooling="avg",
-        input_shape=(cfg.image_size, cfg.image_size, 3), include_preprocessing=True)
+        input_shape=(size, size, 3), include_preprocessing=True)
     x = backbone(x)
     return keras.Model(inputs, _probability_head(x, cfg, cfg.dropout),
                        name="efficientnetv2_b0")
 
 
-def resnet50(cfg: ModelConfig) -> keras.Model:
+def resnet50(cfg: ModelConfig, size: int) -> keras.Model:
     """keras.applications ResNet50 with caffe preprocessing done by CaffePreprocess."""
-    inputs, x = _inputs_and_pixels(cfg, normalize=False)
+    inputs, x = _inputs_and_pixels(cfg, size, normalize=False)
     x = caffe_preprocess()(x)
     backbone = keras.applications.ResNet50(
         include_top=False, weights=_backbone_weights(cfg), pooling="avg",
-        input_shape=(cfg.image_size, cfg.image_size, 3))
+        input_shape=(size, size, 3))
     x = backbone(x)
     return keras.Model(inputs, _probability_head(x, cfg, cfg.dropout), name="resnet50")
 
 
-MODELS: Dict[str, Callable[[ModelConfig], keras.Model]] = {
+MODELS: Dict[str, Callable[[ModelConfig, int], keras.Model]] = {
     "seed_cnn": seed_cnn,
     "resnet_small": resnet_small,
     "efficientnetv2_b0": efficientnetv2_b0,
     "resnet50": resnet50,
 }
+if tuple(MODELS) != NAMES:  # the names flags are checked against before TensorFlow loads
+    raise ImportError(f"leukemia_tf.model.NAMES {NAMES} != the registry's {tuple(MODELS)}")
 
 
-def build_model(cfg: ModelConfig) -> keras.Model:
+def build_model(cfg: ModelConfig, image_size: int) -> keras.Model:
     """Build the network `cfg.name` and load `cfg.weights`.
 
     Args:
-      cfg: model name, input size, regularisation, augmentation and weights. `weights`
-        is "none", "imagenet" (keras.applications backbones only; downloads them), or a
-        path accepted by `keras.Model.load_weights` (.keras, .h5/.weights.h5, a TF
-        checkpoint prefix) or a model dir holding model.keras.
+      cfg: model name, regularisation, augmentation and weights. `weights` is "none",
+        "imagenet" (keras.applications backbones only; downloads them), or a path
+        accepted by `keras.Model.load_weights` (.keras, .h5/.weights.h5, a TF checkpoint
+        prefix) or a model dir holding model.keras.
+      image_size: the input side S (the run's `DataConfig.image_size`).
 
     Returns:
       An uncompiled keras.Model: uint8 [N, S, S, 3] "image" -> float32 [N, 1] probability.
@@ -203,7 +208,7 @@ def build_model(cfg: ModelConfig) -> keras.Model:
         raise ValueError(f"unknown model {cfg.name!r}; choose one of {sorted(MODELS)}")
     if cfg.weights == "imagenet" and cfg.name in ("seed_cnn", "resnet_small"):
         raise ValueError(f"{cfg.name} has no ImageNet weights")
-    model = MODELS[cfg.name](cfg)
+    model = MODELS[cfg.name](cfg, image_size)
     if cfg.weights not in ("none", "", "imagenet"):
         path = cfg.weights
         if io.isdir(path) and io.exists(io.join(path, "model.keras")):

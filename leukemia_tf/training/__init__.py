@@ -8,7 +8,9 @@ Split by concern, in the order a run uses them:
   rundir.py        the model dir a run owns: config check, lock, resume, --overwrite
   distribution.py  devices, strategy, precision, the chief, the start-up log
   objectives.py    optimizer, loss, metrics (WeightedF1)
+  step_settings.py jit_compile auto|on|off, steps_per_execution, TensorFlow's thread pools
   callbacks.py     NaN guard, progress, history.csv, best checkpoint, backup
+  progress_callback.py  what the user sees: bar / log lines per epoch, phases, SUMMARY
   loop.py          run(cfg)
 """
 from leukemia_tf.training.distribution import (  # noqa: F401

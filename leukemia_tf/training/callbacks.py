@@ -85,11 +85,13 @@ class Progress(keras.callbacks.Callback):
         self._last, self._epoch_steps, self._epoch_seconds = None, 0, 0.0
 
     def on_train_batch_end(self, batch, logs=None):
+        # `batch` is the last step of the call: with steps_per_execution > 1 one call
+        # runs several steps.
         now = time.perf_counter()
         if self._last is not None:
-            self._epoch_steps += 1
+            self._epoch_steps += batch - self._last_batch
             self._epoch_seconds += now - self._last
-        self._last = now
+        self._last, self._last_batch = now, batch
 
     def on_epoch_end(self, epoch, logs=None):
         self._steps += self._epoch_steps
@@ -178,6 +180,14 @@ class Backup(keras.callbacks.BackupAndRestore):
     def _backup(self, epoch, batch=0):
         if self._guard.safe_to_save(self.model):
             super()._backup(epoch, batch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras records the first step of a call as the one saved; with
+        # steps_per_execution > 1 the weights are those after its last step, so a restart
+        # would repeat steps (or a whole epoch's last call): record the last one.
+        if self.save_freq != "epoch":
+            self._training_state._ckpt_saved_batch.assign(batch)
+        super().on_train_batch_end(batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)

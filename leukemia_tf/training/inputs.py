@@ -26,9 +26,10 @@ from leukemia_tf.training.errors import InputError
 
 log = logging.getLogger("leukemia_tf.training")
 
-_POSITIVE = ("epochs", "batch_size")
+_POSITIVE = ("epochs", "batch_size", "steps_per_execution")
 _NON_NEGATIVE = ("steps_per_epoch", "warmup_epochs", "weight_decay", "focal_gamma",
-                 "backup_every_steps", "early_stopping_patience", "cpu_devices")
+                 "backup_every_steps", "early_stopping_patience", "cpu_devices",
+                 "inter_op_threads", "intra_op_threads")
 
 
 def validate_config(cfg: Config) -> None:
@@ -52,16 +53,17 @@ def validate_config(cfg: Config) -> None:
             ("loss", t.loss, objectives.LOSSES),
             ("strategy", t.strategy, distribution.STRATEGIES),
             ("mixed_precision", t.mixed_precision, distribution.PRECISIONS),
-            ("class_balance", d.class_balance, ("weights", "resample", "none"))):
+            ("class_balance", d.class_balance, ("weights", "resample", "none")),
+            ("jit_compile", str(t.jit_compile).lower(), ("auto", "on", "off", "true", "false")),
+            ("cache_layout", d.cache_layout, ("element", "batch"))):
         if value not in choices:
             raise ValueError(f"--{flag}={value} is not one of {', '.join(choices)}")
     from leukemia_tf.model import registry as models
     if cfg.model.name not in models.MODELS:
         raise ValueError(f"--model={cfg.model.name} is not one of "
                          f"{', '.join(sorted(models.MODELS))}")
-    if d.image_size < 1 or d.image_size != cfg.model.image_size:
-        raise ValueError(f"data image_size {d.image_size} != model image_size "
-                         f"{cfg.model.image_size}")
+    if d.image_size < 1:
+        raise ValueError(f"--image_size must be at least 1, not {d.image_size}")
     if not d.train_folds:
         raise ValueError("--train_folds is empty")
 

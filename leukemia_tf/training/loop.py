@@ -18,7 +18,8 @@ from leukemia_tf.config import Config
 from leukemia_tf.training import callbacks as cb
 from leukemia_tf.training import distribution as dist
 from leukemia_tf.training import inputs as inputs_lib
-from leukemia_tf.training import objectives, rundir
+from leukemia_tf.training import objectives, rundir, step_settings
+from leukemia_tf.training import progress_callback as shown_progress
 from leukemia_tf.training.errors import RunDirError
 
 log = logging.getLogger("leukemia_tf.training")
@@ -27,12 +28,13 @@ MONITOR = "val_weighted_f1"
 
 def _setup(cfg: Config):
     t = cfg.train
+    step_settings.apply_threads(t)  # before the runtime starts (split_cpu starts it)
     if t.strategy != "multi_worker":
         dist.split_cpu(t.cpu_devices)
     strategy = dist.make_strategy(t.strategy)
-    if t.deterministic:
+    if cfg.data.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(t.seed)
+    keras.utils.set_random_seed(cfg.data.seed)
     precision = dist.resolve_precision(t.mixed_precision)
     keras.mixed_precision.set_global_policy(precision)
     if t.batch_size % strategy.num_replicas_in_sync:
@@ -73,8 +75,10 @@ def make_callbacks(cfg: Config, chief: bool):
     if t.early_stopping_patience:
         out.append(keras.callbacks.EarlyStopping(MONITOR, mode="max",
                                                  patience=t.early_stopping_patience))
-    out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP),
-                         t.backup_every_steps or "epoch", guard))
+    # Keras counts backup frequency in calls of the train function (steps_per_execution
+    # steps each): converted so backup_every_steps stays in steps.
+    every = t.backup_every_steps and max(1, t.backup_every_steps // t.steps_per_execution)
+    out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP), every or "epoch", guard))
     return out, guard, progress
 
 
@@ -96,21 +100,29 @@ def _nan_message(cfg: Config, nan_at) -> str:
             "or a new --model_dir.")
 
 
-def _fit(cfg, strategy, model, data, steps, weights, plan, chief):
+def _fit(cfg, strategy, model, data, steps, weights, plan, chief, display=None):
     from leukemia_tf.data import pipeline
 
     def train_fn(input_context):
         return pipeline.make_dataset(cfg, data.train_sel, True, manifest=data.manifest,
                                      cache=plan["train"][0], input_context=input_context,
                                      weights=weights)
+    train_input = train_fn
+    if cfg.data.cache_layout == "batch":  # the decoded set as one tensor (data/batch_cache)
+        from leukemia_tf.data import batch_cache
+        train_input = batch_cache.dataset_fn(cfg, data.train_sel, data.manifest, weights)
     val_ds = pipeline.make_dataset(cfg, data.val_sel, False, manifest=data.manifest,
                                    cache=plan["validation"][0])
+    if cfg.train.steps_per_execution > 1:  # Keras then needs the number of val batches
+        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
+            -(-data.num_val // cfg.train.batch_size)))
     callbacks, guard, progress = make_callbacks(cfg, chief)
+    callbacks += [display] if display is not None else []
     try:
-        history = model.fit(keras.utils.experimental.DatasetCreator(train_fn),
+        history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
                             epochs=cfg.train.epochs, steps_per_epoch=steps,
                             validation_data=val_ds, callbacks=callbacks,
-                            verbose=cfg.train.verbose if chief else 0)
+                            verbose=shown_progress.keras_verbose(cfg, chief))
     except tf.errors.DataLossError as e:
         shards = [s for sel in (data.train_sel, data.val_sel)
                   for s in pipeline.shards_for(data.manifest, cfg.data.records_dir, sel)]
@@ -140,7 +152,7 @@ def _export(cfg, strategy, model, chief, manifest):
     # The exported copy is a plain single-device model: a SavedModel cannot hold functions
     # over distributed variables, and scoring it needs no other replica or worker. Reading
     # the weights is collective under multi-worker, so every worker takes part.
-    plain = models.build_model(cfg.model)
+    plain = models.build_model(cfg.model, cfg.data.image_size)
     plain.set_weights(model.get_weights())
     if chief:
         log.info("exporting the best weights to %s (model.keras, export/)", md)
@@ -185,7 +197,10 @@ def run(cfg: Config) -> dict:
         state = _claim(cfg, strategy, chief, lock)
         if state.status == "finished":  # finished by another trainer while we started
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
-        history, progress = _fit(cfg, strategy, model, data, steps, weights, plan, chief)
+        display = shown_progress.display_for(cfg, chief, steps, data.num_val, plan)
+        history, progress = _fit(cfg, strategy, model, data, steps, weights, plan, chief,
+                                 display)
+        shown_progress.phase(display, f"exporting the best weights to {t.model_dir}")
         plain = _export(cfg, strategy, model, chief, data.manifest)
         summary = {"status": "ok", "model": cfg.model.name,
                    "strategy": dist.strategy_name(strategy),
@@ -198,10 +213,13 @@ def run(cfg: Config) -> dict:
                    "warnings": warnings}
         if not chief:
             return summary
+        shown_progress.phase(display, f"scoring the exported model on {d.val_split} "
+                             f"({data.num_val} images) and bootstrapping intervals")
         _score(cfg, data, plain, summary)
         summary["seconds"] = round(time.time() - start, 1)
         summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
         io.write_json(io.join(t.model_dir, rundir.SUMMARY), summary)
+        shown_progress.print_summary(cfg, summary)
         return summary
     finally:
         lock.release()
@@ -210,10 +228,10 @@ def run(cfg: Config) -> dict:
 def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
     from leukemia_tf.model import registry as models
     with strategy.scope():
-        model = models.build_model(cfg.model)
+        model = models.build_model(cfg.model, cfg.data.image_size)
         model.compile(optimizer=objectives.make_optimizer(cfg, steps, precision),
                       loss=objectives.make_loss(cfg), metrics=objectives.make_metrics(),
-                      jit_compile=cfg.train.jit_compile, steps_per_execution=1)
+                      **step_settings.compile_kwargs(cfg.train, precision))
     return model
 
 
@@ -251,6 +269,8 @@ def _score(cfg: Config, data, plain, summary: dict) -> None:
     summary["validation"] = metrics.classification_metrics(scores["label"],
                                                            scores["probability"])
     summary["weighted_f1"] = summary["validation"]["weighted_f1"]
+    summary["validation_ci"] = metrics.confidence_intervals(
+        scores["label"], scores["probability"], scores["patient_id"])
     summary["calibration"] = stored_calibration.fit_and_store(
         cfg.train.model_dir, scores, cfg.data.val_split)
     labeled = scores[scores["label"] >= 0].assign(

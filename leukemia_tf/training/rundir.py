@@ -32,6 +32,7 @@ from typing import List, Optional
 
 from leukemia_tf import io
 from leukemia_tf.config import Config
+from leukemia_tf.config import upgrade as config_upgrade
 from leukemia_tf.training.errors import RunDirError
 
 log = logging.getLogger("leukemia_tf.training")
@@ -50,7 +51,9 @@ OWNED = (CONFIG, "history.csv", SUMMARY, "model.keras", "preprocessing.json", BE
 PARTIAL = ("history.csv", SUMMARY, "model.keras", BEST, "logs", "export", "calibration.json")
 IGNORED = {"train.model_dir", "train.verbose", "train.tensorboard", "train.overwrite",
            "train.backup_every_steps", "data.cache", "data.cache_budget_gb",
-           "data.private_threadpool_size"}
+           "data.private_threadpool_size", "train.keras_progress", "train.jit_compile",
+           "train.steps_per_execution", "train.inter_op_threads", "train.intra_op_threads",
+           "data.cache_layout"}
 
 
 @dataclasses.dataclass
@@ -115,7 +118,7 @@ def inspect(cfg: Config) -> State:
     except ValueError as e:
         raise RunDirError(f"{path} is not valid JSON ({e}): pass --overwrite to start "
                           "fresh or choose another --model_dir") from e
-    diffs = config_differences(old, cfg.to_dict())
+    diffs = config_differences(config_upgrade(old), cfg.to_dict())
     if diffs:
         raise RunDirError(
             f"{model_dir} holds a run with other settings ({'; '.join(diffs)}): use the "

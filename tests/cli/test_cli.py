@@ -3,12 +3,14 @@ import together, expected failures are one `error:` line, and TensorFlow's C++ s
 noise stays out of the console."""
 import importlib
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 from absl import flags
 
+from leukemia_tf import config as C
 from leukemia_tf.cli import common
 from tests.helpers import REPO
 
@@ -18,7 +20,8 @@ BIN = os.path.dirname(sys.executable)
 ENTRY_POINTS = {
     "train": ("leukemia-train", "-m leukemia_tf.train",
               ["records_dir", "model_dir", "model", "epochs", "batch_size", "image_size",
-               "strategy", "mixed_precision", "learning_rate", "cache"]),
+               "strategy", "mixed_precision", "learning_rate", "cache", "split", "progress",
+               "preset"]),
     "evaluate": ("leukemia-evaluate", "-m leukemia_tf.evaluate",
                  ["model_dir", "records_dir", "split", "tta", "threshold"]),
     "predict": ("leukemia-predict", "-m leukemia_tf.predict",
@@ -114,3 +117,206 @@ def test_expected_failure_is_one_error_line_without_cpp_noise(tmp_path):
     assert len(errors) == 1, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
     assert "cudart_stub" not in r.stderr and "cuInit" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- flags -> config
+ROOTS = ("train", "evaluate", "predict", "convert", "synthetic", "crossval")
+
+
+def _parse(module, *args):
+    cli = importlib.import_module(f"leukemia_tf.cli.{module}")
+    fv = flags.FlagValues()
+    cli.define_flags(fv)
+    common.parse(fv, [cli.COMMAND.script, *args])
+    return cli.config_from_flags(fv)
+
+
+def _train(*args):
+    return _parse("train", "--records_dir=R", "--model_dir=M", *args)
+
+
+@pytest.mark.parametrize("module", ROOTS)
+def test_every_short_flag_names_a_setting_of_its_root(module):
+    """One table per command; each entry a real dotted setting (or a derived flag)."""
+    cmd = importlib.import_module(f"leukemia_tf.cli.{module}").COMMAND
+    known = C.fields(type(cmd.base()))
+    for name, alias in cmd.aliases.items():
+        assert alias.derive is not None or alias.path in known, (module, name, alias.path)
+        assert alias.group in common.GROUPS, (module, name)
+
+
+def test_short_flags_and_dotted_overrides_reach_one_home():
+    cfg = _train("--model=seed_cnn", "--image_size=96", "--epochs=3", "--train_folds=0,1",
+                 "--split=fold2", "--noaugment", "--mixed_precision=mixed_float16",
+                 "--seed=5", "--deterministic")
+    assert cfg.model.name == "seed_cnn" and cfg.data.image_size == 96
+    assert cfg.data.train_folds == (0, 1) and cfg.data.val_split == "fold2"
+    assert cfg.train.epochs == 3 and cfg.model.augment.enabled is False
+    assert cfg.train.mixed_precision == "mixed_float16"
+    assert (cfg.data.seed, cfg.data.deterministic) == (5, True)
+    assert (cfg.data.records_dir, cfg.train.model_dir) == ("R", "M")
+    # A dotted override wins over the short flag of the same setting.
+    cfg = _train("--epochs=3", "--config.train.epochs=4", "--config.model.augment.zoom=0.1")
+    assert cfg.train.epochs == 4 and cfg.model.augment.zoom == 0.1
+
+
+def test_defaults_equal_the_default_preset_and_presets_keep_their_values():
+    assert _train() == C.replace(C.preset("default"), data={"records_dir": "R"},
+                                 train={"model_dir": "M"})
+    seed = _train("--preset=seed_cnn")
+    assert seed == C.replace(C.preset("seed_cnn"), data={"records_dir": "R"},
+                             train={"model_dir": "M"})
+    cfg = _train("--preset=seed_cnn", "--epochs=7", "--l2=0.001")
+    assert cfg.train.epochs == 7 and cfg.model.l2 == 0.001 and cfg.train.optimizer == "adam"
+
+
+def test_derived_flags_and_deprecated_alias(capsys):
+    cfg = _train("--color_jitter=2", "--progress=bar")
+    assert cfg.model.augment.brightness == 2 * C.AugmentConfig().brightness
+    assert cfg.model.augment.hue == 2 * C.AugmentConfig().hue and cfg.train.verbose == 1
+    assert _train("--verbose=0").train.verbose == 0
+    cfg = _train("--val_split=fold1", "--train_folds=0,2")
+    assert cfg.data.val_split == "fold1"
+    err = capsys.readouterr().err
+    assert err.strip() == "note: --val_split is deprecated; use --split", err
+
+
+def test_flagfile_holds_short_and_dotted_flags(tmp_path):
+    f = tmp_path / "run.flags"
+    f.write_text("--epochs=9\n--batch_size=16\n--config.train.learning_rate=0.01\n")
+    cfg = _train(f"--flagfile={f}")
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate) == (9, 16, 0.01)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs=0"], "--epochs must be at least 1, not 0"),
+    (["--config.train.epochz=3"],
+     "unknown setting --config.train.epochz (did you mean --config.train.epochs"),
+    (["--config.train.warmup_epochs=-1"], "--warmup_epochs must be at least 0, not -1.0"),
+    (["--config.data.train_folds"], "--config.data.train_folds needs a value"),
+])
+def test_config_errors_name_the_flag(args, message):
+    with pytest.raises(C.ConfigError) as e:
+        _train(*args)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_other_commands_map_flags_generically():
+    ev = _parse("evaluate", "--model_dir=M", "--records_dir=R", "--split=fold1",
+                "--tta=flips", "--config.batch_size=8")
+    assert (ev.model_dir, ev.split, ev.tta, ev.batch_size) == ("M", "fold1", "flips", 8)
+    pr = _parse("predict", "--model_dir=M", "--input=a.bmp,b.bmp", "--output=o.csv")
+    assert pr.input == ("a.bmp", "b.bmp") and pr.split == "test"
+    cv = _parse("crossval", "--records_dir=R", "--out_dir=O", "--epochs=2", "--width=8",
+                "--config.run.train.warmup_epochs=0")
+    assert cv.run.data.records_dir == "R" and cv.run.train.epochs == 2
+    assert cv.run.model.width == 8 and cv.run.train.warmup_epochs == 0
+    syn = _parse("synthetic", "--output_dir=O", "--full", "--train_per_fold_all=5")
+    assert syn.tree.train_all == (5, 5, 5) and syn.tree.num_duplicates == 71
+    conv = _parse("convert", "--output_dir=O", "--verify", "--encoding=raw")
+    assert conv.verify and conv.conversion.encoding == "raw"
+
+
+def test_model_help_lists_the_registry_names():
+    fv = flags.FlagValues()
+    importlib.import_module("leukemia_tf.cli.train").define_flags(fv)
+    from leukemia_tf.model import registry
+    assert list(fv["model"].parser.enum_values) == list(registry.MODELS)
+
+
+# ---------------------------------------------------------------- fail fast, no TensorFlow
+_PROBE = """
+import builtins, sys
+seen = []
+real_print = builtins.print
+def watching_print(*args, **kw):  # the moment an error line is printed
+    if args and str(args[0]).startswith("error:"):
+        seen.append("tensorflow" in sys.modules)
+    real_print(*args, **kw)
+builtins.print = watching_print
+import importlib
+cli = importlib.import_module("leukemia_tf.cli." + sys.argv[1])
+sys.argv = [cli.COMMAND.script] + sys.argv[2:]
+try:
+    cli.console_main()
+except SystemExit as e:
+    real_print("exit", e.code, "raised", seen, "tf", "tensorflow" in sys.modules)
+"""
+
+
+def _probe(module, *args):
+    r = _run([sys.executable, "-c", _PROBE, module, *args])
+    return r.stdout.strip().splitlines()[-1], r.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize("module,args,expected", [
+    ("train", ["--records_dir={rec}", "--model_dir={tmp}/m", "--epochs=0"],
+     "error: --epochs must be at least 1, not 0"),
+    ("train", ["--records_dir={rec}"],
+     "error: --model_dir is required (see leukemia-train --help)"),
+    ("train", ["--records_dir={rec}", "--model_dir={tmp}/m", "--train_folds=0,3"],
+     "error: --train_folds: there is no fold 3 in {rec} (folds: 0, 1, 2)"),
+    ("evaluate", ["--model_dir={tmp}", "--records_dir={rec}", "--split=valid"],
+     "error: --split=valid is not a split this command takes: one of validation (the "
+     "labeled set), fold<k> (training fold k: 0, 1, 2)"),
+    ("predict", ["--model_dir={tmp}", "--input={rec}", "--output={tmp}/p.csv",
+                 "--split=fold9"], "error: --split=fold9: there is no fold 9 in {rec}"),
+    ("crossval", ["--records_dir={rec}", "--out_dir={tmp}/cv", "--models=vgg"],
+     "error: --models: no model vgg; models: seed_cnn, resnet_small"),
+])
+def test_bad_flags_fail_in_one_line_before_tensorflow(records_dir, tmp_path, module, args,
+                                                      expected):
+    args = [a.format(rec=records_dir, tmp=tmp_path) for a in args]
+    last, err = _probe(module, *args)
+    assert last == "exit 1 raised [False] tf False", (last, err)
+    assert len(err) == 1 and err[0].startswith(expected.format(rec=records_dir)), err
+    assert not (tmp_path / "m").exists()
+
+
+def test_split_error_of_train_lists_cv(records_dir, tmp_path):
+    last, err = _probe("train", f"--records_dir={records_dir}", f"--model_dir={tmp_path}/m",
+                       "--split=valid")
+    assert last.startswith("exit 1") and err[-1].endswith(
+        "cv (the held-out --cv_fold of the training folds)"), err
+
+
+def test_unknown_flag_is_one_line_without_help(tmp_path):
+    last, err = _probe("evaluate", "--spilt=fold1")
+    assert last == "exit 1 raised [False] tf False", last
+    assert err == ["error: Unknown command line flag 'spilt'. Did you mean: split ? "
+                   "(see leukemia-evaluate --help)"], err
+
+
+# ---------------------------------------------------------------- help and usage
+def test_help_is_grouped_marks_required_and_names_the_console_script():
+    r = _run([sys.executable, "-m", "leukemia_tf.train", "--help"])
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "usage: leukemia-train --records_dir=DIR --model_dir=DIR" in out
+    assert "python -m" not in out.split("usage:")[1]
+    heads = [line for line in out.splitlines() if line.endswith(":") and " " not in line]
+    assert heads[:5] == ["data:", "model:", "optimisation:", "distribution:", "output:"], heads
+    assert re.search(r"--records_dir +\(required\)", out) and re.search(
+        r"--model_dir +\(required\)", out)
+    assert "--config.<path>=VALUE     e.g. --config.data.image_size=224" in out
+    assert len(out.splitlines()) < 130
+
+
+def test_bench_without_a_subcommand_prints_a_short_usage():
+    r = _run([os.path.join(BIN, "leukemia-bench")]
+             if os.path.exists(os.path.join(BIN, "leukemia-bench")) else
+             [sys.executable, "tools/benchmark.py"])
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.strip().splitlines() if "oneDNN" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error: usage: leukemia-bench <"), lines
+    assert not r.stdout.strip(), r.stdout
+
+
+def test_console_log_lines_have_no_absl_prefix():
+    import logging
+    fmt = common.PlainFormatter("%(message)s")
+    info = logging.LogRecord("leukemia_tf.training", logging.INFO, "loop.py", 236,
+                             "epoch 1/3", None, None)
+    warn = logging.LogRecord("leukemia_tf.training", logging.WARNING, "loop.py", 236,
+                             "slow", None, None)
+    assert fmt.format(info) == "epoch 1/3" and fmt.format(warn) == "WARNING: slow"

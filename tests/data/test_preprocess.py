@@ -107,8 +107,8 @@ def served(tmp_path_factory):
         convert.convert(convert.ConvertConfig(tree, recs[stored], image_size=stored,
                                               num_shards=1, num_workers=1, progress=False))
     keras.utils.set_random_seed(1)
-    model = build_model(ModelConfig(name="seed_cnn", image_size=SIZE,
-                                    augment=AugmentConfig(enabled=True)))
+    model = build_model(ModelConfig(name="seed_cnn", augment=AugmentConfig(enabled=True)),
+                        SIZE)
     md = str(root / "model")
     export.export_model(model, md, SPEC)
     return {"tree": tree, "files": files, "records": recs, "model_dir": md,
@@ -135,7 +135,7 @@ def test_same_probability_through_files_records_and_raw_signature(served):
     assert abs(other - reference) > 1e-4, "the model must be sensitive to preprocessing"
 
     table, errors = prediction.predict(served["model_dir"], list(served["files"].values()))
-    assert errors == [] and list(table.columns) == ["file", "probability", "label", "path"]
+    assert errors == [] and list(table.columns) == ["file", "probability", "prediction", "path"]
     np.testing.assert_allclose(table["probability"], [reference] * 3, atol=1e-5)
     for stored, rec in served["records"].items():
         table, errors = prediction.predict(served["model_dir"], [rec], split="test")
@@ -231,7 +231,7 @@ def test_keras_file_with_cell_normalisation_loads_in_plain_tf_keras(tmp_path):
     of such a model loads with safe_mode=True in a Python that never imports this
     package, and predicts what the in-memory model predicts."""
     keras.utils.set_random_seed(2)
-    model = build_model(ModelConfig(name="seed_cnn", image_size=SIZE, normalize="per_image"))
+    model = build_model(ModelConfig(name="seed_cnn", normalize="per_image"), SIZE)
     export.export_model(model, str(tmp_path), SPEC)
     x = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
     x[:, :8] = 0  # some black canvas, as in a real cell image

@@ -18,8 +18,8 @@ def trained_dirs(tmp_path, count=2, size=32):
     """Model dirs of tiny models with different random weights (different outputs)."""
     dirs = []
     for i in range(count):
-        model = build_model(ModelConfig(image_size=size, width=4, dropout=0.0,
-                                        augment=AugmentConfig(enabled=False)))
+        model = build_model(ModelConfig(width=4, dropout=0.0,
+                                        augment=AugmentConfig(enabled=False)), size)
         # A training step moves BatchNorm off its identity so the members disagree.
         model.compile(optimizer="adam", loss="binary_crossentropy")
         labels = np.array([[0], [1], [1], [i % 2]], np.float32)
@@ -80,8 +80,8 @@ def test_evaluate_and_predict_take_several_model_dirs(records_dir, tmp_path):
     spec = pipeline.records_spec(pipeline.load(records_dir), 48)
     dirs = []
     for i in range(2):
-        model = build_model(ModelConfig(image_size=48, width=4, dropout=0.0,
-                                        normalize="none", augment=AugmentConfig(enabled=False)))
+        model = build_model(ModelConfig(width=4, dropout=0.0, normalize="none",
+                                        augment=AugmentConfig(enabled=False)), 48)
         model.compile(optimizer="adam", loss="binary_crossentropy")
         model.train_on_batch(uint8_batch(4, 48, seed=i), np.array([[0], [1], [1], [i]], "f"))
         dirs.append(str(tmp_path / f"m{i}"))

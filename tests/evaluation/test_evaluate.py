@@ -60,7 +60,7 @@ def test_evaluate_scores_every_image_once_and_writes_outputs(model_dir, records_
     assert per_patient.images.sum() == 10
     assert list(per_patient.accuracy) == sorted(per_patient.accuracy)
     text = _report(m["report"])
-    assert f"| ROC AUC (exact, sklearn) | {m['roc_auc']:.4f} |" in text
+    assert f"| ROC AUC (exact, sklearn) | {m['roc_auc']:.4f} [" in text  # with its interval
     for png in ("training_curves.png", "confusion_matrix.png", "roc_pr.png"):
         assert os.path.getsize(os.path.join(out, png)) > 1000
     linked = check_links(m["report"])
@@ -102,8 +102,11 @@ def test_each_evaluation_keeps_its_own_folder(model_dir, records_dir, validation
     assert [os.path.basename(m["eval_dir"]) for m in (first, fold2, tta)] == [
         "validation", "fold2", "validation-dihedral8"]
     assert os.path.exists(first["report"])            # fold2 did not erase validation
-    assert fold2["split_role"] == "held-out" and fold2["warnings"] == []
-    assert "**Warning:**" not in _report(fold2["report"])
+    assert fold2["split_role"] == "held-out"
+    assert fold2["warnings"] == fold2["small_n_warnings"]  # 16 images: no role warning
+    banners = [line for line in _report(fold2["report"]).splitlines()
+               if line.startswith("> **Warning:**")]
+    assert len(banners) == 1 and "small N" in banners[0]  # no split-role banner
     assert fold2["fold"] == 2 and tta["tta"] == "dihedral8" and tta["num_examples"] == 10
     index = os.path.join(model_dir, "eval", "index.md")
     linked = check_links(index)
@@ -210,8 +213,8 @@ def test_predict_folder_with_a_corrupt_file(model_dir, tmp_path):
     assert [e["file"] for e in errors] == ["7.bmp"] and "BMP" in errors[0]["reason"]
     assert list(table.file) == [f"{i}.bmp" for i in range(1, 12) if i != 7] + ["12.png"]
     assert table.probability.between(0, 1).all()
-    assert set(table.label) <= {0, 1}
-    assert (table.label == (table.probability >= 0.5)).all()
+    assert set(table.prediction) <= {0, 1}
+    assert (table.prediction == (table.probability >= 0.5)).all()
 
 
 def test_predict_records_matches_files(model_dir, records_dir, tmp_path):
@@ -226,7 +229,7 @@ def test_predict_records_matches_files(model_dir, records_dir, tmp_path):
     assert list(from_files.columns) == list(from_records.columns) == list(prediction.COLUMNS)
     np.testing.assert_allclose(from_files.probability, from_records.probability, atol=1e-5)
     assert from_files.probability.std() > 0  # three different cells, not a constant
-    assert list(from_files.label) == list(from_records.label)
+    assert list(from_files.prediction) == list(from_records.prediction)
 
 
 def test_predict_cli(model_dir, records_dir, tmp_path):
@@ -241,12 +244,13 @@ def test_predict_cli(model_dir, records_dir, tmp_path):
                        text=True, env=dict(os.environ, PYTHONPATH=repo), timeout=200)
     assert r.returncode == 0, r.stderr[-2000:]
     table = pd.read_csv(out)
-    assert list(table.columns) == ["file", "probability", "label", "path"] and len(table) == 3
+    assert list(table.columns) == ["file", "probability", "prediction", "path"]
+    assert len(table) == 3
     assert not stale.exists(), "a stale errors file from an earlier run was left"
 
 
 def test_write_outputs_errors_file_belongs_to_its_run(tmp_path):
-    table = pd.DataFrame({"file": ["1.bmp"], "probability": [0.7], "label": [1],
+    table = pd.DataFrame({"file": ["1.bmp"], "probability": [0.7], "prediction": [1],
                           "path": ["a/1.bmp"]})
     out = str(tmp_path / "p.csv")
     errors = [{"file": "7.bmp", "path": "a/7.bmp", "reason": "corrupt BMP"}]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from leukemia_tf import models
+from leukemia_tf.model import registry as models
 from leukemia_tf.config import ModelConfig
 from leukemia_tf.evaluation import neighbours
 
@@ -62,8 +62,8 @@ def test_groups_keep_votes_within_a_patient():
 
 @pytest.mark.parametrize("name,size,width", [("resnet_small", 32, 32), ("seed_cnn", 46, 512)])
 def test_penultimate_model_matches_the_classifier(name, size, width):
-    cfg = ModelConfig(name=name, image_size=size, width=4)
-    model = models.build_model(cfg)
+    cfg = ModelConfig(name=name, width=4)
+    model = models.build_model(cfg, size)
     images = np.random.default_rng(0).integers(0, 256, (5, size, size, 3), dtype=np.uint8)
     feats, probs = neighbours.predict_features(model, images, batch_size=2)
     assert feats.shape == (5, width) and feats.dtype == np.float32

@@ -102,8 +102,8 @@ def test_adapt_bn_patient_warns_about_single_class_patients(model_dir, records_d
 
 def test_adapt_bn_refuses_a_model_without_batch_norm(records_dir, tmp_path):
     from leukemia_tf.model import export, registry
-    model = registry.build_model(C.ModelConfig(name="seed_cnn", image_size=48, width=4,
-                                               augment=C.AugmentConfig(enabled=False)))
+    model = registry.build_model(C.ModelConfig(name="seed_cnn", width=4,
+                                               augment=C.AugmentConfig(enabled=False)), 48)
     export.export_model(model, str(tmp_path / "nobn"))
     with pytest.raises(UserError, match="no BatchNormalization"):
         _eval(str(tmp_path / "nobn"), records_dir, tmp_path / "out", adapt_bn="set",

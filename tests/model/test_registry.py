@@ -18,8 +18,12 @@ SIZES = {"seed_cnn": 48, "resnet_small": 32, "efficientnetv2_b0": 32, "resnet50"
 
 
 def tiny(name="resnet_small", **kwargs):
-    return ModelConfig(name=name, image_size=kwargs.pop("image_size", SIZES[name]), width=8,
-                       **kwargs)
+    return ModelConfig(name=name, width=8, **kwargs)
+
+
+def build(cfg, size=None):
+    """build_model at the smallest size the model accepts (or `size`)."""
+    return build_model(cfg, size or SIZES[cfg.name])
 
 
 def uint8_batch(n, size, seed=0):
@@ -38,12 +42,12 @@ def policy(request):
 def test_registry_is_complete():
     assert set(MODELS) == {"seed_cnn", "resnet_small", "efficientnetv2_b0", "resnet50"}
     with pytest.raises(ValueError, match="resnet_small"):
-        build_model(ModelConfig(name="vgg"))
+        build_model(ModelConfig(name="vgg"), 32)
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_model_maps_uint8_to_probability(name):
-    model = build_model(tiny(name))
+    model = build(tiny(name))
     assert model.input.dtype == tf.uint8 and model.input.name == "image"
     out = model(uint8_batch(2, SIZES[name]), training=False)
     assert out.dtype == tf.float32 and out.shape == (2, 1)
@@ -52,7 +56,7 @@ def test_model_maps_uint8_to_probability(name):
 
 
 def test_seed_cnn_matches_the_seed_notebook():
-    model = build_model(ModelConfig(name="seed_cnn", image_size=224))
+    model = build_model(ModelConfig(name="seed_cnn"), 224)
     kinds = [type(layer).__name__ for layer in model.layers
              if not layer.name.startswith("normalize")]  # per-image normalisation first
     start = kinds.index("Conv2D")
@@ -75,14 +79,14 @@ def test_seed_cnn_matches_the_seed_notebook():
 
 @pytest.mark.parametrize("name", ["seed_cnn", "resnet_small"])
 def test_l1_l2_regularisation_adds_losses(name):
-    assert not build_model(tiny(name)).losses
-    model = build_model(tiny(name, l1=1e-4, l2=1e-3))
+    assert not build(tiny(name)).losses
+    model = build(tiny(name, l1=1e-4, l2=1e-3))
     assert model.losses and float(tf.add_n(model.losses)) > 0
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
 def test_mixed_float16_convs_in_half_output_float32(policy):
-    model = build_model(tiny("resnet_small"))
+    model = build(tiny("resnet_small"))
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
              and not layer.name.startswith("normalize")]  # its float32 channel pickers
     assert convs and all(c.compute_dtype == "float16" for c in convs)
@@ -92,7 +96,7 @@ def test_mixed_float16_convs_in_half_output_float32(policy):
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16"], indirect=True)
 def test_mixed_bfloat16_train_step_on_cpu(policy):
-    model = build_model(tiny("resnet_small"))
+    model = build(tiny("resnet_small"))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     labels = np.array([[0.0], [1.0], [1.0], [0.0]], np.float32)
     loss = model.train_on_batch(uint8_batch(4, 32), labels)
@@ -150,7 +154,7 @@ def test_augmentation_inside_tf_function():
 
 
 def test_model_augments_only_in_training():
-    model = build_model(tiny("resnet_small"))
+    model = build(tiny("resnet_small"))
     pixels = keras.Model(model.input, model.get_layer("augment").output)
     images = uint8_batch(4, 32)
     np.testing.assert_allclose(pixels(images, training=False).numpy(), images / 255, atol=1e-6)
@@ -192,7 +196,7 @@ def test_rotation_fills_corners_black():
 # --- export -----------------------------------------------------------------------------
 
 def test_export_round_trip_predictions_match(tmp_path):
-    model = build_model(tiny("resnet_small"))
+    model = build(tiny("resnet_small"))
     # One training step so BatchNorm statistics differ from their initial values.
     model.compile(optimizer="adam", loss="binary_crossentropy")
     model.train_on_batch(uint8_batch(4, 32, seed=1), np.array([[0], [1], [1], [0]], np.float32))
@@ -226,7 +230,7 @@ def test_export_round_trip_predictions_match(tmp_path):
         predictor(images.astype(np.float32))
 
     # cfg.weights as a path (here a model dir) restores the same network.
-    again = build_model(dataclasses.replace(tiny("resnet_small"), weights=str(tmp_path)))
+    again = build(dataclasses.replace(tiny("resnet_small"), weights=str(tmp_path)))
     np.testing.assert_allclose(again(images, training=False).numpy().reshape(-1), expected,
                                atol=1e-5)
 
@@ -257,7 +261,7 @@ def test_caffe_preprocess_is_one_standard_layer():
 
 def test_exported_keras_model_has_no_augmentation_layer(tmp_path):
     from leukemia_tf.model.augment import Augmentation
-    model = build_model(tiny("resnet_small", augment=AugmentConfig(zoom=0.1)))
+    model = build(tiny("resnet_small", augment=AugmentConfig(zoom=0.1)))
     assert any(isinstance(layer, Augmentation) for layer in model.layers)
     export_model(model, str(tmp_path))
     reloaded = keras.models.load_model(str(tmp_path / "model.keras"), safe_mode=True)
@@ -323,9 +327,9 @@ def test_cell_normalisation_statistics(mode):
 
 
 def test_model_inference_ignores_stain_augmentation_and_normalises(tmp_path):
-    plain = build_model(tiny("resnet_small", normalize="per_image"))
-    jittered = build_model(tiny("resnet_small", normalize="per_image",
-                                augment=AugmentConfig(stain=0.2)))
+    plain = build(tiny("resnet_small", normalize="per_image"))
+    jittered = build(tiny("resnet_small", normalize="per_image",
+                          augment=AugmentConfig(stain=0.2)))
     jittered.set_weights(plain.get_weights())
     images = uint8_batch(3, 32, seed=5)
     np.testing.assert_array_equal(jittered(images, training=False).numpy(),
@@ -337,7 +341,7 @@ def test_model_inference_ignores_stain_augmentation_and_normalises(tmp_path):
     for source in (str(tmp_path / "model.keras"), str(tmp_path / "export")):
         np.testing.assert_allclose(load_model(source)(images), expected, atol=1e-5)
     # Pretrained backbones keep their own input scaling: no normalisation layer.
-    backbone = build_model(tiny("resnet50", normalize="per_image"))
+    backbone = build(tiny("resnet50", normalize="per_image"))
     assert not [layer.name for layer in backbone.layers if layer.name.startswith("normalize")]
 
 

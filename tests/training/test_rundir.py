@@ -62,8 +62,8 @@ def finished(_finished_once, tmp_path):
 def test_finished_dir_other_settings_refused_same_settings_not_retrained(finished, tmp_path):
     cfg, md = finished
     before = _snapshot(md)
-    other = C.replace(cfg, train={"learning_rate": 1e-5, "seed": 7})
-    with pytest.raises(training.RunDirError, match=r"train\.learning_rate.*train\.seed"):
+    other = C.replace(cfg, train={"learning_rate": 1e-5}, data={"seed": 7})
+    with pytest.raises(training.RunDirError, match=r"data\.seed.*train\.learning_rate"):
         training.run(other)
     with pytest.raises(training.RunDirError, match=r"model\.name: \"resnet_small\""):
         training.run(C.replace(cfg, model={"name": "seed_cnn"}))
@@ -83,7 +83,7 @@ def test_overwrite_starts_fresh_and_keeps_foreign_files(finished):
     (md / "eval").mkdir()
     (md / "eval" / "metrics.json").write_text("{}")
     old_model = (md / "model.keras").read_bytes()
-    other = C.replace(cfg, train={"learning_rate": 1e-2, "seed": 7, "overwrite": True})
+    other = C.replace(cfg, train={"learning_rate": 1e-2, "overwrite": True}, data={"seed": 7})
     summary = training.run(other)
     assert summary["status"] == "ok" and summary["first_epoch"] == 1
     assert (md / "notes.txt").read_text() == "mine"
@@ -149,7 +149,7 @@ def test_failed_start_writes_nothing(finished, records_dir, tmp_path):
         training.run(_quick(records_dir, fresh, batch_size=-8))
     # A model that fails to build (seed_cnn needs 46 px or more) writes nothing either.
     small = C.replace(_quick(records_dir, fresh), data={"image_size": 32},
-                      model={"name": "seed_cnn", "image_size": 32})
+                      model={"name": "seed_cnn"})
     with pytest.raises(ValueError, match="seed_cnn needs image_size"):
         training.run(small)
     assert not fresh.exists()

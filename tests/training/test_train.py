@@ -92,7 +92,7 @@ def test_weighted_f1_metric_matches_sklearn():
 
 def _compiled(strategy, cfg):
     with strategy.scope():
-        model = models.build_model(cfg.model)
+        model = models.build_model(cfg.model, cfg.data.image_size)
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
     return model
 
@@ -128,7 +128,7 @@ def test_run_mirrored_strategy(records_dir, tmp_path):
 def test_mixed_float16_layers_output_and_loss_scaling(records_dir, tmp_path):
     cfg = tiny_config(records_dir, tmp_path, mixed_precision="mixed_float16")
     keras.mixed_precision.set_global_policy("mixed_float16")
-    model = models.build_model(cfg.model)
+    model = models.build_model(cfg.model, cfg.data.image_size)
     opt = training.make_optimizer(cfg, 10, "mixed_float16")
     assert isinstance(opt, keras.mixed_precision.LossScaleOptimizer) and opt.dynamic
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
