@@ -272,10 +272,12 @@ def test_evaluate_flags_reach_the_config():
     from leukemia_tf.cli import evaluate as cli
     fv = flags.FlagValues()
     cli.define_flags(fv)
-    fv(["x", "--adapt_bn=patient", "--calibrate=fold2", "--neighbour_vote=5",
-        "--noshortcut_probe"])
-    assert (fv.adapt_bn, fv.calibrate, fv.neighbour_vote, fv.shortcut_probe) == (
+    fv(["x", "--model_dir=m", "--records_dir=r", "--adapt_bn=patient", "--calibrate=fold2",
+        "--neighbour_vote=5", "--noshortcut_probe"])
+    cfg = cli.config_from_flags(fv)
+    assert (cfg.adapt_bn, cfg.calibrate, cfg.neighbour_vote, cfg.shortcut_probe) == (
         "patient", "fold2", 5, False)
+    assert options.from_config(cfg).needs_network
 
 
 def test_calibration_json_belongs_to_the_run(tmp_path):
