@@ -178,6 +178,11 @@ class EvalConfig:
     out_dir: str = ""              # root of the evaluation folders; default <run dir>/eval
     progress: bool = False
     trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
+    # Inference options (evaluation/options.py): all off except the shortcut probe.
+    adapt_bn: str = _field("none", choices=("none", "set", "patient"))  # transductive
+    calibrate: str = "none"        # none | run | <split>: temperature scaling
+    neighbour_vote: int = _field(0, minimum=0)   # k nearest scored cells; transductive
+    shortcut_probe: bool = True    # hand-feature baseline fitted on the training cells
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +196,9 @@ class PredictConfig:
     threshold: float = 0.5
     batch_size: int = _field(64, minimum=1)
     trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
+    adapt_bn: str = _field("none", choices=("none", "set", "patient"))
+    calibrate: str = _field("none", choices=("none", "run"))
+    neighbour_vote: int = _field(0, minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
   leukemia-evaluate --model_dir=M --records_dir=R [--split=validation|fold<k>]
       [--tta=none|flips|dihedral8] [--threshold=0.5|youden|f1] [--allow_biased_threshold]
+      [--adapt_bn=none|set|patient] [--calibrate=none|run|<split>] [--neighbour_vote=k]
+      [--noshortcut_probe]
 
 Writes one folder per evaluation, <model_dir>/eval/<split>[-<tta>][-thr_<how>]/:
 metrics.json, predictions.csv (`label` the truth, `prediction` the predicted class),
-per_patient.csv, plots, report.md; and updates <model_dir>/eval/index.md, which lists
+per_patient.csv, patients.csv, plots, report.md; and updates <model_dir>/eval/index.md, which lists
 every evaluation of the model. Flags, paths and split names are checked before
 TensorFlow loads.
 """
@@ -43,6 +45,16 @@ ALIASES = {
                            "model"),
     "out_dir": A("out_dir", "Root of the evaluation folders (default <model_dir>/eval); "
                  "each evaluation writes <out_dir>/<name>/.", "output"),
+    "adapt_bn": A("adapt_bn", "Test-time BN adaptation on the scored cells (transductive): "
+                  "set (all of them) or patient (each patient's).", "model"),
+    "calibrate": A("calibrate", "none | run (the run's calibration.json) | <split>: a "
+                   "temperature fitted on that labeled split, applied to the scores.", "model"),
+    "neighbour_vote": A("neighbour_vote", "k > 0: each cell takes the mean probability of its "
+                        "k nearest scored cells in penultimate features (transductive).",
+                        "model"),
+    "shortcut_probe": A("shortcut_probe", "Score a hand-feature baseline fitted on the "
+                        "training cells beside the CNN (reads the training images once).",
+                        "output"),
 }
 
 COMMAND = common.Command(

@@ -10,7 +10,9 @@ of any size are made into model input by leukemia_tf/data/preprocess.py with the
 own preprocessing.json (canvas: centre crop / black pad, never stretched; then the
 training resize). Files that cannot be read are reported by name (stderr and
 <output>.errors.csv; a stale one from an earlier run is removed); the rest are still
-predicted. Flags and paths are checked before TensorFlow loads.
+predicted. When every file name carries its patient (UID_<patient>_...), the
+patient-level calls go to <output>.patients.csv. Flags and paths are checked before
+TensorFlow loads.
 """
 import sys
 
@@ -43,6 +45,13 @@ ALIASES = {
                            "model"),
     "output": A("output", "CSV to write (columns: file, probability, prediction, path).",
                 "output", required=True),
+    "adapt_bn": A("adapt_bn", "Test-time BN adaptation on the predicted cells "
+                  "(transductive); patient: ids from UID_<patient>_ file names.", "model"),
+    "calibrate": A("calibrate", "run: apply the temperature the training run stored "
+                   "(calibration.json) to the probabilities.", "model"),
+    "neighbour_vote": A("neighbour_vote", "k > 0: each cell takes the mean probability of its "
+                        "k nearest predicted cells in penultimate features (transductive).",
+                        "model"),
 }
 
 COMMAND = common.Command(
@@ -80,16 +89,19 @@ def main(argv):
     cfg = config_from_flags(FLAGS)
     check_inputs(cfg)
     common.import_tensorflow_quietly()
-    from leukemia_tf.evaluation import predict as prediction
+    from leukemia_tf.evaluation import options, options_report, predict as prediction
     prediction.check_output(cfg.output)
     try:
         table, errors = prediction.predict(
             cfg.model_dir, list(cfg.input), split=cfg.split, tta=cfg.tta,
             threshold=cfg.threshold, batch_size=cfg.batch_size,
-            trust_saved_model=cfg.trust_saved_model)
+            trust_saved_model=cfg.trust_saved_model, opts=options.from_config(cfg))
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
     path = prediction.write_outputs(table, errors, cfg.output)
+    by_patient = options_report.write_patient_csv(table, cfg.threshold, cfg.output)
+    if by_patient:
+        print(f"per-patient calls -> {by_patient}")
     print(f"{len(table)} predictions ({int(table['prediction'].sum())} ALL) -> {cfg.output}")
     for e in errors:
         print(f"could not predict {e['file']}: {e['reason']}", file=sys.stderr)

@@ -25,6 +25,7 @@ from leukemia_tf.data import duplicates, pipeline, preprocess
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import ensemble, metrics, plots, report, scoring, split_roles
 from leukemia_tf.model import export
+from leukemia_tf.evaluation import options, options_report
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,10 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
     else:
         threshold = metrics.choose_threshold(None, None, cfg.threshold)
 
+    scores, notes, option_metrics = options.apply_inference_options(
+        predictor, scores, cfg, trained, manifest, sel, threshold)
     result = metrics.classification_metrics(scores["label"], scores["probability"], threshold)
+    result.update(option_metrics, option_notes=notes)
     train_folds = trained[0].train_folds if len(trained) == 1 else None
     banner = split_roles.banner(cfg.split, role, train_folds)
     t_role = split_role(threshold_split, trained) if threshold_split else None
@@ -206,7 +210,8 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
     threshold = result["threshold"]
     scores = scores.assign(file=scores["source_path"].map(io.basename),
                            prediction=(scores["probability"] >= threshold).astype(int))
-    scores = scores[["source_path", "file", "patient_id", "label", "probability", "prediction"]]
+    scores = scores[["source_path", "file", "patient_id", "label", "probability", "prediction"]
+                    + [c for c in scores if c.startswith("probability_")]]
     patients = metrics.per_patient(scores)
     io.write_csv(io.join(out, "predictions.csv"), scores)
     io.write_csv(io.join(out, "per_patient.csv"), patients)
@@ -237,7 +242,9 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
     title = f"{name} on {cfg.split} ({result['split_role']})"
     path = report.write_report(out, result, patients, figures, title=title,
                                context=list(result["context"].items()), banners=warnings,
-                               extra_md=_files_section(result))
+                               extra_md=options_report.write(out, scores, result,
+                                                             result["option_notes"])
+                               + "\n\n" + _files_section(result))
     index = report.write_index(root)
     return {**result, "report": path, "index": index, "eval_dir": out, "warnings": warnings}
 

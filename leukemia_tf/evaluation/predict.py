@@ -139,7 +139,8 @@ def check_split(manifest: dict, records_dir: str, sel, split: str) -> None:
 
 
 def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
-            threshold: float = 0.5, batch_size: int = 64, trust_saved_model: bool = False
+            threshold: float = 0.5, batch_size: int = 64, trust_saved_model: bool = False,
+            opts=None
             ) -> Tuple[pd.DataFrame, list]:
     """Returns (table with COLUMNS, errors by file).
 
@@ -151,6 +152,7 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
       split: the records' split to predict (test, validation, fold<k>).
       trust_saved_model: allow a SavedModel (it runs its own graph; README "Trust
         boundary").
+      opts: evaluation.options.Options (BN adaptation, --calibrate=run, neighbour vote).
     """
     inputs = list(inputs)
     from_records = len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_lib.MANIFEST))
@@ -165,10 +167,27 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
         if not files:
             raise ValueError(f"no image files in {inputs}")
         table, errors = predict_files(predictor, files, tta, batch_size)
+    if opts is not None:
+        table = _apply_options(predictor, table, opts, inputs, split, tta, batch_size)
     table["prediction"] = (table["probability"] >= threshold).astype(int)
     order = sorted(range(len(table)), key=lambda i: natural_key(table["file"].iloc[i]))
     table = table.iloc[order].reset_index(drop=True)
     return table[list(COLUMNS)], errors
+
+
+def _apply_options(predictor, table, opts, inputs, split, tta, batch_size):
+    from leukemia_tf.evaluation import cells, options
+
+    def read_images():
+        if io.exists(io.join(inputs[0], manifest_lib.MANIFEST)):
+            manifest, sel = records_selection(inputs[0], split)
+            return cells.read_images(inputs[0], manifest, sel, predictor.image_size,
+                                     batch_size)
+        paths = list(table["path"])
+        return np.stack([load_image(p, predictor.spec) for p in paths]), paths
+    table, _ = options.apply_to_predictions(predictor, table, opts, read_images, tta,
+                                            batch_size)
+    return table
 
 
 def errors_path(output: str) -> str:

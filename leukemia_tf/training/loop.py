@@ -19,7 +19,7 @@ from leukemia_tf.data import duplicates
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data import pipeline
 from leukemia_tf.data.pipeline import parser, reader
-from leukemia_tf.evaluation import metrics, scoring
+from leukemia_tf.evaluation import metrics, scoring, stored_calibration
 from leukemia_tf.model import export, registry
 from leukemia_tf.training import callbacks as cb
 from leukemia_tf.training import distribution as dist
@@ -275,6 +275,8 @@ def _score(cfg: Config, data, plain, summary: dict) -> None:
     summary["weighted_f1"] = summary["validation"]["weighted_f1"]
     summary["validation_ci"] = metrics.confidence_intervals(
         scores["label"], scores["probability"], scores["patient_id"])
+    summary["calibration"] = stored_calibration.fit_and_store(
+        cfg.train.model_dir, scores, cfg.data.val_split)
     labeled = scores[scores["label"] >= 0].assign(
         prediction=lambda f: (f["probability"] >= 0.5).astype(int))
     if len(labeled):  # per held-out patient (grouped CV reports the worst one)

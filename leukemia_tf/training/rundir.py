@@ -53,10 +53,10 @@ BEST = "best"
 # these weights: a report of deleted weights next to new ones would be wrong, so
 # --overwrite removes it too.
 OWNED = (CONFIG, "history.csv", SUMMARY, "model.keras", "preprocessing.json", BEST, BACKUP,
-         "logs", "export", "eval")
+         "logs", "export", "eval", "calibration.json")
 # Fresh start of an unfinished run that has no backup: everything but its config (an
 # exported model stops it first: `_start_over`).
-PARTIAL = ("history.csv", SUMMARY, BEST, "logs", "eval")
+PARTIAL = ("history.csv", SUMMARY, BEST, "logs", "eval", "calibration.json")
 EXPORTED = ("model.keras", "export")
 # The one setting that may grow between a run and its continuation.
 EXTENDABLE = "train.epochs"
