@@ -26,7 +26,8 @@ import numpy as np
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from leukemia_tf.bench.rates import _run_config, time_batches
+from leukemia_tf import config as C
+from leukemia_tf.bench.rates import time_batches
 from leukemia_tf.data import manifest as manifest_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -65,7 +66,7 @@ def batch_cache_rate(records_dir: str, image_size: int, batch: int, min_batches:
     training records: one permutation per epoch, one gather per batch."""
     from leukemia_tf.data import batch_cache
     manifest = manifest_lib.load(records_dir)
-    cfg = _run_config(records_dir, image_size, batch)
+    cfg = C.Config(data=C.DataConfig(records_dir=records_dir, image_size=image_size))
     cached = batch_cache.decode_all(cfg, manifest_lib.Selection("train"), manifest)
     ds = batch_cache.batched_dataset(cached, batch, seed=0)
     out = time_batches(iter(ds), 2, min_batches, min_seconds)
