@@ -28,7 +28,7 @@ def records_for(tree: str, work_dir: str, text: str, image_size: int, workers: i
     key = hashlib.sha1(os.path.abspath(tree).encode()).hexdigest()[:8]
     name = f"{enc}{level if enc == 'png' else ''}" + (f"-{size}px" if size else "-originals")
     out = io.join(work_dir, f"records-{name}-{key}")
-    if not io.exists(io.join(out, convert.MANIFEST)):
+    if not io.exists(io.join(out, manifest_lib.MANIFEST)):
         convert.convert(convert.ConvertConfig(tree, out, encoding=enc, png_compression=level,
                                               image_size=size, num_workers=workers,
                                               progress=False))

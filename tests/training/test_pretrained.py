@@ -160,13 +160,13 @@ def test_multiplier_on_a_model_without_backbone_is_refused(records_dir, tmp_path
 
 # ------------------------------------------------------------------ the preset, end to end
 def test_preset_is_the_documented_recipe():
-    cfg = C.PRESETS["pretrained"]("R", "M")
+    cfg = C.preset("pretrained")
     assert (cfg.model.name, cfg.model.weights, cfg.model.normalize) == (
         "efficientnet_lite0", "imagenet", "none")
     assert cfg.model.freeze_backbone_bn and cfg.data.class_balance == "weights"
     assert cfg.train.freeze_backbone_epochs >= 1 and cfg.train.backbone_lr_multiplier == 0.1
     assert cfg.train.schedule == "cosine" and cfg.train.warmup_epochs > 0
-    assert "--preset=pretrained" in C.PRESETS["pretrained"].__doc__
+    assert "--preset=pretrained" in C.pretrained_preset.__doc__
 
 
 def test_preset_from_the_command_line_keeps_its_values_unless_overridden():
