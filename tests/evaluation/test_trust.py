@@ -21,8 +21,8 @@ from tests.helpers import REPO
 @pytest.fixture(scope="module")
 def _exported(tmp_path_factory):
     path = tmp_path_factory.mktemp("exported") / "m"
-    model = build_model(ModelConfig(image_size=32, width=4, dropout=0.0,
-                                    augment=AugmentConfig(enabled=False)))
+    model = build_model(ModelConfig(width=4, dropout=0.0,
+                                    augment=AugmentConfig(enabled=False)), 32)
     export.export_model(model, str(path))
     return path
 

@@ -139,7 +139,7 @@ def test_raising_epochs_continues_a_finished_run(finished):
     cfg, md = finished
     assert tf.train.latest_checkpoint(str(md / "backup" / "chief"))  # the last state
     with pytest.raises(training.RunDirError, match="train.epochs"):
-        training.run(C.replace(cfg, train={"epochs": 2, "seed": 3}))
+        training.run(C.replace(cfg, train={"epochs": 2}, data={"seed": 3}))
     summary = training.run(C.replace(cfg, train={"epochs": 2}))
     assert summary["status"] == "ok" and summary["first_epoch"] == 2
     assert list(pd.read_csv(md / "history.csv")["epoch"]) == [1, 2]
