@@ -82,10 +82,6 @@ class DataConfig:
     # CSV does not list are never filtered.
     cv_assignment: str = ""
     cv_fold: int = -1
-    # element: the tf.data cache of decoded images (data/pipeline.py); batch: the decoded
-    # training set as one uint8 tensor, a permutation per epoch, one gather per batch
-    # (data/batch_cache.py; kept only if the benchmark shows it wins).
-    cache_layout: str = _field("element", choices=("element", "batch"))
 
 
 @dataclasses.dataclass(frozen=True)

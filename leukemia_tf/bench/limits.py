@@ -10,9 +10,6 @@
   machine_flops  the machine's dense FLOP/s: a large matmul and the model's heaviest
                  convolution (same shape and batch), timed in this process
 
-batch_cache_rate (the batch-level cached path over the same records, data/batch_cache.py)
-sits here beside the bare pipeline it must beat by 2x to be kept.
-
 FLOP utilisation = training FLOPs per image x images/s / the faster of the two dense
 rates. Absolute rates measure the machine; these ratios measure the project.
 """
@@ -26,9 +23,7 @@ import numpy as np
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from leukemia_tf import config as C
 from leukemia_tf.bench.rates import time_batches
-from leukemia_tf.data import manifest as manifest_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
 TRAIN_FLOPS_FACTOR = 3  # forward + backward = 3 x forward (see the module docstring)
@@ -57,20 +52,6 @@ def bare_rate(n: int, image_size: int, batch: int, shuffle_buffer: int, min_batc
     warmup = (n + shuffle_buffer) // batch + 2  # the cache is full, as in the steady state
     out = time_batches(iter(ds), warmup, min_batches, min_seconds)
     out.update(num_examples=n, layout="element")
-    return out
-
-
-def batch_cache_rate(records_dir: str, image_size: int, batch: int, min_batches: int,
-                     min_seconds: float) -> dict:
-    """Steady state of the batch-level cached path (data/batch_cache.py) over the decoded
-    training records: one permutation per epoch, one gather per batch."""
-    from leukemia_tf.data import batch_cache
-    manifest = manifest_lib.load(records_dir)
-    cfg = C.Config(data=C.DataConfig(records_dir=records_dir, image_size=image_size))
-    cached = batch_cache.decode_all(cfg, manifest_lib.Selection("train"), manifest)
-    ds = batch_cache.batched_dataset(cached, batch, seed=0)
-    out = time_batches(iter(ds), 2, min_batches, min_seconds)
-    out.update(num_examples=len(cached.labels), cache_mb=cached.images.nbytes / 2 ** 20)
     return out
 
 

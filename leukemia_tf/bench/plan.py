@@ -7,8 +7,7 @@ pipeline name, plus ratios and pass/miss of ratio targets (report.py):
   input    the project's pipeline: first pass (decoding every pass from the shards, no
            cache) against the in-memory decode ceiling of the stored bytes; steady state
            (after the in-memory cache) against a bare cached-tensor tf.data pipeline of
-           the same N, size and batch; the batch-level cache (data/batch_cache.py) against
-           the same; the steady state with per-example CPU augmentation in tf.data
+           the same N, size and batch; the steady state with per-example CPU augmentation in tf.data
   peers    keras image_dataset_from_directory over the BMP folders, the seed notebook's
            read-everything-into-numpy, and the decode ceilings of other stored encodings
   train    the train step fed by the real pipeline vs by a device-resident synthetic
@@ -260,8 +259,7 @@ def input_jobs(cfg: BenchConfig, data: Data) -> Dict[str, tuple]:
             "pipeline_steady_state": (pipeline_rate, *common, "memory", *timing),
             "decode_ceiling": (ceiling_rates, *common, *timing, (), 0),
             "bare_pipeline": (limits.bare_rate, n, cfg.image_size, cfg.batch_size,
-                              C.DataConfig().shuffle_buffer, *timing),
-            "batch_cache_steady_state": (limits.batch_cache_rate, *common, *timing)}
+                              C.DataConfig().shuffle_buffer, *timing)}
     for kind in cfg.cpu_work:
         jobs[f"pipeline_steady_state_cpu_{kind}"] = (pipeline_rate, *common, "memory",
                                                      *timing, kind)

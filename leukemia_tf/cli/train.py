@@ -40,8 +40,6 @@ ALIASES = {
                "--train_folds), or cv (the held-out --cv_fold of the training folds).",
                "data"),
     "val_split": A("data.val_split", "", "data", deprecated="split"),
-    "cache_layout": A("data.cache_layout", "Training cache: element (tf.data) or batch "
-                      "(one tensor, a gather per batch).", "data"),
     "cache": A("data.cache", "auto | memory | disk:<path> | none.", "data"),
     "cache_budget_gb": A("data.cache_budget_gb", "RAM budget for caches "
                          "(0 = half the available RAM).", "data"),

@@ -101,9 +101,17 @@ def cpu_has_bf16() -> bool:
     return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
-def resolve_precision(name: str) -> str:
+# Models whose depthwise convolutions run slower in bfloat16 than in float32 on CPUs
+# (oneDNN): EfficientNet-Lite0 trained at 72 img/s in bf16 vs 138 in float32 at 128 px
+# on a 2-core AMD EPYC with AMX (BUILD_NOTES, training-step table).
+CPU_FLOAT32_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                      "efficientnetv2_b0")
+
+
+def resolve_precision(name: str, model: str = "") -> str:
     """auto: bf16 on Ampere+ GPUs, fp16 on compute capability 7.x, bf16 on CPUs with
-    AVX-512-BF16/AMX, else float32."""
+    AVX-512-BF16/AMX (float32 there for the depthwise-convolution models of
+    CPU_FLOAT32_MODELS), else float32."""
     if name != "auto":
         if name not in PRECISIONS:
             raise ValueError(f"unknown mixed precision policy {name!r}")
@@ -114,6 +122,8 @@ def resolve_precision(name: str) -> str:
                 for g in gpus]
         major = min(c[0] for c in caps)
         return "mixed_bfloat16" if major >= 8 else "mixed_float16" if major >= 7 else "float32"
+    if model in CPU_FLOAT32_MODELS:
+        return "float32"
     return "mixed_bfloat16" if cpu_has_bf16() else "float32"
 
 

@@ -61,8 +61,7 @@ def validate_config(cfg: Config) -> None:
             ("strategy", t.strategy, distribution.STRATEGIES),
             ("mixed_precision", t.mixed_precision, distribution.PRECISIONS),
             ("class_balance", d.class_balance, ("weights", "resample", "none")),
-            ("jit_compile", str(t.jit_compile).lower(), ("auto", "on", "off", "true", "false")),
-            ("cache_layout", d.cache_layout, ("element", "batch"))):
+            ("jit_compile", str(t.jit_compile).lower(), ("auto", "on", "off", "true", "false"))):
         if value not in choices:
             raise ValueError(f"--{flag}={value} is not one of {', '.join(choices)}")
     if cfg.model.name not in registry.MODELS:

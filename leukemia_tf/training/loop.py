@@ -41,7 +41,7 @@ def _setup(cfg: Config):
     if cfg.data.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.data.seed)
-    precision = dist.resolve_precision(t.mixed_precision)
+    precision = dist.resolve_precision(t.mixed_precision, cfg.model.name)
     keras.mixed_precision.set_global_policy(precision)
     if t.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"global batch {t.batch_size} is not divisible by the "
@@ -115,9 +115,6 @@ def _fit(cfg, model, data, steps, weights, plan, chief, display=None):
                                      cache=plan["train"][0], input_context=input_context,
                                      weights=weights)
     train_input = train_fn
-    if cfg.data.cache_layout == "batch":  # the decoded set as one tensor (data/batch_cache)
-        from leukemia_tf.data import batch_cache
-        train_input = batch_cache.dataset_fn(cfg, data.train_sel, data.manifest, weights)
     val_ds = pipeline.make_dataset(cfg.data, data.val_sel, training=False, batch_size=batch,
                                    manifest=data.manifest, cache=plan["validation"][0])
     if cfg.train.steps_per_execution > 1:  # Keras then needs the number of val batches

@@ -65,8 +65,7 @@ MONITOR = "val_weighted_f1"
 IGNORED = {"train.model_dir", "train.verbose", "train.tensorboard", "train.overwrite",
            "train.backup_every_steps", "data.cache", "data.cache_budget_gb",
            "data.private_threadpool_size", "train.keras_progress", "train.jit_compile",
-           "train.steps_per_execution", "train.inter_op_threads", "train.intra_op_threads",
-           "data.cache_layout"}
+           "train.steps_per_execution", "train.inter_op_threads", "train.intra_op_threads"}
 
 
 @dataclasses.dataclass

@@ -79,8 +79,6 @@ def check_targets(result):
         "first pass / image_dataset_from_directory":
             r.get("first_pass_vs_image_dataset_from_directory"),
         "first pass / decode ceiling (stored encoding)": r.get("first_pass_vs_decode_ceiling"),
-        "batch cache / bare per-element pipeline (keep if met)":
-            r.get("batch_cache_steady_state_vs_bare_pipeline"),
         "peak RSS streaming, no cache (MB)": first}
     rows = {t["name"]: t for t in result["targets"]}
     for name, measured in source.items():
@@ -147,18 +145,14 @@ def test_input_and_peers(tiny):
     check_table(result, bench.format_table(result))
     assert set(result["images_per_sec"]) == set(m)
     assert all(result["images_per_sec"][k] == _rate(m, k) for k in m)
-    # input: the CPU-work variant is the same pipeline with a per-example map; the
-    # batch-level cache is held against the same bare pipeline.
+    # input: the CPU-work variant is the same pipeline with a per-example map.
     m = bench.run_input(cfg, data)
     bench.attach_limits(m)
     _positive(m["pipeline_steady_state_cpu_flip_rot90"], ["images_per_sec"])
-    _positive(m["batch_cache_steady_state"], ["images_per_sec"])
     assert m["bare_pipeline"]["num_examples"] == m["pipeline_steady_state"]["num_examples"]
     check_ratios({"measurements": m, "ratios": bench.ratios(m)})
     r = bench.ratios(m)
     assert "steady_state_cpu_flip_rot90_vs_steady_state" in r
-    assert r["batch_cache_steady_state_vs_bare_pipeline"] == pytest.approx(
-        _rate(m, "batch_cache_steady_state") / _rate(m, "bare_pipeline"))
     assert r["first_pass_vs_decode_ceiling"] == pytest.approx(
         _rate(m, "pipeline_first_pass") / _rate(m, "decode_ceiling"))
 

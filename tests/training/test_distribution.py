@@ -47,5 +47,9 @@ def test_precision_resolution(monkeypatch):
         dist.resolve_precision("float64")
     monkeypatch.setattr(dist, "cpu_has_bf16", lambda: True)
     assert dist.resolve_precision("auto") == "mixed_bfloat16"
+    assert dist.resolve_precision("auto", "resnet_small") == "mixed_bfloat16"
+    # depthwise convolutions are slower in bf16 on CPUs: the Lite backbones stay float32
+    assert dist.resolve_precision("auto", "efficientnet_lite0") == "float32"
+    assert dist.resolve_precision("mixed_bfloat16", "efficientnet_lite0") == "mixed_bfloat16"
     monkeypatch.setattr(dist, "cpu_has_bf16", lambda: False)
     assert dist.resolve_precision("auto") == "float32"

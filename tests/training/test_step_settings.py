@@ -118,8 +118,7 @@ def test_cli_flags_reach_the_config():
     fv = flags.FlagValues()
     cli.define_flags(fv)
     fv(["train", "--records_dir=r", "--model_dir=m", "--jit_compile=on",
-        "--steps_per_execution=16", "--inter_op_threads=2", "--intra_op_threads=3",
-        "--cache_layout=batch"])
+        "--steps_per_execution=16", "--inter_op_threads=2", "--intra_op_threads=3"])
     cfg = cli.config_from_flags(fv)
     assert (cfg.train.jit_compile, cfg.train.steps_per_execution, cfg.train.inter_op_threads,
-            cfg.train.intra_op_threads, cfg.data.cache_layout) == ("on", 16, 2, 3, "batch")
+            cfg.train.intra_op_threads) == ("on", 16, 2, 3)
