@@ -129,29 +129,7 @@ def write_report(eval_dir, metrics: dict, per_patient_df, plots: dict[str, str],
     if context:
         lines += ["## Run context", "",
                   markdown_table(["field", "value"], [[k, _escape(v)] for k, v in context]), ""]
-    lines += ["## Headline", "",
-              markdown_table(["metric", "value"], [
-                  ["**weighted F1** (C-NMC challenge metric)", _with_ci(metrics, "weighted_f1")],
-                  ["accuracy", m("accuracy")],
-                  ["balanced accuracy", m("balanced_accuracy")],
-                  ["ROC AUC (exact, sklearn)", _with_ci(metrics, "roc_auc")],
-                  ["PR AUC (average precision)", m("pr_auc")],
-                  ["sensitivity (recall ALL)", m("sensitivity")],
-                  ["specificity (recall hem)", m("specificity")],
-                  ["threshold (ALL if p >= t)", m("threshold")],
-                  ["images (N)", m("num_examples")],
-              ]), "", "## Per class", "",
-              markdown_table(["class", "precision", "recall", "F1", "support"], [
-                  [f"{CLASS_LABELS[k]} ({k})", m(f"precision_{key}"), m(f"recall_{key}"),
-                   m(f"f1_{key}"), m(f"support_{key}")]
-                  for k, key in ((1, "all"), (0, "hem"))]),
-              f"\nmacro F1 {fmt(m('macro_f1'))}", "", "## Confusion matrix", ""]
-    cm = m("confusion_matrix")
-    if cm is not None:
-        lines += [markdown_table(["true \\ predicted", "hem (0)", "ALL (1)"],
-                                 [["hem (0)", *cm[0]], ["ALL (1)", *cm[1]]]), ""]
-    else:
-        lines += ["n/a", ""]
+    lines += _metric_sections(metrics)
     lines += _patient_section(per_patient_df, low_accuracy)
     if plots:
         lines += ["## Plots", ""]
@@ -162,6 +140,33 @@ def write_report(eval_dir, metrics: dict, per_patient_df, plots: dict[str, str],
     out = io.join(eval_dir, REPORT)
     io.write_text(out, "\n".join(lines))
     return out
+
+
+def _metric_sections(metrics: dict) -> list:
+    """The headline table, the per-class table and the confusion matrix, as lines."""
+    m = metrics.get
+    lines = ["## Headline", "",
+             markdown_table(["metric", "value"], [
+                 ["**weighted F1** (C-NMC challenge metric)", _with_ci(metrics, "weighted_f1")],
+                 ["accuracy", m("accuracy")],
+                 ["balanced accuracy", m("balanced_accuracy")],
+                 ["ROC AUC (exact, sklearn)", _with_ci(metrics, "roc_auc")],
+                 ["PR AUC (average precision)", m("pr_auc")],
+                 ["sensitivity (recall ALL)", m("sensitivity")],
+                 ["specificity (recall hem)", m("specificity")],
+                 ["threshold (ALL if p >= t)", m("threshold")],
+                 ["images (N)", m("num_examples")],
+             ]), "", "## Per class", "",
+             markdown_table(["class", "precision", "recall", "F1", "support"], [
+                 [f"{CLASS_LABELS[k]} ({k})", m(f"precision_{key}"), m(f"recall_{key}"),
+                  m(f"f1_{key}"), m(f"support_{key}")]
+                 for k, key in ((1, "all"), (0, "hem"))]),
+             f"\nmacro F1 {fmt(m('macro_f1'))}", "", "## Confusion matrix", ""]
+    cm = m("confusion_matrix")
+    if cm is None:
+        return lines + ["n/a", ""]
+    return lines + [markdown_table(["true \\ predicted", "hem (0)", "ALL (1)"],
+                                   [["hem (0)", *cm[0]], ["ALL (1)", *cm[1]]]), ""]
 
 
 def _index_row(eval_root: str, name: str, m: dict) -> list:

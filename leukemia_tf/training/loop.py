@@ -204,15 +204,8 @@ def run(cfg: Config) -> dict:
         inputs_lib.check_pinned(d.records_dir, data.manifest_sha256)
         shown_progress.phase(display, f"exporting the best weights to {t.model_dir}")
         plain = _export(cfg, strategy, model, chief, data.manifest)
-        summary = {"status": "ok", "model": cfg.model.name,
-                   "strategy": dist.strategy_name(strategy),
-                   "replicas": strategy.num_replicas_in_sync, "precision": precision,
-                   "chief": chief, "epochs": t.epochs, "steps_per_epoch": steps,
-                   **_progress_summary(progress, t.model_dir),
-                   "cache": {k: v[0] for k, v in plan.items()}, "class_weights": weights,
-                   "num_train": data.num_train, "num_val": data.num_val,
-                   "val_split": d.val_split, "params": int(model.count_params()),
-                   "warnings": warnings}
+        summary = _run_summary(cfg, strategy, precision, chief, steps, progress, plan,
+                               weights, data, model, warnings)
         if not chief:
             return summary
         shown_progress.phase(display, f"scoring the exported model on {d.val_split} "
@@ -227,6 +220,20 @@ def run(cfg: Config) -> dict:
         if lock.held:  # a failed save's temporaries (weights_temp/) are ours to remove
             rundir.remove_temporaries(t.model_dir)
         lock.release()
+
+
+def _run_summary(cfg: Config, strategy, precision: str, chief: bool, steps: int, progress,
+                 plan: dict, weights: dict, data, model, warnings: list) -> dict:
+    """summary.json's facts about the run (the scores are added by `_score`)."""
+    t = cfg.train
+    return {"status": "ok", "model": cfg.model.name, "strategy": dist.strategy_name(strategy),
+            "replicas": strategy.num_replicas_in_sync, "precision": precision,
+            "chief": chief, "epochs": t.epochs, "steps_per_epoch": steps,
+            **_progress_summary(progress, t.model_dir),
+            "cache": {k: v[0] for k, v in plan.items()}, "class_weights": weights,
+            "num_train": data.num_train, "num_val": data.num_val,
+            "val_split": cfg.data.val_split, "params": int(model.count_params()),
+            "warnings": warnings}
 
 
 def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
