@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from leukemia_tf.evaluation import evaluate as evaluation, metrics, report
 
@@ -37,6 +37,19 @@ def test_fast_weighted_f1_is_sklearns(threshold):
     assert metrics.weighted_f1_fast(y, p, threshold) == pytest.approx(
         f1_score(y, pred, average="weighted", zero_division=0))
 
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_fast_roc_auc_is_sklearns(ties):
+    rng = np.random.default_rng(2)
+    for size in (2, 7, 300):
+        y = rng.integers(0, 2, size)
+        y[:2] = (0, 1)
+        p = np.clip(0.3 * y + 0.7 * rng.random(size), 0, 1)
+        if ties:
+            p = np.round(p, 1)  # many equal scores across both classes
+        assert metrics.roc_auc_fast(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert metrics.roc_auc_fast([1, 1], [0.2, 0.9]) is None
 
 def _cells(patients=10, per=30, seed=0):
     """Patients whose cells share a patient-level shift: dependent cells."""
