@@ -41,10 +41,14 @@ demo: $(STAMP)
 	    --output=$(DEMO)/model/test_predictions.csv
 	@echo "Report: $(DEMO)/model/eval/validation-flips/report.md (all evaluations: $(DEMO)/model/eval/index.md)"
 
-# Lint first (seconds), then the suite (~N minutes on 2 cores, see BUILD_NOTES.md).
+# Lint first (seconds), then the suite in TEST_WORKERS pytest-xdist processes: one per
+# core, at most 4 (most of a test's time is single-threaded graph building; each worker
+# needs ~3 GB). `make test TEST_WORKERS=0` runs it in this process. Times: BUILD_NOTES.md.
+TEST_WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); \
+                  if [ "$$n" -gt 4 ]; then n=4; fi; echo $$n)
 test: $(STAMP)
 	$(BIN)/python -m flake8 leukemia_tf tools tests
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 bench: $(STAMP)
 	$(BIN)/python tools/benchmark.py all --json_out=bench_out/all.json

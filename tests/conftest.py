@@ -3,6 +3,7 @@
 Everything read here is in tests/data/ (see its README): the suite never reaches outside
 the repository.
 """
+import os
 import shutil
 
 import pytest
@@ -28,12 +29,19 @@ def real_tree(tmp_path):
 def _split_cpu():
     """Two logical CPU devices for the whole session, so MirroredStrategy has replicas.
 
-    Must run before TensorFlow initialises its runtime (first op), hence at import.
+    Under pytest-xdist (`make test` runs one worker per core, up to 4) each worker's
+    TensorFlow gets its share of the cores for its op thread pool, instead of every
+    worker spinning one thread per core. Must run before TensorFlow initialises its
+    runtime (first op), hence at import.
     """
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        tf.config.threading.set_intra_op_parallelism_threads(
+            max(1, (os.cpu_count() or 1) // workers))
 
 
 _split_cpu()
@@ -78,3 +86,44 @@ def untrained_export(real_records, tmp_path_factory):
     model = registry.build_model(C.ModelConfig(name="resnet_small", width=8), 48)
     export.export_model(model, md, parser.records_spec(manifest_lib.load(real_records), 48))
     return md
+
+
+def _copy_run(src, dst):
+    """A model dir of the test's own: a copy of a session-wide run and its config."""
+    from leukemia_tf import config as C
+    cfg, path = src
+    shutil.copytree(path, dst)
+    return C.replace(cfg, train={"model_dir": str(dst)}), dst
+
+
+@pytest.fixture(scope="session")
+def _finished_once(records_dir, tmp_path_factory):
+    from leukemia_tf import training
+    from tests.helpers import tiny_config
+    md = tmp_path_factory.mktemp("finished") / "m"
+    cfg = tiny_config(records_dir, md, epochs=1, steps_per_epoch=2)
+    assert training.run(cfg)["status"] == "ok"
+    return cfg, md
+
+
+@pytest.fixture
+def finished(_finished_once, tmp_path):
+    """A finished 1-epoch model dir of the test's own (a copy) and its config."""
+    return _copy_run(_finished_once, tmp_path / "m")
+
+
+@pytest.fixture(scope="session")
+def _trained_on_folds_0_1(records_dir, tmp_path_factory):
+    from leukemia_tf import config as C, training
+    from tests.helpers import tiny_config
+    md = tmp_path_factory.mktemp("trained") / "m"
+    cfg = C.replace(tiny_config(records_dir, md, epochs=1), data={"train_folds": (0, 1)})
+    training.run(cfg)
+    return cfg, md
+
+
+@pytest.fixture(scope="module")
+def model_dir(_trained_on_folds_0_1, tmp_path_factory):
+    """A model trained one epoch on folds 0 and 1 (fold 2 and validation are unseen), a
+    copy per test module: evaluations write into it."""
+    return str(_copy_run(_trained_on_folds_0_1, tmp_path_factory.mktemp("model") / "m")[1])

@@ -16,29 +16,31 @@ def uint8_batch(n, size, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-def trained_dirs(tmp_path, count=2, size=32):
-    """Model dirs of tiny models with different random weights (different outputs)."""
+@pytest.fixture(scope="module")
+def members(records_dir, tmp_path_factory):
+    """Two model dirs of tiny 48 px models with different random weights (different
+    outputs), exported with the session records' preprocessing. Tests only read them."""
+    spec = parser.records_spec(manifest_lib.load(records_dir), 48)
+    root = tmp_path_factory.mktemp("members")
     dirs = []
-    for i in range(count):
-        model = build_model(ModelConfig(width=4, dropout=0.0,
-                                        augment=AugmentConfig(enabled=False)), size)
+    for i in range(2):
+        model = build_model(ModelConfig(width=4, dropout=0.0, normalize="none",
+                                        augment=AugmentConfig(enabled=False)), 48)
         # A training step moves BatchNorm off its identity so the members disagree.
         model.compile(optimizer="adam", loss="binary_crossentropy")
-        labels = np.array([[0], [1], [1], [i % 2]], np.float32)
-        model.train_on_batch(uint8_batch(4, size, seed=i), labels)
-        path = str(tmp_path / f"m{i}")
-        export_model(model, path)
-        dirs.append(path)
+        model.train_on_batch(uint8_batch(4, 48, seed=i), np.array([[0], [1], [1], [i]], "f"))
+        dirs.append(str(root / f"m{i}"))
+        export_model(model, dirs[-1], spec)
     return dirs
 
 
-def test_ensemble_is_the_mean_of_its_members(tmp_path):
-    dirs = trained_dirs(tmp_path)
-    images = uint8_batch(5, 32, seed=9)
+def test_ensemble_is_the_mean_of_its_members(members):
+    dirs = members
+    images = uint8_batch(5, 48, seed=9)
     members = np.stack([load_model(d)(images) for d in dirs])
     assert not np.allclose(members[0], members[1])          # a mean of equals proves nothing
     ens = ensemble.load(",".join(dirs), batch_size=2)
-    assert isinstance(ens, ensemble.Ensemble) and ens.image_size == 32
+    assert isinstance(ens, ensemble.Ensemble) and ens.image_size == 48
     assert ensemble.members_of(ens) == [f"{d}/model.keras" for d in dirs]
     got = ens(images)
     assert got.dtype == np.float32 and got.shape == (5,)
@@ -49,8 +51,8 @@ def test_ensemble_is_the_mean_of_its_members(tmp_path):
     np.testing.assert_allclose(inside, around, atol=1e-6)
 
 
-def test_one_model_dir_is_a_plain_predictor(tmp_path):
-    (path,) = trained_dirs(tmp_path, count=1)
+def test_one_model_dir_is_a_plain_predictor(members):
+    path = members[0]
     single = ensemble.load(path)
     assert isinstance(single, Predictor)
     assert ensemble.members_of(single) == [single.path]
@@ -74,18 +76,10 @@ def test_members_must_share_the_input_size_and_paths_must_exist():
     assert ensemble.split_paths(["a", "b, c"]) == ["a", "b", "c"]
 
 
-def test_evaluate_and_predict_take_several_model_dirs(records_dir, tmp_path):
+def test_evaluate_and_predict_take_several_model_dirs(records_dir, members, tmp_path):
     """`--model_dir=a,b`: predict writes the members' mean; evaluate scores that mean,
     lists the members, and needs --out_dir (an ensemble has no run dir of its own)."""
-    spec = parser.records_spec(manifest_lib.load(records_dir), 48)
-    dirs = []
-    for i in range(2):
-        model = build_model(ModelConfig(width=4, dropout=0.0, normalize="none",
-                                        augment=AugmentConfig(enabled=False)), 48)
-        model.compile(optimizer="adam", loss="binary_crossentropy")
-        model.train_on_batch(uint8_batch(4, 48, seed=i), np.array([[0], [1], [1], [i]], "f"))
-        dirs.append(str(tmp_path / f"m{i}"))
-        export_model(model, dirs[-1], spec)
+    dirs = members
     single = [predict.predict(d, [records_dir], split="validation")[0] for d in dirs]
     both, errors = predict.predict(",".join(dirs), [records_dir], split="validation")
     assert not errors and list(both["file"]) == list(single[0]["file"])

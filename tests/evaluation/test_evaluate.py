@@ -7,22 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukemia_tf import config as C
 from leukemia_tf.evaluation import evaluate, predict, scoring
 from leukemia_tf.model import export
-from leukemia_tf import training
 from leukemia_tf.data import images
 from leukemia_tf.data import manifest as manifest_lib
-from tests.helpers import REPO, build_tree, tiny_config
+from tests.helpers import REPO, build_tree
 from tests.helpers import check_links
-
-
-@pytest.fixture(scope="module")
-def model_dir(records_dir, tmp_path_factory):
-    md = tmp_path_factory.mktemp("trained") / "m"
-    cfg = C.replace(tiny_config(records_dir, md, epochs=1), data={"train_folds": (0, 1)})
-    training.run(cfg)
-    return str(md)
 
 
 def _report(path):

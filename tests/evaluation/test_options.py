@@ -9,20 +9,11 @@ import pandas as pd
 import pytest
 
 from leukemia_tf import config as C
-from leukemia_tf import training
 from leukemia_tf.errors import UserError
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import calibration, cells, options, stored_calibration
 from leukemia_tf.evaluation import evaluate as evaluation
-from tests.helpers import check_links, tiny_config
-
-
-@pytest.fixture(scope="module")
-def model_dir(records_dir, tmp_path_factory):
-    md = tmp_path_factory.mktemp("options") / "m"
-    cfg = C.replace(tiny_config(records_dir, md, epochs=1), data={"train_folds": (0, 1)})
-    training.run(cfg)
-    return str(md)
+from tests.helpers import check_links
 
 
 def _eval(model_dir, records_dir, tmp_path, **kw):

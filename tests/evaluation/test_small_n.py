@@ -38,7 +38,6 @@ def test_fast_weighted_f1_is_sklearns(threshold):
         f1_score(y, pred, average="weighted", zero_division=0))
 
 
-
 @pytest.mark.parametrize("ties", [False, True])
 def test_fast_roc_auc_is_sklearns(ties):
     rng = np.random.default_rng(2)
@@ -50,6 +49,7 @@ def test_fast_roc_auc_is_sklearns(ties):
             p = np.round(p, 1)  # many equal scores across both classes
         assert metrics.roc_auc_fast(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
     assert metrics.roc_auc_fast([1, 1], [0.2, 0.9]) is None
+
 
 def _cells(patients=10, per=30, seed=0):
     """Patients whose cells share a patient-level shift: dependent cells."""

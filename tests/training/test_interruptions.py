@@ -54,22 +54,6 @@ def trained(_trained_once, tmp_path):
     return C.replace(cfg, train={"model_dir": str(md)}), md
 
 
-@pytest.fixture(scope="module")
-def _finished_once(records_dir, tmp_path_factory):
-    md = tmp_path_factory.mktemp("finished") / "m"
-    cfg = _cfg(records_dir, md, epochs=1)
-    assert training.run(cfg)["status"] == "ok"
-    return cfg, md
-
-
-@pytest.fixture
-def finished(_finished_once, tmp_path):
-    cfg, src = _finished_once
-    md = tmp_path / "m"
-    shutil.copytree(src, md)
-    return C.replace(cfg, train={"model_dir": str(md)}), md
-
-
 # ------------------------------------------------ an interruption after the last epoch
 def test_interrupted_export_is_finished_from_the_saved_state(trained):
     cfg, md = trained

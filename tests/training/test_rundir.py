@@ -41,23 +41,6 @@ def _snapshot(root):
     return out
 
 
-@pytest.fixture(scope="module")
-def _finished_once(records_dir, tmp_path_factory):
-    md = tmp_path_factory.mktemp("finished") / "m"
-    cfg = _quick(records_dir, md)
-    assert training.run(cfg)["status"] == "ok"
-    return cfg, md
-
-
-@pytest.fixture
-def finished(_finished_once, tmp_path):
-    """A finished model dir of its own (a copy) and its config."""
-    cfg, src = _finished_once
-    md = tmp_path / "m"
-    shutil.copytree(src, md)
-    return C.replace(cfg, train={"model_dir": str(md)}), md
-
-
 # ------------------------------------------------------------------ case 1
 def test_finished_dir_other_settings_refused_same_settings_not_retrained(finished, tmp_path):
     cfg, md = finished

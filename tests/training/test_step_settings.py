@@ -49,12 +49,15 @@ def _history(model_dir):
 
 def test_steps_per_execution_with_callbacks_and_mirrored(records_dir, tmp_path):
     """48 images, batch 8: 6 steps per epoch run as calls of 4 and 2 steps on 2 replicas;
-    every epoch validates, every step counts (optimizer and images/s)."""
+    every epoch validates, every step counts (optimizer and images/s). (The trainer's
+    MirroredStrategy run end to end: with steps_per_execution=1 it is the pretrained
+    preset's test, tests/training/test_pretrained.py.)"""
     md = tmp_path / "m"
     cfg = tiny_config(records_dir, md, epochs=2, strategy="mirrored", steps_per_execution=4,
                       backup_every_steps=4, jit_compile="off")
     summary = training.run(cfg)
-    assert summary["replicas"] == 2 and summary["status"] == "ok"
+    assert summary["replicas"] == 2 and summary["strategy"] == "mirrored"
+    assert summary["status"] == "ok" and summary["validation"]["num_examples"] == 10
     rows = _history(md)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(r["val_weighted_f1"] != "" for r in rows)

@@ -106,13 +106,6 @@ def test_mirrored_two_devices_same_loss_as_one(records_dir, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_run_mirrored_strategy(records_dir, tmp_path):
-    cfg = tiny_config(records_dir, tmp_path / "m", epochs=1, strategy="mirrored")
-    summary = training.run(cfg)
-    assert summary["replicas"] == 2 and summary["strategy"] == "mirrored"
-    assert summary["validation"]["num_examples"] == 10
-
-
 def test_mixed_float16_layers_output_and_loss_scaling(records_dir, tmp_path):
     cfg = tiny_config(records_dir, tmp_path, mixed_precision="mixed_float16")
     keras.mixed_precision.set_global_policy("mixed_float16")
