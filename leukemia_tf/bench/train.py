@@ -140,30 +140,13 @@ def train_rates(records_dir: str, settings: StepSettings, image_size: int, batch
                                            augment=C.AugmentConfig(enabled=augment)),
                        train=t)
         manifest = manifest_lib.load(records_dir)
-        sel = manifest_lib.Selection("train")
-        n = manifest_lib.count_examples(manifest, sel)
+        n = manifest_lib.count_examples(manifest, manifest_lib.Selection("train"))
         model, compiled = _build(cfg, max(1, n // batch), s.precision)
-        its = {"synthetic": iter(_synthetic_batch(batch, image_size))}
-        cache = "none"
-        if not synthetic_only:
-            cache = reader.cache_plan(cfg.data, [("train", n)])["train"][0]
-            from leukemia_tf.training import objectives
-            counts = manifest_lib.label_counts(manifest, records_dir, sel)
-            real = pipeline.make_dataset(cfg.data, sel, training=True, batch_size=batch,
-                                         manifest=manifest, cache=cache,
-                                         weights=objectives.class_weights(counts))
-            its = {"pipeline": iter(real), **its}
-            for _ in range(math.ceil(n / batch) + 1):  # the first epoch fills the cache
-                next(its["pipeline"])
+        its, cache = _batches(cfg, manifest, n, synthetic_only)
         per_call = s.steps_per_execution
         times, per_round = _time_steps(model.make_train_function(), its, per_call, steps,
                                        rounds, profile_dir)
-        out = {}
-        for name, ts in times.items():
-            med = float(np.median(ts))  # robust to bursts of other load on the machine
-            out[name] = {"steps_per_sec": per_call / med,
-                         "images_per_sec": batch * per_call / med,
-                         "mean_steps_per_sec": per_call * len(ts) / sum(ts)}
+        out = _rates(times, per_call, batch)
         main = out["synthetic" if synthetic_only else "pipeline"]
         out.update(settings=dataclasses.asdict(s), jit_compile_resolved=compiled["jit_compile"],
                    steps=sum(len(v) for v in times.values()) * per_call // len(times),
@@ -184,6 +167,37 @@ def train_rates(records_dir: str, settings: StepSettings, image_size: int, batch
         return out
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _batches(cfg: C.Config, manifest: dict, n: int, synthetic_only: bool):
+    """({"pipeline": the real pipeline with its cache filled, "synthetic": one
+    device-resident batch repeated}, the cache used); only "synthetic" when asked."""
+    batch = cfg.train.batch_size
+    its = {"synthetic": iter(_synthetic_batch(batch, cfg.data.image_size))}
+    if synthetic_only:
+        return its, "none"
+    from leukemia_tf.training import objectives
+    sel = manifest_lib.Selection("train")
+    cache = reader.cache_plan(cfg.data, [("train", n)])["train"][0]
+    counts = manifest_lib.label_counts(manifest, cfg.data.records_dir, sel)
+    real = pipeline.make_dataset(cfg.data, sel, training=True, batch_size=batch,
+                                 manifest=manifest, cache=cache,
+                                 weights=objectives.class_weights(counts))
+    its = {"pipeline": iter(real), **its}
+    for _ in range(math.ceil(n / batch) + 1):  # the first epoch fills the cache
+        next(its["pipeline"])
+    return its, cache
+
+
+def _rates(times: dict, per_call: int, batch: int) -> dict:
+    """Steps/s and images/s per feed from the timed calls (median: robust to bursts of
+    other load on the machine; the mean beside it)."""
+    out = {}
+    for name, ts in times.items():
+        med = float(np.median(ts))
+        out[name] = {"steps_per_sec": per_call / med, "images_per_sec": batch * per_call / med,
+                     "mean_steps_per_sec": per_call * len(ts) / sum(ts)}
+    return out
 
 
 def _flops(model, image_size: int, batch: int, precision: str, seconds: float) -> dict:

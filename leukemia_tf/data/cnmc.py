@@ -18,7 +18,7 @@ import csv
 import io as _textio
 import posixpath
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
@@ -132,60 +132,65 @@ def table_from_paths(rel_paths: Iterable[str], sizes: Optional[Dict[str, int]] =
         rel = rel.replace("\\", "/")
         if rel.startswith(ROOT_NAME + "/"):
             rel = rel[len(ROOT_NAME) + 1:]
-        parts = rel.split("/")
-        name = parts[-1]
+        name = rel.split("/")[-1]
         if name in _IGNORED or rel == VAL_CSV:
             continue
         if not name.lower().endswith(IMAGE_EXTENSIONS):
             issues.problem(rel, "not an image file (unexpected extension)")
             continue
-        row = {"path": io.join(root, rel) if root else rel, "rel_path": rel,
-               "name": name, "original_name": name, "size": sizes.get(rel)}
-        if parts[0] == TRAIN_DIR:
-            if len(parts) != 4 or not re.fullmatch(r"fold_[0-9]+", parts[1]):
-                issues.problem(rel, "training image outside training_data/fold_<k>/<class>/")
-                continue
-            cls = parts[2]
-            if cls not in CLASS_TO_LABEL:
-                issues.problem(rel, f"unknown class folder {cls!r} (expected all or hem)")
-                continue
-            try:
-                parsed = parse_training_name(name)
-            except CnmcError:
-                issues.problem(rel, "file name does not match "
-                                    "UID_<patient>_<image>_<cell>_<all|hem>.bmp")
-                continue
-            if parsed["label"] != CLASS_TO_LABEL[cls]:
-                issues.problem(rel, f"label in file name ({LABEL_TO_CLASS[parsed['label']]}) "
-                                    f"disagrees with class folder ({cls})")
-                continue
-            row.update(split="train", fold=int(parts[1][5:]), label=parsed["label"],
-                       patient_id=parsed["patient_id"])
-        elif rel.startswith(VAL_DIR + "/") and len(parts) == 3:
-            if not _NUMBERED.match(name):
-                issues.problem(rel, "validation image name is not <number>.bmp")
-                continue
-            row.update(split="validation", fold=None, label=None, patient_id=None)
-            val_files[name] = rel
-        elif rel.startswith(TEST_DIR + "/") and len(parts) == 3:
-            if not _NUMBERED.match(name):
-                issues.problem(rel, "test image name is not <number>.bmp")
-                continue
-            row.update(split="test", fold=None, label=None, patient_id=None)
-        else:
-            issues.problem(rel, "image outside the known C-NMC folders")
+        placed = _place(rel)
+        if isinstance(placed, str):
+            issues.problem(rel, placed)
             continue
-        rows.append(row)
-
+        rows.append({"path": io.join(root, rel) if root else rel, "rel_path": rel,
+                     "name": name, "original_name": name, "size": sizes.get(rel), **placed})
+        if placed["split"] == "validation":
+            val_files[name] = rel
     _apply_validation_labels(rows, val_files, labels_rows, issues, require_validation_labels)
+    return _sorted_table(rows), issues.skipped
+
+
+def _place(rel: str) -> Union[dict, str]:
+    """split, fold, label and patient_id of an image path relative to the root, or why
+    it cannot be placed (one line, for the skip record or the error)."""
+    parts = rel.split("/")
+    name = parts[-1]
+    if parts[0] == TRAIN_DIR:
+        return _place_training(parts)
+    for folder, split in ((VAL_DIR, "validation"), (TEST_DIR, "test")):
+        if rel.startswith(folder + "/") and len(parts) == 3:
+            if not _NUMBERED.match(name):
+                return f"{split} image name is not <number>.bmp"
+            return {"split": split, "fold": None, "label": None, "patient_id": None}
+    return "image outside the known C-NMC folders"
+
+
+def _place_training(parts: List[str]) -> Union[dict, str]:
+    if len(parts) != 4 or not re.fullmatch(r"fold_[0-9]+", parts[1]):
+        return "training image outside training_data/fold_<k>/<class>/"
+    cls = parts[2]
+    if cls not in CLASS_TO_LABEL:
+        return f"unknown class folder {cls!r} (expected all or hem)"
+    try:
+        parsed = parse_training_name(parts[3])
+    except CnmcError:
+        return "file name does not match UID_<patient>_<image>_<cell>_<all|hem>.bmp"
+    if parsed["label"] != CLASS_TO_LABEL[cls]:
+        return (f"label in file name ({LABEL_TO_CLASS[parsed['label']]}) "
+                f"disagrees with class folder ({cls})")
+    return {"split": "train", "fold": int(parts[1][5:]), "label": parsed["label"],
+            "patient_id": parsed["patient_id"]}
+
+
+def _sorted_table(rows: List[dict]) -> pd.DataFrame:
+    """COLUMNS with nullable integer fold/label/size, sorted by split, fold, the number
+    of a numbered name, path."""
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table["fold"] = table["fold"].astype("Int64")
-    table["label"] = table["label"].astype("Int64")
-    table["size"] = table["size"].astype("Int64")
+    for column in ("fold", "label", "size"):
+        table[column] = table[column].astype("Int64")
     table["_n"] = table["name"].str.extract(r"^(\d+)\.", expand=False).astype("float")
     table = table.sort_values(["split", "fold", "_n", "rel_path"], na_position="first")
-    table = table.drop(columns="_n").reset_index(drop=True)
-    return table, issues.skipped
+    return table.drop(columns="_n").reset_index(drop=True)
 
 
 def _apply_validation_labels(rows, val_files, labels_rows, issues, required):

@@ -74,7 +74,7 @@ class State:
     status: str
     clean: tuple = ()               # owned names to delete before training
     summary: Optional[dict] = None  # summary.json of a finished run
-    extend: bool = False            # more epochs than config.json says
+    extend: int = 0                 # config.json's epochs, when --epochs is larger
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -143,8 +143,9 @@ def inspect(cfg: Config) -> State:
     return State("resume", clean=tuple(n for n in clean if n in owned), extend=extend)
 
 
-def _compare(path: str, cfg: Config) -> bool:
-    """Refuse other settings; True when only the epochs grew (an extension)."""
+def _compare(path: str, cfg: Config) -> int:
+    """Refuse other settings; config.json's epochs when only the epochs grew (an
+    extension), else 0."""
     try:
         old = io.read_json(path)
     except ValueError as e:
@@ -156,13 +157,11 @@ def _compare(path: str, cfg: Config) -> bool:
     old = config_upgrade(old)
     diffs = config_differences(old, cfg.to_dict())
     if not diffs:
-        return False
+        return 0
     before = _flatten(old).get(EXTENDABLE)
     if (len(diffs) == 1 and diffs[0].startswith(EXTENDABLE + ":")
             and isinstance(before, int) and cfg.train.epochs > before):
-        log.info("extending the run in %s from %d to %d epochs", cfg.train.model_dir,
-                 before, cfg.train.epochs)
-        return True
+        return before
     raise RunDirError(
         f"{cfg.train.model_dir} holds a run with other settings ({'; '.join(diffs)}): "
         "use the same flags to resume or reuse it (or only a larger --epochs to extend it), "
@@ -231,6 +230,9 @@ def take(cfg: Config, lock: Lock) -> State:
     state = inspect(cfg)  # again, under the lock: another run may have finished meanwhile
     if state.status == "finished":
         return state
+    if state.extend:
+        log.info("extending the run in %s from %d to %d epochs", model_dir, state.extend,
+                 cfg.train.epochs)
     why = ("--overwrite" if cfg.train.overwrite else
            "the run is extended: they describe the shorter run" if state.extend else
            "left by an attempt that has no backup to resume from")

@@ -2,6 +2,7 @@
 dir that changes under a running trainer, and the one-line errors for broken files."""
 import errno
 import json
+import logging
 import os
 import shutil
 
@@ -119,13 +120,16 @@ def test_torn_best_state_without_history_is_one_line(trained):
 
 
 # ------------------------------------------------ raising --epochs extends a run
-def test_raising_epochs_continues_a_finished_run(finished):
+def test_raising_epochs_continues_a_finished_run(finished, caplog):
     cfg, md = finished
     assert tf.train.latest_checkpoint(str(md / "backup" / "chief"))  # the last state
     with pytest.raises(training.RunDirError, match="train.epochs"):
         training.run(C.replace(cfg, train={"epochs": 2}, data={"seed": 3}))
+    caplog.set_level(logging.INFO, logger="leukemia_tf")
     summary = training.run(C.replace(cfg, train={"epochs": 2}))
     assert summary["status"] == "ok" and summary["first_epoch"] == 2
+    said = [r.getMessage() for r in caplog.records if "extending the run" in r.getMessage()]
+    assert said == [f"extending the run in {md} from 1 to 2 epochs"]  # said once
     assert list(pd.read_csv(md / "history.csv")["epoch"]) == [1, 2]
     assert json.loads((md / "config.json").read_text())["train"]["epochs"] == 2
     # Lowering it again is another configuration.
