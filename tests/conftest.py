@@ -121,3 +121,19 @@ def model_dir(_trained_on_folds_0_1, tmp_path_factory):
     """A model trained one epoch on folds 0 and 1 (fold 2 and validation are unseen), a
     copy per test module: evaluations write into it."""
     return str(_copy_run(_trained_on_folds_0_1, tmp_path_factory.mktemp("model") / "m")[1])
+
+
+def pytest_collection_modifyitems(config, items):
+    """The heaviest tests first: modules holding a test marked slow, and in them the slow
+    tests, run before the rest. A module's tests stay together, so its module fixtures
+    are built once. Under `make test`'s xdist workers the long tests start early instead
+    of ending the run with one core busy and the others idle."""
+    def module(item):
+        return item.nodeid.split("::")[0]
+    heavy = {module(item) for item in items if item.get_closest_marker("slow")}
+    rank = {}
+    for item in items:
+        rank.setdefault(module(item), len(rank))
+    items[:] = sorted(items, key=lambda item: (
+        module(item) not in heavy, rank[module(item)],
+        item.get_closest_marker("slow") is None))

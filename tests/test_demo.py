@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from tests.helpers import REPO
 
@@ -38,6 +39,7 @@ for run in ("a", "b"):
 """
 
 
+@pytest.mark.slow
 def test_demo_trains_deterministically(records_dir, tmp_path):
     train = demo_flags("leukemia_tf.train")
     assert "--deterministic" in train and "--seed=0" in train

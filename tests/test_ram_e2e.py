@@ -6,6 +6,7 @@ the local disk: no `./ram:` folder in the working directory or anywhere under tm
 """
 import os
 
+import pytest
 
 from leukemia_tf.bench import plan as bench
 from leukemia_tf.crossval import run as crossval
@@ -20,6 +21,7 @@ def _ram_folders(top):
             if n.startswith("ram:")]
 
 
+@pytest.mark.slow
 def test_readme_flow_under_ram(tmp_path, monkeypatch):
     work = tmp_path / "cwd"
     work.mkdir()

@@ -209,6 +209,7 @@ def test_model_flops_counts_the_convolutions():
     assert limits.heaviest_conv(model)["flops_per_image"] <= convs
 
 
+@pytest.mark.slow
 def test_sweep_rows_and_a_row_with_steps_per_execution(tiny):
     cfg, data = tiny
     rows = bench.train_bench.sweep_rows(["resnet_small"], ["float32"], ["off", "on"],

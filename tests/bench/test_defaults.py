@@ -21,6 +21,7 @@ TIMING_FLAGS = ["--num_images=30", "--image_size=48", "--batch_size=8", "--min_s
                 "--seed_numpy_limit=10", "--convert_workers=1"]
 
 
+@pytest.mark.slow
 def test_all_with_defaults(tmp_path):
     """`all` = input, peers, train and convert, each with its defaults."""
     d = bench.BenchConfig()
@@ -48,6 +49,7 @@ def test_all_with_defaults(tmp_path):
     assert bench.format_table(result)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["peers"])
 def test_cli_with_default_flags(tmp_path, command):
     """The command that crashed with its defaults (raw originals in the decode ceilings),

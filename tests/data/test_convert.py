@@ -172,6 +172,7 @@ def test_bad_tree_entries_are_recorded_in_the_manifest(tiny_tree, tmp_path):
     assert manifest["skipped"][0]["path"] == "training_data/fold_0/blast/x.bmp"
 
 
+@pytest.mark.slow
 def test_cli_exit_status_and_kill9_resume(tmp_path):
     tree = build_tree(str(tmp_path / "data"), per_class_per_fold=2, n_val=4, n_test=2)
     out = tmp_path / "rec"

@@ -124,6 +124,7 @@ def test_cv_filter_refuses_a_missing_fold(records_dir, tmp_path):
     assert manifest_lib.parse_val_split("cv", (0, 1)) == manifest_lib.Selection("train", (0, 1))
 
 
+@pytest.mark.slow
 def test_crossval_by_patients_end_to_end(records_dir, tmp_path):
     from tests.helpers import tiny_config
     base = C.replace(tiny_config(records_dir, tmp_path / "unused", epochs=1),

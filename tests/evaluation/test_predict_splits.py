@@ -43,6 +43,7 @@ def test_named_split_is_predicted(real_records, untrained_export):
     assert len(table) == 7 and table.probability.between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_readme_predict_commands_on_a_tree_without_testing_data(real_records,
                                                                 untrained_export, tmp_path):
     """The README's predict command as a user types it: the default split fails with one

@@ -57,6 +57,7 @@ def test_duration():
     assert [pc.duration(s) for s in (None, 5, 75.2, 3725)] == ["?", "5s", "1m15s", "1h02m"]
 
 
+@pytest.mark.slow
 def test_run_prints_phases_and_a_summary(records_dir, tmp_path, capsys):
     cfg = tiny_config(records_dir, tmp_path / "m", epochs=2, verbose=1)
     summary = training.run(cfg)

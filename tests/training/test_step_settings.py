@@ -47,6 +47,7 @@ def _history(model_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_steps_per_execution_with_callbacks_and_mirrored(records_dir, tmp_path):
     """48 images, batch 8: 6 steps per epoch run as calls of 4 and 2 steps on 2 replicas;
     every epoch validates, every step counts (optimizer and images/s). (The trainer's

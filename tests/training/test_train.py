@@ -169,6 +169,7 @@ def _backup_saves(md):
     return int(m.group(1)) if m else 0
 
 
+@pytest.mark.slow
 def test_preemption_sigkill_resumes_from_backup(records_dir, tmp_path):
     md = tmp_path / "m"
     cmd = _train_cmd(records_dir, md, "--epochs=4", "--steps_per_epoch=12",
@@ -242,6 +243,7 @@ def _run_two_workers(records_dir, md, logs):
     return results
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_only_chief_writes(records_dir, tmp_path):
     """Two local workers with TF_CONFIG on loopback and one shared model dir, as on a
     cluster with a shared file system. Both finish; the chief alone writes (a second
