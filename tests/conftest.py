@@ -8,8 +8,6 @@ import shutil
 import pytest
 
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from leukemia_tf.data.pipeline import parser
-from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import REAL_SAMPLES, build_tree
 
 
@@ -25,20 +23,21 @@ def real_tree(tmp_path):
     return str(dst / "C-NMC_Leukemia")
 
 
-def _split_cpu():
+def pytest_configure(config):
     """Two logical CPU devices for the whole session, so MirroredStrategy has replicas.
 
-    Must run before TensorFlow initialises its runtime (first op), hence at import. (Each
-    pytest-xdist worker keeps TensorFlow's default thread pools: one intra-op thread per
-    worker measured slower, 10:04 vs 9:33 for the suite on 2 cores.)
+    Runs before any test module is imported, so before TensorFlow initialises its runtime
+    (first op). The pytest-xdist controller of `make test` runs no test: it does not load
+    TensorFlow at all. (Each worker keeps TensorFlow's default thread pools: one intra-op
+    thread per worker measured slower, 10:04 vs 9:33 for the suite on 2 cores.)
     """
+    if (getattr(config, "workerinput", None) is None
+            and config.getoption("numprocesses", default=None)):
+        return
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-
-_split_cpu()
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +74,8 @@ def untrained_export(real_records, tmp_path_factory):
     """An untrained 48 px resnet_small exported with the records' preprocessing: enough
     for tests of what prediction and evaluation do around the model."""
     from leukemia_tf import config as C
+    from leukemia_tf.data import manifest as manifest_lib
+    from leukemia_tf.data.pipeline import parser
     from leukemia_tf.model import export, registry
     md = str(tmp_path_factory.mktemp("untrained") / "m")
     model = registry.build_model(C.ModelConfig(name="resnet_small", width=8), 48)
