@@ -42,10 +42,14 @@ demo: $(STAMP)
 	@echo "Report: $(DEMO)/model/eval/validation-flips/report.md (all evaluations: $(DEMO)/model/eval/index.md)"
 
 # Lint first (seconds), then the suite in TEST_WORKERS pytest-xdist processes: one per
-# core, at most 4 (most of a test's time is single-threaded graph building; each worker
-# needs ~3 GB). `make test TEST_WORKERS=0` runs it in this process. Times: BUILD_NOTES.md.
+# core, at most 4, and at most one per 3 GB of available memory (a worker peaks at ~2.4
+# GB; most of a test's time is single-threaded graph building, so one process would
+# leave cores idle). `make test TEST_WORKERS=0` runs it in this process. Times:
+# BUILD_NOTES.md.
 TEST_WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); \
-                  if [ "$$n" -gt 4 ]; then n=4; fi; echo $$n)
+    m=$$(awk '/^MemAvailable:/ {print int($$2 / 3000000)}' /proc/meminfo 2>/dev/null); \
+    if [ -n "$$m" ] && [ "$$m" -lt "$$n" ]; then n=$$m; fi; \
+    if [ "$$n" -gt 4 ]; then n=4; fi; if [ "$$n" -lt 1 ]; then n=1; fi; echo $$n)
 test: $(STAMP)
 	$(BIN)/python -m flake8 leukemia_tf tools tests
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
