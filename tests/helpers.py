@@ -6,6 +6,9 @@ the repository. Fixtures live in conftest.py and use these helpers.
 """
 import os
 import re
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 
@@ -99,6 +102,34 @@ def tiny_config(records_dir, model_dir, **train):
     return C.Config(data=C.DataConfig(records_dir=records_dir, image_size=48),
                     model=C.ModelConfig(name="resnet_small", width=8),
                     train=C.TrainConfig(model_dir=str(model_dir), **train))
+
+
+def predict_in_plain_tf_keras(keras_path, images, nested_models=0):
+    """`model(images)[:, 0]` of `keras_path` loaded with safe_mode=True in a fresh Python
+    that never imports leukemia_tf (no PYTHONPATH, working dir outside the repository).
+
+    Asserts in that Python that the package was not imported, that the model holds
+    `nested_models` nested Models, and that every layer (theirs too) is a stock tf_keras
+    layer. Returns the probabilities as floats.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        x_path = os.path.join(tmp, "x.npy")
+        np.save(x_path, np.asarray(images))
+        code = (
+            "import sys, numpy as np, tf_keras\n"
+            f"m = tf_keras.models.load_model({str(keras_path)!r}, safe_mode=True,"
+            " compile=False)\n"
+            "assert not any(k.startswith('leukemia_tf') for k in sys.modules), 'imported'\n"
+            "inner = [l for l in m.layers if isinstance(l, tf_keras.Model)]\n"
+            f"assert len(inner) == {int(nested_models)}, inner\n"
+            "layers = m.layers + [l for n in inner for l in n.layers]\n"
+            "assert all(type(l).__module__.startswith('tf_keras') for l in layers)\n"
+            f"print(*m(np.load({x_path!r}), training=False).numpy()[:, 0])\n")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=tmp, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [float(v) for v in proc.stdout.strip().splitlines()[-1].split()]
 
 
 # [text](target) and ![alt](target); targets have no spaces in our reports.

@@ -16,13 +16,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf.model import export
-from leukemia_tf import io
 from leukemia_tf.evaluation import predict as prediction
 from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.data import convert, images, preprocess, records
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.model.registry import build_model
-from tests.helpers import build_tree
+from tests.helpers import build_tree, predict_in_plain_tf_keras
 
 SIZE = 48
 SPEC = preprocess.Spec(canvas_size=450, image_size=SIZE)
@@ -210,20 +209,9 @@ def test_keras_file_loads_in_a_fresh_python_safe_mode(served):
     path = os.path.join(served["model_dir"], "model.keras")
     want = served["model"](preprocess.to_model_input(
         served["layouts"]["450x450"], SPEC)[None]).numpy()[0, 0]
-    np.save(os.path.join(served["model_dir"], "x.npy"),
-            preprocess.to_model_input(served["layouts"]["450x450"], SPEC).numpy()[None])
-    code = (
-        "import sys, numpy as np, tf_keras\n"
-        f"m = tf_keras.models.load_model({path!r}, safe_mode=True, compile=False)\n"
-        "assert not any(k.startswith('leukemia_tf') for k in sys.modules), 'imported'\n"
-        "assert all(type(l).__module__.startswith('tf_keras') for l in m.layers)\n"
-        f"x = np.load({os.path.join(served['model_dir'], 'x.npy')!r})\n"
-        "print(float(m(x, training=False).numpy()[0, 0]))\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=str(io.dirname(path)), env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert float(proc.stdout.strip().splitlines()[-1]) == pytest.approx(float(want), abs=1e-6)
+    x = preprocess.to_model_input(served["layouts"]["450x450"], SPEC).numpy()[None]
+    (got,) = predict_in_plain_tf_keras(path, x)
+    assert got == pytest.approx(float(want), abs=1e-6)
 
 
 @pytest.mark.slow
@@ -236,18 +224,6 @@ def test_keras_file_with_cell_normalisation_loads_in_plain_tf_keras(tmp_path):
     export.export_model(model, str(tmp_path), SPEC)
     x = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
     x[:, :8] = 0  # some black canvas, as in a real cell image
-    np.save(tmp_path / "x.npy", x)
     want = model(x, training=False).numpy()[:, 0]
-    code = (
-        "import sys, numpy as np, tf_keras\n"
-        f"m = tf_keras.models.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True,"
-        " compile=False)\n"
-        "assert not any(k.startswith('leukemia_tf') for k in sys.modules), 'imported'\n"
-        "assert all(type(l).__module__.startswith('tf_keras') for l in m.layers)\n"
-        f"print(*m(np.load({str(tmp_path / 'x.npy')!r}), training=False).numpy()[:, 0])\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=str(tmp_path), env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = [float(v) for v in proc.stdout.split()]
+    got = predict_in_plain_tf_keras(tmp_path / "model.keras", x)
     np.testing.assert_allclose(got, want, atol=1e-6)

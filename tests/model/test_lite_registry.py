@@ -2,10 +2,6 @@
 the augmentation, ImageNet weights from the installed packages, frozen BatchNorm, the
 backbone's variables for the optimizer, and a model.keras that plain tf_keras loads.
 Tiny inputs (32 px) and CPU only."""
-import os
-import subprocess
-import sys
-
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import pytest
@@ -19,6 +15,7 @@ from leukemia_tf.model.export import export_model
 from leukemia_tf.model import registry
 from leukemia_tf.model.registry import MODELS, backbone_variables
 from leukemia_tf.model.torch_checkpoint import read_state_dict
+from tests.helpers import predict_in_plain_tf_keras
 
 SIZE = 32
 
@@ -148,21 +145,6 @@ def test_exported_lite0_loads_in_a_fresh_python_safe_mode(lite0_imagenet, tmp_pa
     imports leukemia_tf loads it with safe_mode=True and predicts the same."""
     export_model(lite0_imagenet, str(tmp_path))
     x = _images(2, seed=3)
-    np.save(tmp_path / "x.npy", x)
     want = lite0_imagenet(x, training=False).numpy()[:, 0]
-    code = (
-        "import sys, numpy as np, tf_keras\n"
-        f"m = tf_keras.models.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True,"
-        " compile=False)\n"
-        "assert not any(k.startswith('leukemia_tf') for k in sys.modules), 'imported'\n"
-        "inner = [l for l in m.layers if isinstance(l, tf_keras.Model)]\n"
-        "assert len(inner) == 1, inner\n"
-        "assert all(type(l).__module__.startswith('tf_keras') for l in m.layers + "
-        "inner[0].layers)\n"
-        f"print(*m(np.load({str(tmp_path / 'x.npy')!r}), training=False).numpy()[:, 0])\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=str(tmp_path), env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = [float(v) for v in proc.stdout.split()]
+    got = predict_in_plain_tf_keras(tmp_path / "model.keras", x, nested_models=1)
     np.testing.assert_allclose(got, want, atol=1e-6)
