@@ -107,6 +107,11 @@ class ModelConfig:
     freeze_backbone_bn: bool = False   # pretrained backbone's BatchNorm in inference mode
 
 
+# The measures that can choose the best epoch (training/callbacks.MONITOR_KEYS says which
+# Keras log each reads and whether higher is better).
+MONITORS = ("val_auc", "val_loss", "val_weighted_f1", "last")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, precision and distribution."""
@@ -134,6 +139,9 @@ class TrainConfig:
     intra_op_threads: int = _field(0, minimum=0)
     backup_every_steps: int = _field(100, minimum=0)  # BackupAndRestore (and every epoch)
     early_stopping_patience: int = _field(0, minimum=0)  # 0 disables
+    # What chooses the epoch whose weights are exported (best/): a validation measure of
+    # the `--split` each epoch, or `last` (a fixed schedule: the final epoch, no choice).
+    monitor: str = _field("val_weighted_f1", choices=MONITORS)
     freeze_backbone_epochs: int = _field(0, minimum=0)  # first N epochs: backbone lr x 0
     backbone_lr_multiplier: float = _field(1.0, minimum=0)  # backbone lr / head's, after
     tensorboard: bool = True
@@ -204,8 +212,13 @@ class CrossvalConfig:
     models: Tuple[str, ...] = ("seed_cnn", "resnet_small")
     folds: Tuple[int, ...] = (0, 1, 2)
     with_validation: bool = True
-    cv: str = _field("official", choices=("official", "patients"))
+    cv: str = _field("official", choices=("official", "patients", "pooled"))
     num_folds: int = _field(5, minimum=2)
+    # cv=pooled: each fold trained once per seed (empty: run.data.seed only), its epoch
+    # chosen on `selection_split` (a split of other patients, e.g. fold0), the held-out
+    # predictions of all folds pooled (crossval.pooled).
+    seeds: Tuple[int, ...] = ()
+    selection_split: str = ""
     run: Config = dataclasses.field(default_factory=lambda: Config(
         train=TrainConfig(verbose=0)))
 
@@ -412,7 +425,8 @@ def upgrade(values: dict) -> dict:
 
     Older files held the input size, seed and determinism twice (model.image_size,
     train.seed, train.deterministic, always equal to the data section's: a check refused
-    any difference) and no model.normalize (the default was none)."""
+    any difference), no model.normalize (the default was none) and no train.monitor (the
+    best epoch was always chosen by val_weighted_f1)."""
     values = json.loads(json.dumps(values))
     model, train, data = (values.get(k) for k in ("model", "train", "data"))
     moves = ((model, "image_size"), (train, "seed"), (train, "deterministic"))
@@ -423,6 +437,8 @@ def upgrade(values: dict) -> dict:
                 data.setdefault(key, old)
     if isinstance(model, dict) and "normalize" not in model:
         model["normalize"] = "none"
+    if isinstance(train, dict) and "monitor" not in train:
+        train["monitor"] = "val_weighted_f1"
     return values
 
 

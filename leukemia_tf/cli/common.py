@@ -78,6 +78,7 @@ class Command:
     aliases: Dict[str, Alias]
     usage: str = "[flags]"
     presets: bool = False               # --preset=NAME picks a registered root
+    preset_at: str = ""                 # ... for this section of the root ("" = the root)
 
 
 # ---------------------------------------------------------------- flags -> config
@@ -114,7 +115,8 @@ def define_flags(fv: flags.FlagValues, cmd: Command) -> None:
         else:  # tuples
             define("list", to_list=True)
     if cmd.presets:
-        flags.DEFINE_enum("preset", "default", config_lib.preset_names(type(base)),
+        root = type(config_lib.get(base, cmd.preset_at)) if cmd.preset_at else type(base)
+        flags.DEFINE_enum("preset", "default", config_lib.preset_names(root),
                           "Starting configuration; other flags override it.",
                           flag_values=fv)
     flags.DEFINE_multi_string("config", [], "Any setting by its dotted path: "
@@ -142,7 +144,11 @@ def config_from_flags(fv: flags.FlagValues, cmd: Command) -> Any:
     """The preset (or defaults), then every short flag given, then every dotted override;
     checked against the declared choices and minimums. Raises ConfigError naming the
     flag."""
-    cfg = config_lib.preset(fv["preset"].value) if cmd.presets else cmd.base()
+    cfg = cmd.base()
+    if cmd.presets and cmd.preset_at:
+        cfg = dataclasses.replace(cfg, **{cmd.preset_at: config_lib.preset(fv["preset"].value)})
+    elif cmd.presets:
+        cfg = config_lib.preset(fv["preset"].value)
     changes: List[Tuple[str, Any]] = []
     for name, a in cmd.aliases.items():
         if not fv[name].present:

@@ -6,9 +6,16 @@
   leukemia-crossval --records_dir=R --out_dir=CV --cv=patients --folds=0,1,2
       --num_folds=5 --models=resnet_small
 
+  leukemia-crossval --records_dir=R --out_dir=CV --cv=pooled --folds=1 --num_folds=5
+      --selection_split=fold0 --seeds=0,1,2 --preset=pretrained --models=efficientnet_lite0
+
 Writes CV/<model>/<fold>/ (one training run each) and CV/comparison.{csv,md,png}:
 mean ± std over the held-out folds; the all-folds -> validation run as its own row.
-With --cv=patients also CV/cv_assignment.csv and CV/per_patient.csv.
+With --cv=patients also CV/cv_assignment.csv and CV/per_patient.csv. With --cv=pooled
+(the study protocol for new patients): CV/<model>/s<seed>/cv<k>/ per seed and fold, and
+CV/pooled.{csv,md}, CV/oof.csv, CV/per_patient.csv: every held-out cell scored once per
+seed, measures pooled over all folds (mean, spread and a patient-bootstrap interval over
+seeds), for each way of choosing the epoch, TTA, BN adaptation and threshold.
 Prints `run k/N: <model> fold <k>` before each run and a summary line at the end.
 Every run's other settings: --config.run.<section>.<name>=VALUE (e.g.
 --config.run.train.warmup_epochs=0).
@@ -33,7 +40,12 @@ ALIASES = {
                          "labeled validation set.", "data"),
     "cv": A("cv", "official: rotate the official folds (they leak duplicates); patients: "
             "regroup --folds into --num_folds patient- and duplicate-disjoint folds, "
-            "stratified by class.", "data"),
+            "stratified by class; pooled: the same folds, each trained per --seeds with "
+            "its epoch chosen on --selection_split, held-out predictions pooled.", "data"),
+    "selection_split": A("selection_split", "--cv=pooled: the split of other patients "
+                         "that chooses each fold's epoch (e.g. fold0).", "data"),
+    "seeds": A("seeds", "--cv=pooled: training seeds; each fold is trained once per seed.",
+               "optimisation"),
     "num_folds": A("num_folds", "Folds for --cv=patients (lowered, with a note, when a "
                    "class has fewer patients).", "data"),
     "image_size": A("run.data.image_size", "Input size.", "data"),
@@ -52,7 +64,8 @@ ALIASES = {
 
 COMMAND = common.Command(
     script="leukemia-crossval", doc=__doc__, base=config_lib.CrossvalConfig,
-    aliases=ALIASES, usage="--records_dir=DIR --out_dir=DIR [--models=A,B] [flags]")
+    aliases=ALIASES, usage="--records_dir=DIR --out_dir=DIR [--models=A,B] [flags]",
+    presets=True, preset_at="run")
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
@@ -77,6 +90,15 @@ def check_inputs(cfg: config_lib.CrossvalConfig) -> None:
         raise common.UserError(
             f"--folds: there is no fold {', '.join(map(str, missing))} in "
             f"{cfg.run.data.records_dir} (folds: {', '.join(map(str, folds))})")
+    if cfg.cv == "pooled":
+        if not cfg.selection_split:
+            raise common.UserError("--cv=pooled needs --selection_split (a split of other "
+                                   "patients that chooses each fold's epoch, e.g. fold0)")
+        splits.check(cfg.selection_split, folds, "--selection_split",
+                     cfg.run.data.records_dir, ("validation", "fold"))
+        if cfg.selection_split in {f"fold{k}" for k in cfg.folds}:
+            raise common.UserError(f"--selection_split={cfg.selection_split} is one of "
+                                   "the --folds that are regrouped and held out")
 
 
 def main(argv):
@@ -88,7 +110,8 @@ def main(argv):
     result = crossval.run(cfg.run, list(cfg.models), cfg.out_dir, folds=list(cfg.folds),
                           include_validation=cfg.with_validation,
                           on_progress=lambda line: print(line, flush=True),
-                          cv=cfg.cv, num_folds=cfg.num_folds)
+                          cv=cfg.cv, num_folds=cfg.num_folds, seeds=cfg.seeds,
+                          selection_split=cfg.selection_split)
     print(io.read_text(result["md"]))
     for w in result["warnings"]:
         print(f"WARNING: {w}", file=sys.stderr)

@@ -94,8 +94,11 @@ ALIASES = {
                                 "learning rate / the head's, after the frozen epochs.",
                                 "optimisation"),
     "label_smoothing": A("train.label_smoothing", "Label smoothing.", "optimisation"),
+    "monitor": A("train.monitor", "What chooses the exported epoch on --split: val_auc, "
+                 "val_loss, val_weighted_f1, or last (no choice: the final epoch).",
+                 "optimisation"),
     "early_stopping_patience": A("train.early_stopping_patience",
-                                 "Epochs without val weighted F1 gain (0 = off).",
+                                 "Epochs without a --monitor gain (0 = off).",
                                  "optimisation"),
     # distribution
     "strategy": A("train.strategy", "Distribution strategy.", "distribution"),

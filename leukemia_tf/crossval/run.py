@@ -8,12 +8,17 @@ are counted and warned about.
 
 With cv="patients" the training folds are regrouped instead, so that no patient and no
 duplicate crosses a split (leukemia_tf.data.grouping), and every held-out patient is reported
-(per_patient.csv). `plan`/`patient_plan` (which runs) are separate from `run` (train
-them) and from the report.
+(per_patient.csv). With cv="pooled" the same grouping keeps its fold count even when a
+class has fewer patients than folds, every fold chooses its epoch on a separate
+`selection_split` of other patients (never on the held-out one), each fold is trained once
+per seed, and the held-out predictions of all folds are pooled (crossval.pooled): the
+study protocol for comparing recipes on new patients. `plan`/`patient_plan` (which runs)
+are separate from `run` (train them) and from the report.
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -21,6 +26,7 @@ import pandas as pd
 
 from leukemia_tf import config as config_lib
 from leukemia_tf import io, training
+from leukemia_tf.crossval import pooled_report
 from leukemia_tf.crossval import report as crossval_report
 from leukemia_tf.data import duplicates, grouping
 from leukemia_tf.data import manifest as manifest_lib
@@ -28,6 +34,7 @@ from leukemia_tf.evaluation import split_roles
 
 log = logging.getLogger(__name__)
 PATIENT_FOLD = "patient-grouped cv fold"
+POOLED_FOLD = "pooled patient-grouped fold"
 
 
 def plan(folds: Sequence[int], include_validation: bool = True) -> List[Dict]:
@@ -43,22 +50,31 @@ def plan(folds: Sequence[int], include_validation: bool = True) -> List[Dict]:
 
 
 def patient_plan(records_dir: str, folds: Sequence[int], num_folds: int, out_dir: str,
-                 seed: int = 0) -> Tuple[List[Dict], List[str]]:
+                 seed: int = 0, seeds: Sequence[int] = (), selection_split: str = ""
+                 ) -> Tuple[List[Dict], List[str]]:
     """Grouped runs: regroup the training folds `folds` by patient and duplicate.
 
-    Writes out_dir/cv_assignment.csv (see leukemia_tf.data.grouping) and returns one run per
-    CV fold (train on the other CV folds, validate on it) plus the grouping's notes.
+    Writes out_dir/cv_assignment.csv (see leukemia_tf.data.grouping) and returns the runs
+    plus the grouping's notes: without `selection_split` one run per CV fold (train on
+    the other CV folds, validate on it); with it (pooled), one run per training seed of
+    `seeds` and CV fold, validated on `selection_split`, its fold only held out.
     """
     io.makedirs(out_dir)
     path = io.join(out_dir, "cv_assignment.csv")
-    assignment, notes = grouping.make_assignment(records_dir, folds, num_folds, path, seed)
+    pooled = bool(selection_split)
+    assignment, notes = grouping.make_assignment(records_dir, folds, num_folds, path, seed,
+                                                 pooled=pooled)
     for row in grouping.summarize(assignment).to_dict("records"):
         log.info("cv fold %s", row)
-    runs = [{"train_folds": tuple(folds), "val_split": "cv", "name": f"cv{k}",
-             "fold": int(k), "protocol": PATIENT_FOLD,
-             "data": {"cv_assignment": path, "cv_fold": int(k)}}
-            for k in sorted(assignment["cv_fold"].unique())]
-    return runs, notes
+    ks = [int(k) for k in sorted(assignment["cv_fold"].unique())]
+    if not pooled:
+        return [{"train_folds": tuple(folds), "val_split": "cv", "name": f"cv{k}",
+                 "fold": k, "protocol": PATIENT_FOLD,
+                 "data": {"cv_assignment": path, "cv_fold": k}} for k in ks], notes
+    return [{"train_folds": tuple(folds), "val_split": selection_split,
+             "name": f"s{s}/cv{k}", "fold": k, "seed": int(s), "protocol": POOLED_FOLD,
+             "data": {"cv_assignment": path, "cv_fold": k, "seed": int(s)}}
+            for s in seeds for k in ks], notes
 
 
 def _row(name: str, r: dict, summary: dict, leaks: int) -> dict:
@@ -81,25 +97,31 @@ def _row(name: str, r: dict, summary: dict, leaks: int) -> dict:
 
 
 def _describe(name: str, r: dict) -> str:
+    if r["protocol"] == POOLED_FOLD:
+        return f"{name} seed {r['seed']} patient-grouped fold {r['fold']}"
     if r["protocol"] == PATIENT_FOLD:
         return f"{name} patient-grouped fold {r['fold']}"
     where = f"fold {r['fold']}" if r["fold"] is not None else "all folds -> validation"
     return f"{name} {where}"
 
 
-def _runs(base: config_lib.Config, folds, include_validation, cv, num_folds, out_dir):
+def _runs(base: config_lib.Config, folds, include_validation, cv, num_folds, out_dir,
+          seeds=(), selection_split=""):
     if cv == "patients":
         return patient_plan(base.data.records_dir, folds, num_folds, out_dir,
                             base.data.seed)
+    if cv == "pooled":
+        return patient_plan(base.data.records_dir, folds, num_folds, out_dir,
+                            base.data.seed, seeds or (base.data.seed,), selection_split)
     if cv == "official":
         return plan(folds, include_validation), []
-    raise ValueError(f"cv must be 'official' or 'patients', not {cv!r}")
+    raise ValueError(f"cv must be 'official', 'patients' or 'pooled', not {cv!r}")
 
 
 def run(base: config_lib.Config, model_names: Sequence[str], out_dir: str,
         folds: Sequence[int] = (0, 1, 2), include_validation: bool = True,
         on_progress: Optional[Callable[[str], None]] = None, cv: str = "official",
-        num_folds: int = 5) -> dict:
+        num_folds: int = 5, seeds: Sequence[int] = (), selection_split: str = "") -> dict:
     """Train every (model, run) pair under out_dir/<model>/<run>/ and compare.
 
     Args:
@@ -107,17 +129,23 @@ def run(base: config_lib.Config, model_names: Sequence[str], out_dir: str,
         result line after it; default: log.info (which also logs the summary line).
       cv: "official" rotates the official folds (they leak duplicates: warned);
         "patients" regroups the training folds `folds` into `num_folds` patient- and
-        duplicate-disjoint folds (leukemia_tf.data.grouping) and validates on each.
+        duplicate-disjoint folds (leukemia_tf.data.grouping) and validates on each;
+        "pooled" regroups them the same way, trains each fold once per seed of `seeds`
+        with the epoch chosen on `selection_split`, and pools the held-out predictions
+        (pooled.csv/.md, oof.csv, per_patient.csv: crossval.pooled).
 
     Returns:
-      The paths of comparison.csv/.md/.png (and per_patient.csv), the rows, fold
-      statistics ("stats"), warnings and the one-line "summary".
+      The paths of the tables written, the rows, warnings and the one-line "summary".
     """
+    if cv == "pooled" and not selection_split:
+        raise ValueError("cv='pooled' needs a selection_split (a split of other patients "
+                         "that chooses each fold's epoch)")
     say = on_progress or log.info
     manifest = manifest_lib.load(base.data.records_dir)
-    plan_runs, warnings = _runs(base, folds, include_validation, cv, num_folds, out_dir)
+    plan_runs, warnings = _runs(base, folds, include_validation, cv, num_folds, out_dir,
+                                seeds, selection_split)
     runs = [(name, r) for name in model_names for r in plan_runs]
-    rows, patients = [], []
+    rows, patients, dirs = [], [], {}
     start = time.time()
     for i, (name, r) in enumerate(runs, 1):
         say(f"run {i}/{len(runs)}: {_describe(name, r)} (train folds "
@@ -126,25 +154,64 @@ def run(base: config_lib.Config, model_names: Sequence[str], out_dir: str,
             base, data={"train_folds": r["train_folds"], "val_split": r["val_split"],
                         **r["data"]},
             model={"name": name}, train={"model_dir": io.join(out_dir, name, r["name"])})
-        leaks = 0 if cv == "patients" else duplicates.leaked_groups(
+        leaks = 0 if cv != "official" else duplicates.leaked_groups(
             manifest, r["train_folds"], r["val_split"])
         for msg in duplicates.leak_warnings(leaks, r["train_folds"], r["val_split"]):
             log.warning(msg)
             warnings.append(msg)
         t0 = time.time()
-        summary = training.run(cfg)
+        summary = _train_pooled(cfg) if cv == "pooled" else training.run(cfg)
+        dirs.setdefault(name, {})[(r.get("seed"), r["fold"])] = cfg.train.model_dir
         rows.append(_row(name, r, summary, leaks))
         patients += [{"model": name, "fold": r["name"], **p}
                      for p in summary.get("per_patient", [])]
         f1 = rows[-1]["weighted_f1"]
         say(f"run {i}/{len(runs)} done in {time.time() - t0:.0f} s: weighted F1 "
-            f"{'n/a' if f1 is None else f'{f1:.4f}'} on {r['name']}")
+            f"{'n/a' if f1 is None else f'{f1:.4f}'} on {r['val_split']}")
     warnings = sorted(set(warnings))
+    if cv == "pooled":
+        return _pooled_result(out_dir, dirs, warnings, len(runs), time.time() - start,
+                              on_progress)
     paths = crossval_report.write_comparison(rows, out_dir, warnings)
     if patients:
         paths["per_patient"] = io.join(out_dir, "per_patient.csv")
         io.write_csv(paths["per_patient"], pd.DataFrame(patients))
     summary = summary_line(paths["stats"], len(runs), time.time() - start)
+    if on_progress is None:
+        log.info(summary)
+    return {**paths, "rows": rows, "warnings": warnings, "summary": summary}
+
+
+STUDY_RUN = "study_run.json"
+
+
+def _train_pooled(cfg: config_lib.Config) -> dict:
+    """One pooled-study run: train with the held-out/selection scores of every epoch,
+    then score the exported model's variants, then record minutes and load (once)."""
+    from leukemia_tf.crossval import heldout
+    summary = training.run(cfg, callbacks=[heldout.EpochScores(cfg)])
+    md = cfg.train.model_dir
+    if io.exists(io.join(md, STUDY_RUN)) and io.exists(io.join(md, heldout.VARIANTS)):
+        return summary
+    t0 = time.time()
+    heldout.score_variants(cfg)
+    seconds = float(summary.get("seconds") or 0.0) + time.time() - t0
+    io.write_json(io.join(md, STUDY_RUN), {"seconds": round(seconds, 1),
+                                           "load": [round(x, 2) for x in os.getloadavg()]})
+    return summary
+
+
+def _pooled_result(out_dir: str, dirs: dict, warnings: list, n_runs: int, seconds: float,
+                   on_progress) -> dict:
+    rows, frames = [], {}
+    for name, run_dirs in dirs.items():
+        got, by_variant = pooled_report.recipe_rows(name, pooled_report.runs_by_seed(run_dirs))
+        rows += got
+        frames.update({(name, v): f for v, f in by_variant.items()})
+    paths = pooled_report.write(out_dir, rows, frames, warnings)
+    parts = [f"{r['recipe']} {r['weighted_f1']:.4f}" for r in rows if r["variant"] == "plain"]
+    summary = (f"crossval: {n_runs} runs in {seconds / 60:.1f} min; pooled out-of-fold "
+               f"weighted F1 (mean over seeds): {', '.join(parts)}")
     if on_progress is None:
         log.info(summary)
     return {**paths, "rows": rows, "warnings": warnings, "summary": summary}

@@ -86,8 +86,31 @@ def _group_table(table: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def assign_folds(table: pd.DataFrame, num_folds: int,
-                 seed: int = 0) -> Tuple[pd.DataFrame, List[str]]:
+def _fold_count(per_class: Dict[int, int], num_folds: int, pooled: bool,
+                notes: List[str]) -> int:
+    """How many folds `assign_folds` deals into (a note for each change it makes)."""
+    scarce = min(per_class.values())
+    name = CLASS_NAMES.get(min(per_class, key=per_class.get), "?")
+    if not pooled:
+        if scarce >= num_folds:
+            return num_folds
+        notes.append(f"only {scarce} {name} patient groups for {num_folds} folds: using "
+                     f"{scarce} folds, each holding out one {name} group "
+                     "(leave-one-group-out for that class)")
+        return scarce
+    folds = min(num_folds, sum(per_class.values()))
+    if folds < num_folds:
+        notes.append(f"only {sum(per_class.values())} patient groups for {num_folds} "
+                     f"folds: using {folds} folds")
+    if scarce < folds:
+        notes.append(f"only {scarce} {name} patient groups for {folds} folds: "
+                     f"{folds - scarce} folds hold out no {name} patient (metrics are "
+                     "pooled over the held-out predictions of all folds)")
+    return folds
+
+
+def assign_folds(table: pd.DataFrame, num_folds: int, seed: int = 0,
+                 pooled: bool = False) -> Tuple[pd.DataFrame, List[str]]:
     """Deal patient/duplicate groups into folds, stratified by class.
 
     Args:
@@ -95,6 +118,9 @@ def assign_folds(table: pd.DataFrame, num_folds: int,
       num_folds: wanted folds (>= 2). Lowered to the group count of the scarcest class
         when that is smaller (each fold then holds one group of it): see the notes.
       seed: breaks ties between equally sized groups reproducibly.
+      pooled: keep `num_folds` even when a class has fewer groups (some folds then hold
+        none of it), for metrics pooled over every fold's held-out predictions, where a
+        fold needs no cell of each class. Never more folds than groups.
 
     Returns:
       (assignment with ASSIGNMENT_COLUMNS, notes: human-readable remarks to report).
@@ -117,13 +143,7 @@ def assign_folds(table: pd.DataFrame, num_folds: int,
     if scarce < 2:
         raise ValueError(f"cannot cross-validate: groups per class {per_class} "
                          "(each class needs at least 2 patients)")
-    folds = num_folds
-    if scarce < num_folds:
-        name = CLASS_NAMES.get(min(per_class, key=per_class.get), "?")
-        folds = scarce
-        notes.append(f"only {scarce} {name} patient groups for {num_folds} folds: using "
-                     f"{folds} folds, each holding out one {name} group "
-                     "(leave-one-group-out for that class)")
+    folds = _fold_count(per_class, num_folds, pooled, notes)
     rng = np.random.default_rng(seed)
     fold_of: Dict[int, int] = {}
     count = np.zeros((2, folds), int)     # groups per class per fold
@@ -170,9 +190,10 @@ def read_assignment(path: str) -> pd.DataFrame:
 
 
 def make_assignment(records_dir: str, folds: Sequence[int], num_folds: int, out_path: str,
-                    seed: int = 0) -> Tuple[pd.DataFrame, List[str]]:
+                    seed: int = 0, pooled: bool = False) -> Tuple[pd.DataFrame, List[str]]:
     """Group the training folds `folds` of `records_dir` into CV folds, written to out_path."""
-    assignment, notes = assign_folds(load_examples(records_dir, folds), num_folds, seed)
+    assignment, notes = assign_folds(load_examples(records_dir, folds), num_folds, seed,
+                                     pooled)
     write_assignment(assignment, out_path)
     return assignment, notes
 

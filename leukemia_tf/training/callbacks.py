@@ -134,7 +134,8 @@ class CsvHistory(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Best weights by a validation metric; the best value survives a restart.
+    """Best weights by the run's `monitor` (config.MONITORS); the best value survives a
+    restart. `last` keeps every epoch's weights in turn: the final epoch is exported.
 
     Never saves non-finite weights or a non-finite metric. It adopts best/state.json only
     when it was written for the same metric: the model dir rules (`rundir`) make sure the
@@ -143,8 +144,9 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def __init__(self, model_dir: str, monitor: str, chief: bool, guard: NanGuard):
         self._state = io.join(model_dir, rundir.BEST, "state.json")
-        super().__init__(io.join(model_dir, rundir.BEST, "weights"), monitor=monitor,
-                         mode="max", save_best_only=True, save_weights_only=True, verbose=0)
+        key, mode = rundir.MONITOR_KEYS[monitor]
+        super().__init__(io.join(model_dir, rundir.BEST, "weights"), monitor=key,
+                         mode=mode, save_best_only=True, save_weights_only=True, verbose=0)
         self._chief = chief
         self._guard = guard
 
@@ -155,7 +157,8 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
             self.best = state["best"]
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
+        logs = {**(logs or {}), "last_epoch": epoch + 1}  # what monitor `last` reads
+        value = logs.get(self.monitor)
         if value is None or not math.isfinite(float(value)):
             return
         if not self._guard.safe_to_save(self.model):

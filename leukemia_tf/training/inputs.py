@@ -71,6 +71,9 @@ def validate_config(cfg: Config) -> None:
         raise ValueError(f"--image_size must be at least 1, not {d.image_size}")
     if not d.train_folds:
         raise ValueError("--train_folds is empty")
+    if t.monitor == "last" and t.early_stopping_patience:
+        raise ValueError("--early_stopping_patience needs a validation --monitor "
+                         "(val_auc, val_loss or val_weighted_f1), not last")
 
 
 @dataclasses.dataclass

@@ -29,7 +29,6 @@ from leukemia_tf.training import progress_callback as shown_progress
 from leukemia_tf.training.errors import RunDirError
 
 log = logging.getLogger("leukemia_tf.training")
-MONITOR = "val_weighted_f1"
 
 
 def _setup(cfg: Config):
@@ -72,14 +71,15 @@ def make_callbacks(cfg: Config, chief: bool):
     """(callback list, guard, progress) in the order their saves must happen."""
     t = cfg.train
     guard, progress = cb.NanGuard(), cb.Progress(t.batch_size)
-    out = [guard, progress, cb.BestCheckpoint(t.model_dir, MONITOR, chief, guard)]
+    out = [guard, progress, cb.BestCheckpoint(t.model_dir, t.monitor, chief, guard)]
     if chief:
         out.append(cb.CsvHistory(io.join(t.model_dir, "history.csv")))
         if t.tensorboard:
             out.append(keras.callbacks.TensorBoard(io.join(t.model_dir, "logs"),
                                                    update_freq="epoch"))
-    if t.early_stopping_patience:
-        out.append(keras.callbacks.EarlyStopping(MONITOR, mode="max",
+    if t.early_stopping_patience:  # a validation monitor (`last` is refused with it)
+        key, mode = rundir.MONITOR_KEYS[t.monitor]
+        out.append(keras.callbacks.EarlyStopping(key, mode=mode,
                                                  patience=t.early_stopping_patience))
     # Keras counts backup frequency in calls of the train function (steps_per_execution
     # steps each): converted so backup_every_steps stays in steps.
@@ -106,7 +106,7 @@ def _nan_message(cfg: Config, nan_at) -> str:
             "or a new --model_dir.")
 
 
-def _fit(cfg, model, data, steps, weights, plan, chief, display=None):
+def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):
     batch = cfg.train.batch_size
 
     def train_fn(input_context):
@@ -122,6 +122,9 @@ def _fit(cfg, model, data, steps, weights, plan, chief, display=None):
             -(-data.num_val // cfg.train.batch_size)))
     callbacks, guard, progress = make_callbacks(cfg, chief)
     callbacks.insert(0, inputs_lib.manifest_pin(cfg.data.records_dir, data.manifest_sha256))
+    # The caller's callbacks before the backup: an epoch whose extra work was cut short
+    # is repeated on resume, not skipped.
+    callbacks[-1:-1] = list(extra) if chief else []
     callbacks += [display] if display is not None else []
     try:
         history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
@@ -161,8 +164,12 @@ def _export(cfg, strategy, model, chief, manifest):
     return plain
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, callbacks=()) -> dict:
     """Train `cfg.model` on `cfg.data`, export it and return the summary.
+
+    `callbacks`: more Keras callbacks for the chief (a study's per-epoch scoring,
+    crossval.heldout), called after each epoch's best-weights save and before its
+    backup.
 
     Writes (chief only) into cfg.train.model_dir: train.lock (while running),
     config.json, history.csv, best/, backup/ (the last state), logs/ (TensorBoard),
@@ -200,7 +207,7 @@ def run(cfg: Config) -> dict:
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
         display = shown_progress.display_for(cfg, chief, steps, data.num_val, plan)
         history, progress = _fit(cfg, model, data, steps, weights, plan, chief,
-                                 display)
+                                 display, callbacks)
         inputs_lib.check_pinned(d.records_dir, data.manifest_sha256)
         shown_progress.phase(display, f"exporting the best weights to {t.model_dir}")
         plain = _export(cfg, strategy, model, chief, data.manifest)
@@ -232,7 +239,8 @@ def _run_summary(cfg: Config, strategy, precision: str, chief: bool, steps: int,
             **_progress_summary(progress, t.model_dir),
             "cache": {k: v[0] for k, v in plan.items()}, "class_weights": weights,
             "num_train": data.num_train, "num_val": data.num_val,
-            "val_split": cfg.data.val_split, "params": int(model.count_params()),
+            "val_split": cfg.data.val_split, "monitor": t.monitor,
+            "params": int(model.count_params()),
             "warnings": warnings}
 
 

@@ -185,6 +185,17 @@ def _patient_rows(per_patient: list) -> list:
     return rows
 
 
+_MONITOR_PHRASES = {"val_auc": "highest validation ROC AUC",
+                    "val_loss": "lowest validation loss",
+                    "val_weighted_f1": "highest validation weighted F1",
+                    "last": "the last epoch: --monitor=last chooses none"}
+
+
+def monitor_phrase(monitor: str) -> str:
+    """How `train.monitor` chose the exported epoch, in words."""
+    return _MONITOR_PHRASES[monitor]
+
+
 def format_summary(cfg, summary: dict, max_patients: int = 20) -> str:
     """The end-of-training summary: best epoch, the selection split's weighted F1 and
     ROC AUC with bootstrap intervals, the per-patient table, where the model is and how
@@ -195,8 +206,8 @@ def format_summary(cfg, summary: dict, max_patients: int = 20) -> str:
     v = summary.get("validation", {})
     ci = summary.get("validation_ci")
     lines = ["", "SUMMARY",
-             f"  best epoch {summary.get('best_epoch', '?')} of {t.epochs} (highest "
-             f"val weighted F1)",
+             f"  best epoch {summary.get('best_epoch', '?')} of {t.epochs} "
+             f"({monitor_phrase(t.monitor)})",
              f"  on {d.val_split}: the selection split (it chose the best epoch, so these "
              "numbers are optimistic; evaluate a held-out split for an unbiased estimate)",
              f"    weighted F1  {metrics.format_ci(ci, 'weighted_f1', 3)}",

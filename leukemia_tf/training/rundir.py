@@ -38,7 +38,7 @@ from typing import List, Optional
 
 from leukemia_tf import io
 from leukemia_tf import lock as lock_lib
-from leukemia_tf.config import Config
+from leukemia_tf.config import Config, from_dict
 from leukemia_tf.config import upgrade as config_upgrade
 from leukemia_tf.training.errors import RunDirError
 
@@ -61,7 +61,12 @@ EXPORTED = ("model.keras", "export")
 # The one setting that may grow between a run and its continuation.
 EXTENDABLE = "train.epochs"
 HISTORY = "history.csv"
-MONITOR = "val_weighted_f1"
+# `train.monitor` -> (the Keras log / history.csv column it reads, "max" or "min").
+# `last` reads the epoch number (BestCheckpoint adds it to the logs as `last_epoch`;
+# history.csv's `epoch`), so the final epoch is always the best one.
+MONITOR_KEYS = {"val_auc": ("val_auc_approx", "max"), "val_loss": ("val_loss", "min"),
+                "val_weighted_f1": ("val_weighted_f1", "max"),
+                "last": ("last_epoch", "max")}
 IGNORED = {"train.model_dir", "train.verbose", "train.tensorboard", "train.overwrite",
            "train.backup_every_steps", "data.cache", "data.cache_budget_gb",
            "data.private_threadpool_size", "train.keras_progress", "train.jit_compile",
@@ -301,11 +306,13 @@ def best_state(model_dir: str) -> Optional[dict]:
 
 def _best_from_history(model_dir: str) -> Optional[dict]:
     try:
+        monitor = from_dict(io.read_json(io.join(model_dir, CONFIG))).train.monitor
+        key, mode = MONITOR_KEYS[monitor]
         table = io.read_csv(io.join(model_dir, HISTORY))
-        values = table[MONITOR].astype(float)
+        values = table["epoch" if monitor == "last" else key].astype(float)
         finite = values[values.map(math.isfinite)]
-        row = table.loc[finite.idxmax()]
-        return {"best": float(row[MONITOR]), "epoch": int(row["epoch"]), "monitor": MONITOR}
+        row = table.loc[finite.idxmax() if mode == "max" else finite.idxmin()]
+        return {"best": float(values[row.name]), "epoch": int(row["epoch"]), "monitor": key}
     except Exception:  # noqa: BLE001 - missing, empty or garbled: nothing to recover
         return None
 
