@@ -11,12 +11,14 @@
 # be chosen only on fold 0 (34 cells of 11 other patients); the held-out predictions of
 # all folds are pooled (leukemia-crossval --cv=pooled). A finished recipe is skipped on a
 # re-run; an interrupted one resumes. Without RECIPE names, every recipe in order.
+# SEEDS=0 (or 0,1) runs only those seeds: finished runs are kept, so calling the script
+# with SEEDS=0, then 0,1, then 0,1,2 interleaves recipes seed by seed.
 set -euo pipefail
 records=$1; out=$2; shift 2
 here="$(cd "$(dirname "$0")/.." && pwd)"
 crossval="${CROSSVAL:-$here/.venv/bin/leukemia-crossval}"
 common=(--records_dir="$records" --cv=pooled --folds=1 --num_folds=5
-        --selection_split=fold0 --seeds=0,1,2 --config=run.train.monitor=last)
+        --selection_split=fold0 --seeds="${SEEDS:-0,1,2}" --config=run.train.monitor=last)
 # BN trainable, no head-only epochs (the pretrained preset's fine-tuning otherwise)
 lite_bn=(--preset=pretrained --models=efficientnet_lite0
          --config=run.model.freeze_backbone_bn=false --config=run.train.freeze_backbone_epochs=0)
@@ -29,6 +31,7 @@ recipe() {
     lite_bn_8ep_128) echo "${lite_bn[*]} --image_size=128 --epochs=8" ;;
     lite_bn_flips_8ep_128) echo "${lite_bn[*]} ${flips[*]} --image_size=128 --epochs=8" ;;
     resnet_small_20ep_128) echo "--models=resnet_small --image_size=128 --epochs=20" ;;
+    resnet_small_20ep_96) echo "--models=resnet_small --image_size=96 --epochs=20" ;;
     lite_frozen_8ep_128) echo "--preset=pretrained --models=efficientnet_lite0 --image_size=128 --epochs=8" ;;
     lite_bn_flips_lr3e-3_b32_8ep_128) echo "${lite_bn[*]} ${flips[*]} --image_size=128 --epochs=8 --learning_rate=3e-3 --batch_size=32" ;;
     lite_bn_4ep_128) echo "${lite_bn[*]} --image_size=128 --epochs=4" ;;
@@ -41,9 +44,10 @@ all=(lite_bn_8ep_128 lite_bn_flips_8ep_128 resnet_small_20ep_128 lite_frozen_8ep
      lite_bn_flips_lr3e-3_b32_8ep_128 lite_bn_4ep_128 lite_bn_8ep_96 lite_bn_16ep_128)
 for name in "${@:-${all[@]}}"; do
   flags=$(recipe "$name")
-  [ -f "$out/$name/pooled.csv" ] && { echo "$name: done ($out/$name/pooled.md)"; continue; }
+  [ -z "${SEEDS:-}" ] && [ -f "$out/$name/pooled.csv" ] && {
+    echo "$name: done ($out/$name/pooled.md)"; continue; }
   echo "$(date -u +%FT%TZ) $name: $flags; load $(cut -d' ' -f1-3 /proc/loadavg)"
   # shellcheck disable=SC2086
-  "$crossval" "${common[@]}" $flags --out_dir="$out/$name" > "$out/$name.log" 2>&1
+  "$crossval" "${common[@]}" $flags --out_dir="$out/$name" >> "$out/$name.log" 2>&1
   echo "$(date -u +%FT%TZ) $name: finished; load $(cut -d' ' -f1-3 /proc/loadavg)"
 done

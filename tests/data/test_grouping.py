@@ -155,3 +155,26 @@ def test_cv_rule_is_the_same_on_pandas_and_tensors():
         assert on_pandas == on_tensor == in_tf_data
     assert on_pandas == [True, False, True, False, True]            # evaluation: fold 1 + unlisted
     assert grouping.keeps(pd.Series(folds), 1, True).tolist() == [True, True, False, True, False]
+
+
+def test_pooled_keeps_the_fold_count_with_one_hem_patient_per_fold_at_most():
+    # 10 patients, 2 of them hem (the real_dev shape): 5 folds of 2 patients, never both
+    # hem patients in one fold (training would then see no hem cell).
+    assignment, notes = grouping.assign_folds(table(all_patients=8, hem_patients=2), 5,
+                                              pooled=True)
+    assert set(assignment["cv_fold"]) == set(range(5))
+    hem = assignment[assignment["label"] == 0].groupby("cv_fold")["patient_id"].nunique()
+    assert hem.max() == 1 and hem.sum() == 2
+    assert (assignment.groupby("patient_id")["cv_fold"].nunique() == 1).all()
+    assert any("3 folds hold out no hem patient" in n for n in notes)
+    # Without pooled, the same table falls back to leave-one-hem-patient-out.
+    assert set(grouping.assign_folds(table(all_patients=8, hem_patients=2), 5)[0]
+               ["cv_fold"]) == {0, 1}
+
+
+def test_pooled_never_deals_more_folds_than_groups():
+    assignment, notes = grouping.assign_folds(table(all_patients=3, hem_patients=2), 6,
+                                              pooled=True)
+    # A0 and A1 share images (one group): 4 groups, so 4 folds, and a note says so.
+    assert set(assignment["cv_fold"]) == {0, 1, 2, 3}
+    assert any("only 4 patient groups for 6 folds" in n for n in notes)

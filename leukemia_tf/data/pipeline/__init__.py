@@ -63,4 +63,4 @@ def make_dataset(data: DataConfig, sel: manifest_lib.Selection, *, training: boo
             ds = ds.map(parser.eval_batch, num_parallel_calls=AUTOTUNE)
     ds = ds.prefetch(AUTOTUNE)
     sharded_by_us = input_context is not None and input_context.num_input_pipelines > 1
-    return ds.with_options(reader.options(data, sharded_by_us))
+    return ds.with_options(reader.options(data, sharded_by_us, training))

@@ -129,10 +129,15 @@ def _resample(ds: tf.data.Dataset, seed: int) -> tf.data.Dataset:
     return tf.data.Dataset.sample_from_datasets([pos, neg], [0.5, 0.5], seed=seed)
 
 
-def options(data: DataConfig, sharded_by_us: bool) -> tf.data.Options:
-    """Determinism, autotune RAM budget, thread pool and the distribute shard policy."""
+def options(data: DataConfig, sharded_by_us: bool, training: bool = True) -> tf.data.Options:
+    """Determinism, autotune RAM budget, thread pool and the distribute shard policy.
+
+    Evaluation is always deterministic: the dataset-wide option governs every parallel
+    op that names no order of its own (the parallel batch among them), so leaving it off
+    would let batches of one evaluation pass arrive out of order.
+    """
     opts = tf.data.Options()
-    opts.deterministic = data.deterministic
+    opts.deterministic = data.deterministic or not training
     opts.autotune.enabled = True
     budget = int(data.cache_budget_gb * 2 ** 30) if data.cache_budget_gb > 0 else 0
     if budget:
