@@ -52,3 +52,52 @@ def test_crossval_plan():
                                             "name": "validation", "fold": None, "data": {},
                                             "protocol": "all folds -> validation"}
     assert crossval.plan((0, 1, 2))[0]["fold"] == 0
+
+
+@pytest.mark.slow
+def test_pooled_study_end_to_end_and_compared(records_dir, tmp_path):
+    # The study protocol at toy size, really trained: fold 1's patients regrouped into 2
+    # folds, each trained once per seed, its epochs scored on fold 0 (other patients).
+    from leukemia_tf.crossval import compare
+    base = tiny_config(records_dir, "", epochs=2, steps_per_epoch=1)
+    out = str(tmp_path / "study")
+    result = crossval.run(base, ["seed_cnn"], out, folds=(1,), cv="pooled", num_folds=2,
+                          seeds=(0, 1), selection_split="fold0", on_progress=lambda _: None)
+    fold1 = 16   # fold 1 of records_dir: 8 ALL + 8 hem cells
+    oof = pd.read_csv(result["oof"], dtype={"patient_id": str})
+    oof = oof[oof["variant"] == "plain"]
+    assert len(oof) == fold1 and oof["source_path"].is_unique   # each cell held out once
+    assert {"p0", "p1", "t0", "t1"} <= set(oof.columns)
+    assert not oof[["p0", "p1"]].isna().any().any()
+    table = pd.read_csv(result["csv"])
+    assert {"plain", "epoch:last", "epoch:val_auc", "thr:prior"} <= set(table["variant"])
+    assert (table["seeds"] == 2).all() and (table["cells"] == fold1).all()
+    scores = pd.read_csv(os.path.join(out, "seed_cnn", "s1", "cv0", "epoch_scores.csv"))
+    assert sorted(scores["epoch"].unique()) == [1, 2]
+    assert set(scores["set"]) == {"heldout", "selection"}
+    # Compared with itself, every paired difference of the plain variant is exactly 0;
+    # the ensemble of a recipe with itself is that recipe.
+    a, b = compare.Study(out, "a"), compare.Study(out, "b")
+    assert sorted(a.by_seed) == [0, 1]
+    rows, seeds = compare.compare([a, b], ("plain", "epoch:last"), pairs=[("a", "b")])
+    plain_b = next(r for r in rows if r["recipe"] == "b" and r["variant"] == "plain")
+    assert seeds == [0, 1] and plain_b["d_weighted_f1"] == 0.0 == plain_b["d_roc_auc"]
+    ens = rows[-1]
+    assert ens["recipe"] == "a + b" and ens["weighted_f1"] == pytest.approx(rows[0]["weighted_f1"])
+    paths = compare.write(str(tmp_path / "cmp"), rows, seeds)
+    assert "| a + b | ensemble (mean) |" in open(paths["md"], encoding="utf-8").read()
+    # A seed with an unfinished fold is left out of the comparison.
+    os.remove(os.path.join(out, "seed_cnn", "s1", "cv1", "study_run.json"))
+    assert sorted(compare.Study(out).by_seed) == [0]
+
+
+def test_compare_studies_bad_folder_is_one_line(tmp_path):
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "compare_studies.py")
+    r = subprocess.run([sys.executable, script, f"--studies={tmp_path}",
+                        f"--out_dir={tmp_path}/o"], capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: --studies: {tmp_path}: no "
+                                                        "cv_assignment.csv")
+    assert "tensorflow" not in r.stderr.lower()
