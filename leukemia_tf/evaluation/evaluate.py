@@ -221,7 +221,9 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
         val = trained[0].val_split or "validation"
         figures["Training curves"] = plots.plot_training_curves(
             history, io.join(out, "training_curves.png"),
-            val_label=f"{val} ({trained[0].role(val)})")
+            val_label=f"{val} ({trained[0].role(val)})",
+            best_epoch=trained[0].summary.get("best_epoch"),
+            monitor=trained[0].summary.get("monitor", "val_weighted_f1"))
     figures["Confusion matrix"] = plots.plot_confusion_matrix(
         result["confusion_matrix"], io.join(out, "confusion_matrix.png"))
     if result["roc_auc"] is not None:

@@ -8,6 +8,7 @@ figure state between calls. Each is rendered to PNG bytes and written with
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -21,15 +22,30 @@ from leukemia_tf import io
 from leukemia_tf.evaluation.metrics import validate_scores
 
 CLASS_LABELS = {0: "hem", 1: "ALL"}
-# (panel title, train column candidates, whether it chose the best epoch); the validation
-# column is "val_" + the train column Keras logged. No AUC panel on purpose: Keras'
-# bucketed AUC differs from the exact (sklearn) ROC AUC the reports give, and one AUC must
-# not look like the other.
+# (panel title, train column candidates); the validation column is "val_" + the train
+# column Keras logged. No AUC panel on purpose: Keras' bucketed AUC differs from the exact
+# (sklearn) ROC AUC the reports give, and one AUC must not look like the other.
 _CURVES = (
-    ("loss", ("loss",), False),
-    ("accuracy", ("accuracy", "binary_accuracy", "acc"), False),
-    ("weighted F1 (chooses the best epoch)", ("weighted_f1",), True),
+    ("loss", ("loss",)),
+    ("accuracy", ("accuracy", "binary_accuracy", "acc")),
+    ("weighted F1", ("weighted_f1",)),
 )
+# --monitor -> (history column, higher is better); `last` and val_auc have no column
+# here: the kept epoch is then taken from the run (best_epoch) or is the last one.
+_MONITOR_COLUMNS = {"val_weighted_f1": ("val_weighted_f1", True), "val_loss": ("val_loss", False)}
+
+
+def _best_index(history: pd.DataFrame, epochs: np.ndarray, best_epoch: Optional[int],
+                monitor: str) -> Optional[int]:
+    """Row of the kept epoch: the run's own best_epoch when known, else by the monitor's
+    column (first optimum, as the checkpoint keeps it), else the last row for `last`."""
+    if best_epoch is not None:
+        rows = np.flatnonzero(epochs == int(best_epoch))
+        return int(rows[0]) if rows.size else None
+    column, higher = _MONITOR_COLUMNS.get(monitor, (None, True))
+    if column is not None and column in history and history[column].notna().any():
+        return int(history[column].idxmax() if higher else history[column].idxmin())
+    return len(history) - 1 if monitor == "last" and len(history) else None
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -53,17 +69,23 @@ def _epochs(history: pd.DataFrame) -> np.ndarray:
     return epochs + 1 if len(epochs) and epochs.min() == 0 else epochs
 
 
-def plot_training_curves(history_csv_path, out_png, val_label: str = "validation") -> str:
+def plot_training_curves(history_csv_path, out_png, val_label: str = "validation",
+                         best_epoch: Optional[int] = None,
+                         monitor: str = "val_weighted_f1") -> str:
     """Plots train and validation loss / accuracy / weighted F1 per epoch.
 
-    The best validation weighted F1 (the trainer's selection rule) is starred and marked by
-    a dashed line in every panel, so each curve shows where the kept weights come from.
+    The kept epoch (the run's best_epoch, or the optimum of its --monitor) is marked by a
+    dashed line in every panel, and starred on the curve that chose it (loss for
+    val_loss, weighted F1 for val_weighted_f1), so each curve shows where the kept
+    weights come from.
 
     Args:
       history_csv_path: the run's history.csv (any file system). Each curve is drawn when
         its train or val column exists; epochs are shown from 1.
       out_png: where to write the figure.
       val_label: legend of the validation curves (e.g. "fold2 (selection)").
+      best_epoch: the epoch the run kept (summary.json), if known.
+      monitor: the measure that chose it (val_auc, val_loss, val_weighted_f1, last).
 
     Returns:
       out_png as a string.
@@ -74,18 +96,18 @@ def plot_training_curves(history_csv_path, out_png, val_label: str = "validation
     history = io.read_csv(os.fspath(history_csv_path)).reset_index(drop=True)
     epochs = _epochs(history)
     panels = []
-    for title, candidates, higher_better in _CURVES:
+    chose = _MONITOR_COLUMNS.get(monitor, (None,))[0]
+    for title, candidates in _CURVES:
         train = next((c for c in candidates if c in history.columns), None)
         val = next((f"val_{c}" for c in candidates if f"val_{c}" in history.columns), None)
         if train or val:
-            panels.append((title, train, val, higher_better))
+            chooses = val is not None and val == chose
+            panels.append((title + (" (chooses the epoch)" if chooses else ""), train, val,
+                           chooses))
     if not panels:
         raise ValueError(f"{history_csv_path}: no loss/accuracy/weighted_f1 columns in "
                          f"{list(history.columns)}")
-    monitor = history.get("val_weighted_f1")
-    best = None
-    if monitor is not None and monitor.notna().any():
-        best = int(monitor.idxmax())   # first maximum, as ModelCheckpoint keeps it
+    best = _best_index(history, epochs, best_epoch, monitor)
     fig = _figure(5.0 * len(panels), 4.0)
     for i, (title, train, val, chooses) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
@@ -95,10 +117,10 @@ def plot_training_curves(history_csv_path, out_png, val_label: str = "validation
             ax.plot(epochs, history[val], marker=".", label=val_label)
         if best is not None:
             ax.axvline(epochs[best], color="grey", linestyle="--", linewidth=1,
-                       label=f"best epoch {epochs[best]}")
+                       label=f"kept epoch {epochs[best]} ({monitor})")
             if chooses and val:
                 ax.plot(epochs[best], history[val][best], "k*", markersize=10,
-                        label=f"best {history[val][best]:.4f}")
+                        label=f"kept {history[val][best]:.4f}")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -40,6 +40,21 @@ def test_training_curves_three_panels(tmp_path):
     assert _png_size(out) == (1500, 400)        # 3 panels of 5 x 4 inches at 100 dpi
 
 
+def test_kept_epoch_follows_the_run_and_its_monitor(tmp_path):
+    history = pd.read_csv(_history(tmp_path, ["loss", "val_loss", "val_weighted_f1"]))
+    epochs = plots._epochs(history)   # 1..4
+    assert plots._best_index(history, epochs, None, "val_weighted_f1") == 2   # F1 0.75
+    assert plots._best_index(history, epochs, None, "val_loss") == 2          # loss 0.60
+    history.loc[3, "val_loss"] = 0.5
+    assert plots._best_index(history, epochs, None, "val_loss") == 3
+    assert plots._best_index(history, epochs, None, "last") == 3
+    assert plots._best_index(history, epochs, None, "val_auc") is None   # no column here
+    assert plots._best_index(history, epochs, 2, "val_auc") == 1   # the run's own word wins
+    out = plots.plot_training_curves(tmp_path / "history.csv", tmp_path / "c.png",
+                                     best_epoch=4, monitor="last")
+    assert _png_size(out) == (1000, 400)
+
+
 def test_training_curves_tolerates_missing_columns(tmp_path):
     # no train weighted_f1 (only val) and no accuracy at all -> loss + weighted F1 panels
     path = _history(tmp_path, ["loss", "val_loss", "val_weighted_f1"])
