@@ -145,7 +145,7 @@ class TrainConfig:
     freeze_backbone_epochs: int = _field(0, minimum=0)  # first N epochs: backbone lr x 0
     backbone_lr_multiplier: float = _field(1.0, minimum=0)  # backbone lr / head's, after
     tensorboard: bool = True
-    verbose: int = _field(2, minimum=0)  # Keras fit display: 0 none, 1 bar, 2 a line an epoch
+    verbose: int = _field(3, minimum=0)  # display: 0 none, 1 bar, 2 lines, 3 auto (bar on a tty)
     keras_progress: bool = False       # Keras' own fit output (at `verbose`) instead of ours
     cpu_devices: int = _field(0, minimum=0)  # >1: split the CPU into logical devices
     overwrite: bool = False            # replace a finished or different run in model_dir

@@ -1,12 +1,15 @@
 """Progress of a long step: a tqdm bar in a terminal, plain periodic lines in a log.
 
 Why two forms: a tqdm bar redraws with carriage returns, which a log file or CI console
-keeps as one enormous line (or hundreds of them). When stderr is not a terminal the same
-progress is written as a plain line every `interval` seconds. Either way the step ends
-with one summary line, so a log always says how much was done and how fast.
+keeps as one enormous line (or hundreds of them), and a terminal that reports no width
+(some pseudo-terminals) shows nothing of it. Unless the stream is a terminal with a
+width (`can_draw`) the same progress is written as a plain line every `interval` seconds.
+Either way the step ends with one summary line, so a log always says how much was done
+and how fast.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Optional, TextIO
@@ -33,7 +36,7 @@ class Progress:
         self.done = 0
         self.start = self._last = time.perf_counter()
         self._bar = None
-        if enabled and total and _isatty(self.stream):
+        if enabled and total and can_draw(self.stream):
             self._bar = tqdm(total=total, unit=unit, desc=desc, file=self.stream,
                              smoothing=0.1)
 
@@ -62,8 +65,9 @@ class Progress:
         return time.perf_counter() - self.start
 
 
-def _isatty(stream) -> bool:
+def can_draw(stream) -> bool:
+    """Whether a bar can be drawn on `stream`: a terminal that reports a width."""
     try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
+        return bool(stream.isatty()) and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, ValueError, OSError):
         return False

@@ -16,12 +16,13 @@ import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
 from leukemia_tf import model as model_names
 from leukemia_tf.cli import common, splits
+from leukemia_tf.evaluation import split_roles
 
 FLAGS = flags.FLAGS
 A = common.Alias
 _AUG = config_lib.AugmentConfig()
 _JITTER = ("brightness", "contrast", "hue", "saturation")
-_PROGRESS = {"none": 0, "bar": 1, "lines": 2}
+_PROGRESS = {"none": 0, "bar": 1, "lines": 2, "auto": 3}
 
 
 def _jitter(scale: float) -> dict:
@@ -123,13 +124,14 @@ ALIASES = {
     "backup_every_steps": A("train.backup_every_steps", "Preemption backup frequency in "
                             "steps (also every epoch end).", "output"),
     "tensorboard": A("train.tensorboard", "Write TensorBoard logs.", "output"),
-    "progress": A("", "Training display: bar (a per-step bar with ETA), lines (a "
-                  "line every 30 s and per epoch, for logs), none. Log detail is absl's "
-                  "--verbosity.", "output",
+    "progress": A("", "Training display: bar (a per-step bar with ETA; lines when the "
+                  "output is not a terminal with a width), lines (a plain line every 30 s "
+                  "and per epoch, for logs), auto (bar in a terminal, else lines), none. "
+                  "Log detail is absl's --verbosity.", "output",
                   choices=tuple(_PROGRESS), derive=lambda v: {"train.verbose": _PROGRESS[v]},
-                  default="lines"),
-    "verbose": A("train.verbose", "Training display 0/1/2 (the same as --progress "
-                 "none/bar/lines).", "output"),
+                  default="auto"),
+    "verbose": A("train.verbose", "Training display 0/1/2/3 (the same as --progress "
+                 "none/bar/lines/auto).", "output"),
     "keras_progress": A("train.keras_progress", "Keras' own fit output (at --verbose) "
                         "instead of the trainer's bar, lines and summary.", "output"),
 }
@@ -161,6 +163,21 @@ def check_inputs(cfg: config_lib.Config) -> None:
     splits.check(d.val_split, folds, "--split", d.records_dir, ("validation", "fold", "cv"))
 
 
+def last_line(cfg: config_lib.Config, summary: dict) -> str:
+    """The run's last line: the best epoch's scores on the split it scored, by that
+    split's name and role (`fold2 (selection split)`)."""
+    d = cfg.data
+    split = split_roles.titled(split_roles.run_split_name(d.val_split, d.cv_fold),
+                               split_roles.of_run_split(cfg.train.monitor))
+    v = summary["validation"]
+    ips = summary.get("train_images_per_sec")
+    speed = f"training {ips:.1f} images/s" if ips else "training speed not measured"
+    auc = v["roc_auc"] if v["roc_auc"] is None else round(v["roc_auc"], 4)
+    return (f"best epoch {summary.get('best_epoch')}: {split} weighted F1 "
+            f"{v['weighted_f1']:.4f}, accuracy {v['accuracy']:.4f}, ROC AUC {auc}; "
+            f"{speed}; exported to {cfg.train.model_dir}/export")
+
+
 def main(argv):
     common.no_arguments(argv, COMMAND)
     cfg = config_from_flags(FLAGS)
@@ -176,13 +193,7 @@ def main(argv):
         raise common.UserError(message) from e
     # A finished run of the same settings is logged by the trainer ("nothing to do").
     if summary.get("chief", True) and "validation" in summary:
-        v = summary["validation"]
-        ips = summary.get("train_images_per_sec")
-        speed = f"training {ips:.1f} images/s" if ips else "training speed not measured"
-        print(f"best epoch {summary.get('best_epoch')}: validation weighted F1 "
-              f"{v['weighted_f1']:.4f}, accuracy {v['accuracy']:.4f}, ROC AUC "
-              f"{v['roc_auc'] if v['roc_auc'] is None else round(v['roc_auc'], 4)}; "
-              f"{speed}; exported to {cfg.train.model_dir}/export")
+        print(last_line(cfg, summary))
     else:
         print(json.dumps({k: summary[k] for k in ("chief", "strategy", "replicas")}))
     return 0

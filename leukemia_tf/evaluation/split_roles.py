@@ -41,6 +41,22 @@ def role(split: str, train_folds: Optional[Sequence[int]], val_split: Optional[s
     return HELD_OUT
 
 
+def of_run_split(monitor: str) -> str:
+    """The role of a run's own `val_split` for the run itself: it chose the best epoch
+    (selection), unless `--monitor=last` kept the final epoch without looking at it."""
+    return HELD_OUT if monitor == "last" else SELECTION
+
+
+def run_split_name(val_split: str, cv_fold: int = -1) -> str:
+    """A run's `val_split` as a user names it: `fold2`, `validation`, `cv fold 3`."""
+    return f"cv fold {cv_fold}" if val_split == "cv" and cv_fold >= 0 else val_split
+
+
+def titled(split: str, split_role: str) -> str:
+    """`fold2 (selection split)`: a split with its role, for a line of output."""
+    return f"{split} ({split_role} split)"
+
+
 def worst(roles: Iterable[str]) -> str:
     """The most biased of several roles (e.g. the members of an ensemble)."""
     roles = list(roles)

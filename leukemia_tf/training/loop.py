@@ -27,6 +27,7 @@ from leukemia_tf.training import inputs as inputs_lib
 from leukemia_tf.training import objectives, rundir, step_settings
 from leukemia_tf.training import progress_callback as shown_progress
 from leukemia_tf.training.errors import RunDirError
+from leukemia_tf.wording import count
 
 log = logging.getLogger("leukemia_tf.training")
 
@@ -143,7 +144,7 @@ def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):
     return history, progress
 
 
-def _export(cfg, strategy, model, chief, manifest):
+def _export(cfg, strategy, model, chief, manifest, display=None):
     """Load the best weights (if any), refuse non-finite ones, export (chief) with the
     records' preprocessing spec (canvas, size, resize method)."""
     md = cfg.train.model_dir
@@ -159,7 +160,7 @@ def _export(cfg, strategy, model, chief, manifest):
     plain = registry.build_model(cfg.model, cfg.data.image_size)
     plain.set_weights(model.get_weights())
     if chief:
-        log.info("exporting the best weights to %s (model.keras, export/)", md)
+        _say(display, f"exporting the best weights to {md} (model.keras, export/)")
         export.export_model(plain, md, parser.records_spec(manifest, cfg.data.image_size))
     return plain
 
@@ -200,23 +201,28 @@ def run(cfg: Config, callbacks=()) -> dict:
         log.warning("%s", w)
         warnings.append(w)
     model = _build(cfg, strategy, steps, precision)
+    for line in shown_progress.model_lines(cfg, model, precision):
+        log.info("%s", line)
     lock = rundir.Lock(t.model_dir)
     try:
         state = _claim(cfg, strategy, chief, lock)
         if state.status == "finished":  # finished by another trainer while we started
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
         display = shown_progress.display_for(cfg, chief, steps, data.num_val, plan)
+        if display is None and chief and plan.get("train", ("none",))[0] != "none":
+            log.info("the first epoch of this run reads, decodes and preprocesses %s once "
+                     "and caches them (slower); later epochs read the cache",
+                     count(data.num_train, "training image"))
         history, progress = _fit(cfg, model, data, steps, weights, plan, chief,
                                  display, callbacks)
         inputs_lib.check_pinned(d.records_dir, data.manifest_sha256)
-        shown_progress.phase(display, f"exporting the best weights to {t.model_dir}")
-        plain = _export(cfg, strategy, model, chief, data.manifest)
+        plain = _export(cfg, strategy, model, chief, data.manifest, display)
         summary = _run_summary(cfg, strategy, precision, chief, steps, progress, plan,
                                weights, data, model, warnings)
         if not chief:
             return summary
-        shown_progress.phase(display, f"scoring the exported model on {d.val_split} "
-                             f"({data.num_val} images) and bootstrapping intervals")
+        _say(display, f"scoring the exported model on {shown_progress.scored_split(cfg)}, "
+             f"{count(data.num_val, 'image')}, and bootstrapping intervals")
         _score(cfg, data, plain, summary)
         summary["seconds"] = round(time.time() - start, 1)
         summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
@@ -269,10 +275,15 @@ def _cache_plan(cfg: Config, data) -> dict:
                                         ("validation", data.num_val)])
     for name, (mode, why) in plan.items():
         log.info("cache for %s: %s (%s)", name, mode, why)
-    if plan.get("train", ("none",))[0] != "none":
-        log.info("epoch 1 reads, decodes and preprocesses %d training images once and caches "
-                 "them (slower); later epochs read the cache", data.num_train)
     return plan
+
+
+def _say(display, text: str) -> None:
+    """A phase line on the display, or in the log when there is no display (once)."""
+    if display is not None:
+        display.phase(text)
+    else:
+        log.info("%s", text)
 
 
 def _score(cfg: Config, data, plain, summary: dict) -> None:

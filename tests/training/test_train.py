@@ -195,7 +195,7 @@ def test_preemption_sigkill_resumes_from_backup(records_dir, tmp_path):
     assert summary["resumed_from_step"] > 12 * done_before  # not from step 0
     assert summary["first_epoch"] == done_before + 1
     assert [int(r["epoch"]) for r in _history(md)] == [1, 2, 3, 4]
-    assert "validation weighted F1" in rerun.stdout
+    assert "validation (selection split) weighted F1" in rerun.stdout
     said = re.search(r"resumed from epoch (\d+), step (\d+)", rerun.stdout + rerun.stderr)
     assert said, rerun.stderr[-3000:]
     assert (int(said.group(1)), int(said.group(2))) == (summary["first_epoch"],
@@ -262,7 +262,7 @@ def test_multi_worker_two_processes_only_chief_writes(records_dir, tmp_path):
     assert [int(r["epoch"]) for r in _history(md)] == [1, 2]
     assert not [p for p in md.rglob("*") if "workertemp" in str(p)]
     assert not (md / "train.lock").exists()  # the chief took the lock and released it
-    assert "validation weighted F1" in results[0][1]
+    assert "validation (selection split) weighted F1" in results[0][1]
     assert '"chief": false' in results[1][1]
 
 
