@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
 
@@ -320,9 +321,12 @@ def apply(cfg: Any, overrides: Mapping[str, Any] | Iterable[Tuple[str, Any]]) ->
 
 
 def check(cfg: Any) -> None:
-    """Every declared choice and minimum holds (ConfigError naming the path)."""
+    """Every number is finite and every declared choice and minimum holds (ConfigError
+    naming the path)."""
     for path, f in fields(type(cfg)).items():
         value, meta = get(cfg, path), f.metadata
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path} must be a finite number, not {value}", path)
         if meta.get("choices") and value not in meta["choices"]:
             raise ConfigError(f"{path}={value} is not one of {', '.join(meta['choices'])}",
                               path)

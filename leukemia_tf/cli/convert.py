@@ -73,10 +73,26 @@ def config_from_flags(fv: flags.FlagValues) -> ConvertRun:
     return common.config_from_flags(fv, COMMAND)
 
 
+def check_inputs(run: ConvertRun) -> None:
+    """What can be checked without TensorFlow: the flags a run needs, a local --data_dir
+    that exists and is a C-NMC tree."""
+    cfg = run.conversion
+    if not cfg.output_dir:
+        raise convert.ConvertError("--output_dir is required")
+    if not cfg.data_dir and not run.verify:
+        raise convert.ConvertError("--data_dir is required (or --verify alone)")
+    if cfg.data_dir and "://" not in cfg.data_dir:
+        try:
+            cnmc.find_root(cfg.data_dir)
+        except cnmc.CnmcError as e:
+            raise cnmc.CnmcError(f"--data_dir: {e}") from None
+
+
 def main(argv):
     common.no_arguments(argv, COMMAND)
     try:
         run = config_from_flags(FLAGS)
+        check_inputs(run)
         common.import_tensorflow_quietly()  # the records writer's; its start-up noise dropped
         return _run(run)
     except (cnmc.CnmcError, convert.ConvertError, common.UserError) as e:

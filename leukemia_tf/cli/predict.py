@@ -77,6 +77,9 @@ def check_inputs(cfg: config_lib.PredictConfig) -> None:
             raise common.UserError(f"--input: {path} does not exist")
     if not 0.0 <= cfg.threshold <= 1.0:
         raise common.UserError(f"--threshold={cfg.threshold} is not in [0, 1]")
+    if "://" not in cfg.output and io.isdir(cfg.output):
+        raise common.UserError(f"--output {cfg.output} is a directory: give the CSV file "
+                               f"to write, e.g. {io.join(cfg.output, 'predictions.csv')}")
     if (len(cfg.input) == 1 and "://" not in cfg.input[0]
             and io.exists(manifest_lib.manifest_path(cfg.input[0]))):
         folds = splits.manifest_folds(cfg.input[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from leukemia_tf import io
+from leukemia_tf.data import cnmc
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.errors import UserError
 
@@ -28,9 +29,22 @@ def manifest_folds(records_dir: str) -> Optional[List[int]]:
     if not io.isdir(records_dir):
         raise UserError(f"records dir {records_dir} does not exist (convert the images "
                         "first: leukemia-convert)")
+    if not io.exists(manifest_lib.manifest_path(records_dir)) and _is_image_tree(records_dir):
+        raise UserError(f"--records_dir {records_dir} is a C-NMC image tree, not converted "
+                        f"records: convert it first (leukemia-convert --data_dir="
+                        f"{records_dir} --output_dir=<records dir>) and pass that "
+                        "--records_dir")
     manifest = manifest_lib.load(records_dir)
     return sorted({int(s["fold"]) for s in manifest["shards"]
                    if s["split"] == "train" and s.get("fold") is not None})
+
+
+def _is_image_tree(path: str) -> bool:
+    try:
+        cnmc.find_root(path)
+    except cnmc.CnmcError:
+        return False
+    return True
 
 
 def check(name: str, folds: Optional[Sequence[int]], flag: str, records_dir: str,

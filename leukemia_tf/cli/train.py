@@ -9,6 +9,7 @@ any setting can be given by its dotted path (--config.train.epochs=3). --flagfil
 Flags, the records' manifest and the requested folds are checked before TensorFlow loads.
 """
 import json
+import re
 
 from absl import flags
 
@@ -152,7 +153,8 @@ def config_from_flags(fv: flags.FlagValues) -> config_lib.Config:
 
 
 def check_inputs(cfg: config_lib.Config) -> None:
-    """What can be checked without TensorFlow: the manifest, the folds, the split."""
+    """What can be checked without TensorFlow: the manifest, the folds, the split, and
+    a local --model_dir's config.json against these settings."""
     d = cfg.data
     folds = splits.manifest_folds(d.records_dir)
     missing = [f for f in d.train_folds if folds is not None and f not in folds]
@@ -161,6 +163,27 @@ def check_inputs(cfg: config_lib.Config) -> None:
             f"--train_folds: there is no fold {', '.join(map(str, missing))} in "
             f"{d.records_dir} (folds: {', '.join(map(str, folds))})")
     splits.check(d.val_split, folds, "--split", d.records_dir, ("validation", "fold", "cv"))
+    fold = split_roles.split_fold(d.val_split)
+    if fold is not None and fold in d.train_folds and not d.cv_assignment:
+        rest = ",".join(str(f) for f in d.train_folds if f != fold)
+        raise common.UserError(
+            f"--split={d.val_split} is also a training fold (--train_folds="
+            f"{','.join(map(str, d.train_folds))}): a split that chooses the best epoch "
+            f"must not be trained on; use "
+            f"{f'--train_folds={rest}' if rest else 'other --train_folds'} or another --split")
+    if "://" not in cfg.train.model_dir:  # a URL is read by TensorFlow: the trainer checks it
+        from leukemia_tf.training import rundir
+        try:
+            rundir.inspect(cfg)
+        except rundir.RunDirError as e:
+            raise common.UserError(flag_names(str(e))) from None
+
+
+def flag_names(message: str) -> str:
+    """A trainer message with each setting (`data.val_split: …`) named by its flag
+    (`--split: …`), as the user gives it."""
+    return re.sub(r"\b(?:data|model|train)\.[\w.]+(?=:)",
+                  lambda m: common.flag_for(COMMAND, m.group(0)), message)
 
 
 def last_line(cfg: config_lib.Config, summary: dict) -> str:
@@ -190,7 +213,7 @@ def main(argv):
         message = training.expected_error(e)
         if message is None:
             raise
-        raise common.UserError(message) from e
+        raise common.UserError(flag_names(message)) from e
     # A finished run of the same settings is logged by the trainer ("nothing to do").
     if summary.get("chief", True) and "validation" in summary:
         print(last_line(cfg, summary))

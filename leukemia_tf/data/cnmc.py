@@ -69,6 +69,10 @@ def normalise_patient(patient: str) -> str:
 def find_root(path: str) -> str:
     """Accept the `C-NMC_Leukemia` folder itself or the folder above it."""
     path = path.rstrip("/") or "/"
+    if not io.isdir(path):
+        what = "is a file, not a folder" if io.exists(path) else "does not exist"
+        raise CnmcError(f"{path} {what} (the {ROOT_NAME} folder or the folder above it "
+                        "was expected)")
     if io.isdir(io.join(path, TRAIN_DIR)) or io.isdir(io.join(path, "validation_data")) or \
             io.isdir(io.join(path, "testing_data")):
         return path

@@ -82,8 +82,8 @@ def load(records_dir: str) -> dict:
     """
     path = manifest_path(records_dir)
     if not io.exists(path):
-        raise ManifestError(f"no complete conversion (manifest.json not found; run "
-                            f"tools/convert_to_tfrecords.py), {path}")
+        raise ManifestError(f"no complete conversion (manifest.json not found; convert "
+                            f"the images with leukemia-convert), {path}")
     try:
         manifest = io.read_json(path)
     except JsonFileError as e:
@@ -221,7 +221,7 @@ def split_notes(manifest: dict) -> List[str]:
         if n == 0:
             use = {"test": "predict with --split=validation or --split=fold<k>, or on "
                            "image files",
-                   "validation": "train with --val_split=fold<k>"}.get(split, "")
+                   "validation": "train with --split=fold<k>"}.get(split, "")
             lines.append(f"{split}: EMPTY (no images under {folder})"
                          f"{'; ' + use if use else ''}")
         elif n == 1:
@@ -272,13 +272,13 @@ def parse_val_split(val_split: str, train_folds: Optional[Sequence[int]] = None)
     DataConfig.cv_assignment and grouping.keeps)."""
     if val_split == "cv":
         if not train_folds:
-            raise ValueError("val_split 'cv' needs the training folds")
+            raise ValueError("--split=cv needs the training folds")
         return Selection("train", tuple(train_folds))
     if val_split == "validation":
         return Selection("validation")
     if val_split.startswith("fold") and val_split[4:].isdigit():
         return Selection("train", (int(val_split[4:]),))
-    raise ValueError(f"val_split must be 'validation' or 'fold<k>', not {val_split!r}")
+    raise ValueError(f"--split must be 'validation' or 'fold<k>', not {val_split!r}")
 
 
 def train_folds(manifest: dict) -> List[int]:

@@ -70,7 +70,7 @@ def banner(split: str, split_role: str, train_folds: Optional[Sequence[int]] = N
     if split_role == SELECTION:
         return (f"{split} is this model's selection split: it chose the best epoch, so "
                 "these numbers are optimistic. For an unbiased estimate evaluate a held-out "
-                "split (neither in train_folds nor the run's val_split).")
+                "split (neither in the run's --train_folds nor its --split).")
     if split_role == TRAINED_ON:
         folds = "" if train_folds is None else f" (train_folds {', '.join(map(str, train_folds))})"
         return (f"{split} is a training fold of this model{folds}: it was fitted on these "

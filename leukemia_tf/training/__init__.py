@@ -12,11 +12,24 @@ Split by concern, in the order a run uses them:
   callbacks.py     NaN guard, progress, history.csv, best checkpoint, backup
   progress_callback.py  what the user sees: bar / log lines per epoch, phases, SUMMARY
   loop.py          run(cfg)
+
+Importing the package loads no TensorFlow: its names below are looked up on first use,
+so the trainer's entry point can check a model dir (rundir.py) before TensorFlow loads.
 """
-from leukemia_tf.training.distribution import (  # noqa: F401
-    cpu_has_bf16, is_chief, make_strategy, resolve_precision, split_cpu, strategy_name)
-from leukemia_tf.training.errors import (  # noqa: F401
-    InputError, RunDirError, TrainingError, expected_error)
-from leukemia_tf.training.loop import run  # noqa: F401
-from leukemia_tf.training.objectives import (  # noqa: F401
-    WeightedF1, make_loss, make_metrics, make_optimizer)
+import importlib
+
+_EXPORTS = {
+    "distribution": ("cpu_has_bf16", "is_chief", "make_strategy", "resolve_precision",
+                     "split_cpu", "strategy_name"),
+    "errors": ("InputError", "RunDirError", "TrainingError", "expected_error"),
+    "loop": ("run",),
+    "objectives": ("WeightedF1", "make_loss", "make_metrics", "make_optimizer"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

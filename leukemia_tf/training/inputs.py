@@ -94,7 +94,7 @@ def load_manifest(records_dir: str) -> Tuple[dict, str]:
     from leukemia_tf.data import manifest as manifest_file
     if not io.isdir(records_dir):
         raise InputError(f"records dir {records_dir} does not exist (convert the images "
-                         "first: tools/convert_to_tfrecords.py)")
+                         "first: leukemia-convert)")
     try:
         pinned = manifest_file.fingerprint(records_dir)
         manifest = manifest_file.load(records_dir)

@@ -103,8 +103,8 @@ def _nan_message(cfg: Config, nan_at) -> str:
     return (f"training stopped: the loss became {loss} at step {step} of epoch {epoch}; "
             f"nothing was exported. {'; '.join(kept) or 'No finite weights were saved'}. "
             "Try a lower --learning_rate, --mixed_precision=float32, or check the records "
-            "with tools/convert_to_tfrecords.py --verify; other settings need --overwrite "
-            "or a new --model_dir.")
+            f"with leukemia-convert --output_dir={cfg.data.records_dir} --verify; other "
+            "settings need --overwrite or a new --model_dir.")
 
 
 def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):

@@ -263,14 +263,52 @@ def _probe(module, *args):
                  "--split=fold9"], "error: --split=fold9: there is no fold 9 in {rec}"),
     ("crossval", ["--records_dir={rec}", "--out_dir={tmp}/cv", "--models=vgg"],
      "error: --models: no model vgg; models: seed_cnn, resnet_small"),
+    ("train", ["--records_dir={rec}", "--model_dir={tmp}/m", "--train_folds=0,1,2",
+               "--split=fold2"],
+     "error: --split=fold2 is also a training fold (--train_folds=0,1,2): a split that "
+     "chooses the best epoch must not be trained on; use --train_folds=0,1 or another "
+     "--split"),
+    ("train", ["--records_dir={rec}", "--model_dir={tmp}/m", "--learning_rate=nan"],
+     "error: --learning_rate must be a finite number, not nan"),
+    ("predict", ["--model_dir={tmp}", "--input={rec}", "--output={tmp}"],
+     "error: --output {tmp} is a directory: give the CSV file to write, e.g. "
+     "{tmp}/predictions.csv"),
+    ("convert", ["--data_dir={tmp}/no_such_tree", "--output_dir={tmp}/r"],
+     "error: --data_dir: {tmp}/no_such_tree does not exist"),
 ])
 def test_bad_flags_fail_in_one_line_before_tensorflow(records_dir, tmp_path, module, args,
                                                       expected):
     args = [a.format(rec=records_dir, tmp=tmp_path) for a in args]
     last, err = _probe(module, *args)
     assert last == "exit 1 raised [False] tf False", (last, err)
-    assert len(err) == 1 and err[0].startswith(expected.format(rec=records_dir)), err
+    assert len(err) == 1 and err[0].startswith(
+        expected.format(rec=records_dir, tmp=tmp_path)), err
     assert not (tmp_path / "m").exists()
+
+
+def test_model_dir_of_other_settings_fails_before_tensorflow_naming_flags(records_dir,
+                                                                          tmp_path):
+    md = tmp_path / "m"
+    md.mkdir()
+    old = C.replace(C.preset("default"), data={"records_dir": records_dir,
+                                               "val_split": "fold2", "train_folds": (0, 1)},
+                    train={"model_dir": str(md)})
+    (md / "config.json").write_text(old.to_json())
+    last, err = _probe("train", f"--records_dir={records_dir}", f"--model_dir={md}")
+    assert last == "exit 1 raised [False] tf False", (last, err)
+    assert len(err) == 1 and err[0].startswith(f"error: {md} holds a run with other "
+                                               "settings ("), err
+    assert '--split: "fold2" in config.json, "validation" now' in err[0], err
+    assert "--train_folds: [0, 1] in config.json, [0, 1, 2] now" in err[0], err
+    assert "data.val_split" not in err[0]
+
+
+def test_records_dir_that_is_an_image_tree_says_so(tiny_tree, tmp_path):
+    last, err = _probe("train", f"--records_dir={tiny_tree}", f"--model_dir={tmp_path}/m")
+    assert last == "exit 1 raised [False] tf False", (last, err)
+    assert err == [f"error: --records_dir {tiny_tree} is a C-NMC image tree, not converted "
+                   f"records: convert it first (leukemia-convert --data_dir={tiny_tree} "
+                   "--output_dir=<records dir>) and pass that --records_dir"], err
 
 
 def test_split_error_of_train_lists_cv(records_dir, tmp_path):

@@ -273,8 +273,8 @@ def _cli(argv, capsys):
 def test_cli_expected_failures_are_one_line(tiny_tree, tmp_path, capsys):
     code, err = _cli([f"--output_dir={tmp_path}/none", "--verify"], capsys)
     assert code == 1
-    assert err == f"error: no complete conversion (manifest.json not found; run " \
-                  f"tools/convert_to_tfrecords.py), {tmp_path}/none/manifest.json\n"
+    assert err == f"error: no complete conversion (manifest.json not found; convert the " \
+                  f"images with leukemia-convert), {tmp_path}/none/manifest.json\n"
     code, err = _cli([f"--data_dir={tiny_tree}", f"--output_dir={tmp_path}/r",
                       "--shard_size_mb=0", "--noprogress"], capsys)
     assert code == 1 and err.startswith("error: invalid settings: --shard_size_mb=0.0")

@@ -212,7 +212,7 @@ def test_shards_for_joins_paths_and_refuses_an_empty_selection(records_dir, mani
 def test_val_split_parsing():
     assert manifest_lib.parse_val_split("fold2") == Selection("train", (2,))
     assert manifest_lib.parse_val_split("validation").split == "validation"
-    with pytest.raises(ValueError, match="val_split must be 'validation' or 'fold<k>'"):
+    with pytest.raises(ValueError, match="--split must be 'validation' or 'fold<k>'"):
         manifest_lib.parse_val_split("test")
 
 

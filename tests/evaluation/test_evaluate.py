@@ -152,7 +152,7 @@ def test_threshold_on_a_trained_on_fold_is_refused(model_dir, records_dir):
 
 
 def test_evaluate_refuses_unlabeled_test(model_dir, records_dir):
-    with pytest.raises(ValueError, match="val_split must be 'validation' or 'fold<k>'"):
+    with pytest.raises(ValueError, match="--split must be 'validation' or 'fold<k>'"):
         evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, split="test"))
 
 
