@@ -15,11 +15,9 @@ from typing import Dict, Sequence
 
 from leukemia_tf import io
 from leukemia_tf.bench.rates import parse_encoding
+from leukemia_tf.bench.settings import FIRST_PASS_ENCODINGS  # noqa: F401  (its home)
 from leukemia_tf.data import convert
 from leukemia_tf.data import manifest as manifest_lib
-
-FIRST_PASS_ENCODINGS = ("png0", "png1", "png6", "raw", "bmp", "png1@out", "raw@out",
-                        "bmp@out")
 
 
 def records_for(tree: str, work_dir: str, text: str, image_size: int, workers: int) -> str:

@@ -22,13 +22,13 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 
 from leukemia_tf import io
+from leukemia_tf.bench.settings import CPU_WORK  # noqa: F401  (its home)
 from leukemia_tf.data import cnmc, convert, images, preprocess, records
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data.pipeline import parser
 
 
 AUTOTUNE = tf.data.AUTOTUNE
-CPU_WORK = ("flip_rot90", "rotate")
 
 
 def peak_rss_mb() -> float:

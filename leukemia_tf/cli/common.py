@@ -48,7 +48,8 @@ NOISE = re.compile(
     r"|rebuild TensorFlow with the appropriate compiler flags")
 
 HELP_ARGS = {"--help", "-h", "-?", "--helpshort"}
-GROUPS = ("data", "model", "threshold", "optimisation", "distribution", "output", "other")
+GROUPS = ("data", "model", "threshold", "measure", "train", "convert", "optimisation",
+          "distribution", "output", "other")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +230,11 @@ def _flag_line(flag) -> str:
     text = flag.help  # absl puts an enum's values first: "<a|b>: help"
     if flag.default not in (None, "") and "(required)" not in flag.help:
         text += f" (default: {flag.default_as_str.strip(chr(39))})"
-    lines = textwrap.wrap(text, 100 - 28) or [""]
+    # Words are never broken (a model name stays whole); a list of choices breaks after a
+    # `|` (a marker and a space after each, removed once wrapped).
+    lines = [line.replace("\0 ", "").replace("\0", "") for line in textwrap.wrap(
+        text.replace("|", "|\0 "), 100 - 28, break_long_words=False,
+        break_on_hyphens=False)] or [""]
     first = f"  {name:<25} {lines[0]}" if len(name) < 26 else f"  {name}\n{' ' * 28}{lines[0]}"
     return "\n".join([first] + [" " * 28 + line for line in lines[1:]])
 

@@ -17,6 +17,7 @@ import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
 from leukemia_tf import io
 from leukemia_tf.cli import common, splits
+from leukemia_tf.wording import count
 
 FLAGS = flags.FLAGS
 A = common.Alias
@@ -112,7 +113,7 @@ def main(argv):
     on = (f" ({m['threshold_method']} on {m['threshold_chosen_on']})"
           if m["threshold_chosen_on"] else "")
     balanced = "n/a" if m["balanced_accuracy"] is None else f"{m['balanced_accuracy']:.4f}"
-    print(f"{m['split']} ({m['split_role']}): {m['num_examples']} images, accuracy "
+    print(f"{m['split']} ({m['split_role']}): {count(m['num_examples'], 'image')}, accuracy "
           f"{m['accuracy']:.4f}, balanced accuracy {balanced}, threshold "
           f"{m['threshold']:.3f}{on} (tta={m['tta']})")
     print(f"  weighted F1 {format_ci(ci, 'weighted_f1', 3)}")

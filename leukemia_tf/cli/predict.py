@@ -24,6 +24,7 @@ from leukemia_tf import io
 from leukemia_tf.cli import common, splits
 from leukemia_tf.cli.evaluate import check_model_paths
 from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.wording import count
 
 FLAGS = flags.FLAGS
 A = common.Alias
@@ -105,11 +106,12 @@ def main(argv):
     by_patient = options_report.write_patient_csv(table, cfg.threshold, cfg.output)
     if by_patient:
         print(f"per-patient calls -> {by_patient}")
-    print(f"{len(table)} predictions ({int(table['prediction'].sum())} ALL) -> {cfg.output}")
+    print(f"{count(len(table), 'prediction')} ({int(table['prediction'].sum())} ALL) -> "
+          f"{cfg.output}")
     for e in errors:
         print(f"could not predict {e['file']}: {e['reason']}", file=sys.stderr)
     if path:
-        print(f"{len(errors)} files not predicted, listed in {path}", file=sys.stderr)
+        print(f"{count(len(errors), 'file')} not predicted, listed in {path}", file=sys.stderr)
     return 0 if len(table) else 1
 
 

@@ -36,6 +36,7 @@ from leukemia_tf.data import cnmc, encode, images, output_dir, streaming
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data.manifest import PROGRESS_DIR
 from leukemia_tf.progress import Progress
+from leukemia_tf.wording import count
 
 ConvertError = manifest_lib.ManifestError  # one error type for records dirs and conversions
 # Bump when the same input and settings would give other stored bytes (e.g. another
@@ -334,7 +335,7 @@ def _convert(cfg: ConvertConfig, root: str, out: output_dir.OutputDir, start: fl
     manifest_lib.write(cfg.output_dir, manifest)
     checked = (f"; {stats['hashed_images']} inputs re-read to prove them unchanged"
                if stats["hashed_images"] else "")
-    bar.close(f"encoded {n_encoded} images, reused {stats['reused_shards']} of "
+    bar.close(f"encoded {count(n_encoded, 'image')}, reused {stats['reused_shards']} of "
               f"{len(shards)} shards, in {seconds:.1f} s{checked}")
     return manifest
 

@@ -20,6 +20,7 @@ import pandas as pd
 from leukemia_tf import io
 from leukemia_tf.data import cnmc
 from leukemia_tf.errors import JsonFileError, UserError
+from leukemia_tf.wording import count
 
 MANIFEST = "manifest.json"
 EXAMPLES = "examples.csv"
@@ -164,7 +165,7 @@ def build(settings: dict, root: str, shards: List[dict], metas: Dict[str, List[d
     if cross_split:
         warnings.append(f"{len(cross_split)} groups of byte-identical images cross splits")
     if skipped:
-        warnings.append(f"{len(skipped)} files skipped (see 'skipped')")
+        warnings.append(f"{count(len(skipped), 'file')} skipped (see 'skipped')")
     return {
         "schema_version": SCHEMA_VERSION,
         "writer": WRITER,

@@ -26,6 +26,7 @@ from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import ensemble, metrics, plots, report, scoring, split_roles
 from leukemia_tf.model import export
 from leukemia_tf.evaluation import options, options_report
+from leukemia_tf.wording import count
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ def _files_section(result: dict) -> str:
     return "\n".join([
         "## Files", "",
         f"Every image of {result['split']} was scored exactly once "
-        f"({result['num_examples']} images, TTA {result['tta']}).", "",
+        f"({count(result['num_examples'], 'image')}, TTA {result['tta']}).", "",
         "- [metrics.json](metrics.json): the numbers above, with split role and context",
         "- [predictions.csv](predictions.csv): one row per image",
         "- [per_patient.csv](per_patient.csv): accuracy per patient, worst first",

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from leukemia_tf.wording import count
+
 CLASS_NAMES = {0: "hem", 1: "all"}   # key suffixes: precision_all, recall_hem, ...
 THRESHOLD_METHODS = ("youden", "f1")
 
@@ -319,12 +321,21 @@ def format_ci(ci: dict | None, name: str, digits: int = 2) -> str:
     value = f"{c['estimate']:.{digits}f}"
     if c["low"] is None:
         need = f", a bootstrap needs {SMALL_N_PATIENTS}+" if ci["unit"] == "patients" else ""
-        return f"{value} (no interval: {ci['units']} {ci['unit']}{need})"
+        return f"{value} (no interval: {_units(ci)}{need})"
     text = (f"{value} [{c['low']:.{digits}f}, {c['high']:.{digits}f}] "
-            f"{ci['level']:.0%} CI, bootstrap over {ci['units']} {ci['unit']}")
-    if c.get("undefined"):
-        text += f" (undefined in {c['undefined'] / ci['resamples']:.0%} of resamples)"
+            f"{ci['level']:.0%} CI, bootstrap over {_units(ci)}")
+    undefined, resamples = c.get("undefined") or 0, ci.get("resamples") or 0
+    if undefined and resamples:
+        share = undefined / resamples
+        text += (f" (undefined in {share:.0%} of resamples)" if share >= 0.005 else
+                 f" (undefined in {undefined} of {resamples} resamples)")
     return text
+
+
+def _units(ci: dict) -> str:
+    """`12 patients`, `1 patient`, `40 cells`: what a bootstrap resampled."""
+    unit = ci["unit"]
+    return count(ci["units"], unit[:-1] if unit.endswith("s") else unit, unit)
 
 
 def small_n_warnings(result: dict, ci: dict | None = None) -> list:
@@ -333,12 +344,14 @@ def small_n_warnings(result: dict, ci: dict | None = None) -> list:
     n = result.get("num_examples") or 0
     present = [CLASS_NAMES[k] for k in (1, 0) if result.get(f"support_{CLASS_NAMES[k]}")]
     if len(present) < 2:
-        out.append(f"single class: all {n} images are {'/'.join(present) or '?'}, so ROC "
+        which = "the 1 image is" if n == 1 else f"all {n} images are"
+        out.append(f"single class: {which} {'/'.join(present) or '?'}, so ROC "
                    "AUC, balanced accuracy, macro F1 and the missing class's metrics are "
                    "undefined (n/a), and accuracy only measures one class")
     if n < SMALL_N_IMAGES:
-        out.append(f"small N: {n} images (< {SMALL_N_IMAGES}); one image moves accuracy by "
-                   f"{100.0 / max(n, 1):.0f} points, so read the intervals, not the digits")
+        out.append(f"small N: {count(n, 'image')} (< {SMALL_N_IMAGES}); one image moves "
+                   f"accuracy by {100.0 / max(n, 1):.0f} points, so read the intervals, not "
+                   "the digits")
     if ci and ci.get("unit") == "patients" and ci.get("units", 0) < SMALL_N_PATIENTS:
         out.append(f"few patients: {ci['units']} (< {SMALL_N_PATIENTS}); cells of one patient "
                    "are not independent, so the results say little about new patients")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.evaluation import calibration, options, patients
+from leukemia_tf.wording import count
 
 PATIENTS_CSV = "patients.csv"
 RELIABILITY_PNG = "reliability.png"
@@ -58,7 +59,7 @@ def patient_section(table: pd.DataFrame, accuracy) -> List[str]:
              f"1: half and half); **MIXED** marks >= {DISAGREEMENT_FLAG} bits.", ""]
     if labeled:
         lines += [f"Patient-level accuracy: {accuracy:.4f} ({int(table['correct'].sum())} "
-                  f"of {len(table)} patients called right).", ""]
+                  f"of {count(len(table), 'patient')} called right).", ""]
     lines += [("Most disagreeing patients: " + ", ".join(worst) + ".") if worst
               else "Every patient's cells agree.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

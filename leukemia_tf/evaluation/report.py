@@ -17,6 +17,7 @@ import pandas as pd
 from leukemia_tf import io
 from leukemia_tf.evaluation.metrics import format_ci
 from leukemia_tf.evaluation.plots import CLASS_LABELS
+from leukemia_tf.wording import count
 
 LOW_PATIENT_ACCURACY = 0.5   # patients below this accuracy are flagged in the report
 INDEX = "index.md"
@@ -50,7 +51,7 @@ def _patient_section(per_patient_df: pd.DataFrame | None, low_accuracy: float) -
     df = per_patient_df.sort_values(["accuracy", "images"], ascending=[True, False],
                                     kind="mergesort")
     low = df["accuracy"] < low_accuracy
-    lines += [f"{len(df)} patients; {int(low.sum())} below {low_accuracy:.0%} accuracy "
+    lines += [f"{count(len(df), 'patient')}; {int(low.sum())} below {low_accuracy:.0%} accuracy "
               f"(flagged **LOW**). Per-patient accuracy can vary widely, so read the "
               f"spread per class as well as the mean.", ""]
     spread = []

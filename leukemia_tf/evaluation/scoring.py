@@ -13,6 +13,7 @@ import pandas as pd
 import tensorflow as tf
 
 from leukemia_tf.progress import Progress
+from leukemia_tf.wording import count
 
 TTA_MODES = ("none", "flips", "dihedral8")
 
@@ -67,8 +68,8 @@ def score_dataset(predict_fn: Callable, ds: tf.data.Dataset, tta: str = "none",
         batches += 1
     seconds = shown.seconds()
     rate = shown.done / seconds if seconds > 0 else 0.0
-    shown.close(f"scored {shown.done} images in {batches} batches, {seconds:.1f} s "
-                f"({rate:.1f} images/s)")
+    shown.close(f"scored {count(shown.done, 'image')} in "
+                f"{count(batches, 'batch', 'batches')}, {seconds:.1f} s ({rate:.1f} images/s)")
     out = pd.DataFrame({
         "source_path": rows["source_path"], "patient_id": rows["patient_id"],
         "label": np.concatenate(rows["label"]).astype(int) if rows["label"] else [],

@@ -340,6 +340,26 @@ def test_help_is_grouped_marks_required_and_names_the_console_script():
     assert len(out.splitlines()) < 130
 
 
+def test_bench_help_is_grouped_and_answers_before_tensorflow():
+    r = _run([sys.executable, "-c", _PROBE, "bench", "--help"])
+    out = r.stdout
+    assert out.splitlines()[-1] == "exit 0 raised [] tf False", (out[-500:], r.stderr)
+    assert "usage: leukemia-bench <input|peers|train|convert|all> (required)" in out
+    assert "python tools/benchmark.py" not in out.split("usage:")[1]
+    heads = [line for line in out.splitlines() if line.endswith(":") and " " not in line]
+    assert heads == ["data:", "measure:", "train:", "convert:", "output:"], heads
+    assert re.search(r"--json_out +Write the results JSON", out)
+
+
+def test_help_never_breaks_a_word():
+    fv = flags.FlagValues()
+    importlib.import_module("leukemia_tf.cli.train").define_flags(fv)
+    text = common._flag_line(fv["model"])
+    assert all(len(line) <= 100 for line in text.splitlines()), text
+    from leukemia_tf import model as model_names
+    assert all(name in text for name in model_names.NAMES), text  # none split by a break
+
+
 def test_bench_without_a_subcommand_prints_a_short_usage():
     r = _run([os.path.join(BIN, "leukemia-bench")]
              if os.path.exists(os.path.join(BIN, "leukemia-bench")) else

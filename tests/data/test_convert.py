@@ -207,5 +207,5 @@ def test_cli_exit_status_and_kill9_resume(tmp_path):
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.splitlines()[-1] == (
-        f"error: not a C-NMC tree (expected C-NMC_Leukemia/ or training_data/, "
-        f"validation_data/, testing_data/ inside it), {tmp_path}/nothing")
+        f"error: --data_dir: {tmp_path}/nothing does not exist (the C-NMC_Leukemia folder "
+        "or the folder above it was expected)")

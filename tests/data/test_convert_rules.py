@@ -74,7 +74,7 @@ def test_own_shards_of_an_earlier_plan_are_removed(tiny_tree, tmp_path):
 
 # ---------------------------------------------------------------- case 7
 @pytest.mark.parametrize("change, error, match", [
-    ({"data_dir": "typo"}, cnmc.CnmcError, "not a C-NMC tree"),
+    ({"data_dir": "typo"}, cnmc.CnmcError, "_typo does not exist"),
     ({"shard_size_mb": 0.0}, convert.ConvertError, "--shard_size_mb=0.0"),
     ({"canvas_size": 0}, convert.ConvertError, "--canvas_size=0"),
     ({"encoding": "webp"}, convert.ConvertError, "--encoding=webp"),
@@ -242,16 +242,23 @@ def test_progress_is_plain_lines_without_a_terminal(tiny_tree, tmp_path, capsys,
     assert lines[-1].startswith("convert: encoded 19 images, reused 0 of 5 shards, in ")
 
 
-def test_progress_is_a_bar_in_a_terminal():
+@pytest.mark.parametrize("columns", [80, 0])
+def test_progress_is_a_bar_in_a_terminal_with_a_width(monkeypatch, columns):
+    """A terminal of width 0 (some pseudo-terminals) would show nothing of a bar: lines."""
     class Tty(_io.StringIO):
         def isatty(self):
             return True
+
+        def fileno(self):
+            return 99
+    monkeypatch.setattr(progress.os, "get_terminal_size",
+                        lambda fd: os.terminal_size((columns, 24)))
     stream = Tty()
     bar = progress.Progress(5, "convert", stream=stream, interval=0.0)
     for _ in range(5):
         bar.update(1)
     bar.close("done")
-    assert "\r" in stream.getvalue() and "5/5" in stream.getvalue()
+    assert ("\r" in stream.getvalue()) is (columns > 0) and "5/5" in stream.getvalue()
     assert stream.getvalue().splitlines()[-1] == "convert: done"
 
 

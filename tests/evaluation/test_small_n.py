@@ -89,7 +89,7 @@ def test_one_patient_gives_no_interval():
     ci = metrics.confidence_intervals([1, 1, 1], [0.9, 0.8, 0.3], ["A", "A", "A"], n=50)
     assert ci["weighted_f1"]["low"] is None and ci["roc_auc"]["estimate"] is None
     assert metrics.format_ci(ci, "roc_auc") == "n/a"
-    assert "no interval: 1 patients, a bootstrap needs 5+" in metrics.format_ci(
+    assert "no interval: 1 patient, a bootstrap needs 5+" in metrics.format_ci(
         ci, "weighted_f1")
 
 
@@ -104,14 +104,26 @@ def test_few_patients_give_no_interval_that_looks_precise():
     assert "of resamples)" in metrics.format_ci(ci, "roc_auc")
 
 
+def test_a_rare_undefined_resample_is_counted_not_rounded_to_0_percent():
+    ci = {"unit": "patients", "units": 6, "level": 0.95, "resamples": 1000,
+          "roc_auc": {"estimate": 0.8, "low": 0.7, "high": 0.9, "undefined": 1},
+          "weighted_f1": {"estimate": 0.8, "low": 0.7, "high": 0.9, "undefined": 0}}
+    assert metrics.format_ci(ci, "roc_auc").endswith(
+        "bootstrap over 6 patients (undefined in 1 of 1000 resamples)")
+    assert metrics.format_ci(ci, "weighted_f1").endswith("bootstrap over 6 patients")
+    ci = dict(ci, units=1, roc_auc={"estimate": 0.8, "low": None, "high": None})
+    assert metrics.format_ci(ci, "roc_auc") == "0.80 (no interval: 1 patient, a bootstrap " \
+        "needs 5+)"
+
+
 def test_report_shows_na_banner_and_interval(tmp_path):
     m = metrics.classification_metrics([1], [0.9])
     m["confidence_intervals"] = metrics.confidence_intervals([1], [0.9], ["5"], n=20)
     m["small_n_warnings"] = metrics.small_n_warnings(m, m["confidence_intervals"])
     text = open(report.write_report(str(tmp_path), m, None, {}, title="t"),
                 encoding="utf-8").read()
-    assert "> **Warning:** single class: all 1 images are all" in text
-    assert "> **Warning:** small N: 1 images" in text
+    assert "> **Warning:** single class: the 1 image is all" in text
+    assert "> **Warning:** small N: 1 image (< " in text
     assert "> **Warning:** few patients: 1" in text
     assert "| balanced accuracy | n/a |" in text and "macro F1 n/a" in text
     assert "| hem (0) | n/a | n/a | n/a | 0 |" in text
@@ -130,7 +142,7 @@ def test_evaluate_one_image_split_end_to_end(real_records, untrained_export, cap
     assert on_disk["roc_auc"] is None and on_disk["balanced_accuracy"] is None
     assert any(w.startswith("single class") for w in m["warnings"])
     text = open(m["report"], encoding="utf-8").read()
-    assert "**Warning:** small N: 1 images" in text
+    assert "**Warning:** small N: 1 image (< " in text
 
 
 def test_evaluate_reports_patient_bootstrap(real_records, untrained_export):
