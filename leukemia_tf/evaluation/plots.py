@@ -30,6 +30,11 @@ _CURVES = (
     ("accuracy", ("accuracy", "binary_accuracy", "acc")),
     ("weighted F1", ("weighted_f1",)),
 )
+# The y-axis label of each panel: what is drawn, and which way is better.
+_Y_LABELS = {"loss": "loss (lower is better)", "accuracy": "accuracy (higher is better)",
+             "weighted F1": "weighted F1 (higher is better)"}
+# Smallest font of a label that must be read, rotated text included (points).
+MIN_LABEL_PT = 9
 # --monitor -> (history column, higher is better); `last` and val_auc have no column
 # here: the kept epoch is then taken from the run (best_epoch) or is the last one.
 _MONITOR_COLUMNS = {"val_weighted_f1": ("val_weighted_f1", True), "val_loss": ("val_loss", False)}
@@ -102,8 +107,7 @@ def plot_training_curves(history_csv_path, out_png, val_label: str = "validation
         val = next((f"val_{c}" for c in candidates if f"val_{c}" in history.columns), None)
         if train or val:
             chooses = val is not None and val == chose
-            panels.append((title + (" (chooses the epoch)" if chooses else ""), train, val,
-                           chooses))
+            panels.append((title, train, val, chooses))
     if not panels:
         raise ValueError(f"{history_csv_path}: no loss/accuracy/weighted_f1 columns in "
                          f"{list(history.columns)}")
@@ -121,8 +125,9 @@ def plot_training_curves(history_csv_path, out_png, val_label: str = "validation
             if chooses and val:
                 ax.plot(epochs[best], history[val][best], "k*", markersize=10,
                         label=f"kept {history[val][best]:.4f}")
-        ax.set_title(title)
+        ax.set_title(title + (" (chooses the epoch)" if chooses else ""))
         ax.set_xlabel("epoch")
+        ax.set_ylabel(_Y_LABELS[title])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
@@ -307,7 +312,7 @@ def plot_patient_fractions(table: pd.DataFrame, out_png, threshold: float = 0.5)
     ax.legend(handles=handles + [line], labels=[h.get_label() for h in handles]
               + ["majority call flips"], fontsize=8, loc="best")
     ax.set_xticks(x, labels=[f"{p} ({n})" for p, n in zip(df["patient"], df["cells"])],
-                  rotation=90, fontsize=7)
+                  rotation=90, fontsize=MIN_LABEL_PT)
     ax.set(ylim=(0, 1.05), ylabel=f"fraction of cells called ALL (p >= {threshold:g})",
            xlabel="patient (cells)", title="per patient: fraction of cells called ALL")
     ax.grid(axis="y", alpha=0.3)

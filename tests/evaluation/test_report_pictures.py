@@ -77,3 +77,43 @@ def test_report_shows_mistakes_and_patients(real_records, untrained_export, tmp_
     assert f"Most confidently misclassified cells ({wrong} of {wrong} mistakes" in text
     assert "Fraction of cells called ALL per patient" in text
     assert _png_size(os.path.join(out, "patients.png"))[0] >= 500
+
+
+def _drawn(monkeypatch):
+    """The figures the plots module saves, kept so a test can read their artists."""
+    figures = []
+    save = plots._save
+
+    def keep(fig, out_png):
+        figures.append(fig)
+        return save(fig, out_png)
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def test_patient_chart_labels_are_readable(tmp_path, monkeypatch):
+    figures = _drawn(monkeypatch)
+    s = _scores()
+    plots.plot_patient_fractions(patients.patient_table(s.patient_id, s.probability, s.label),
+                                 tmp_path / "p.png")
+    ax = figures[0].axes[0]
+    ticks = ax.get_xticklabels()
+    assert len(ticks) == 3 and all(t.get_text().endswith(" (2)") for t in ticks)
+    assert all(t.get_rotation() == 90 and t.get_fontsize() >= 9 for t in ticks), \
+        [t.get_fontsize() for t in ticks]
+    assert ax.get_ylabel().startswith("fraction of cells called ALL")
+
+
+def test_every_training_curve_panel_names_its_y_axis(tmp_path, monkeypatch):
+    figures = _drawn(monkeypatch)
+    path = tmp_path / "history.csv"
+    pd.DataFrame({"epoch": [0, 1, 2], "loss": [0.9, 0.6, 0.5], "val_loss": [0.8, 0.7, 0.6],
+                  "accuracy": [0.6, 0.7, 0.8], "val_accuracy": [0.6, 0.7, 0.7],
+                  "weighted_f1": [0.5, 0.7, 0.8], "val_weighted_f1": [0.6, 0.7, 0.7]}
+                 ).to_csv(path, index=False)
+    plots.plot_training_curves(path, tmp_path / "c.png", monitor="val_loss")
+    axes = figures[0].axes
+    assert [ax.get_ylabel() for ax in axes] == [
+        "loss (lower is better)", "accuracy (higher is better)",
+        "weighted F1 (higher is better)"]
+    assert axes[0].get_title() == "loss (chooses the epoch)"
