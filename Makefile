@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
 	@echo "Creating $(VENV) and installing leukemia_tf with TensorFlow 2.21 (a ~600 MB"
-	@echo "download the first time, ~1.5 GB installed; 1-5 minutes). Later runs skip this."
+	@echo "download the first time, ~2.6 GB installed; 1-5 minutes). Later runs skip this."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	@$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev,pretrained]'
