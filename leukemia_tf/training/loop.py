@@ -13,7 +13,7 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from leukemia_tf import io
+from leukemia_tf import io, signals
 from leukemia_tf.config import Config
 from leukemia_tf.data import duplicates
 from leukemia_tf.data import manifest as manifest_lib
@@ -85,7 +85,8 @@ def make_callbacks(cfg: Config, chief: bool):
     # Keras counts backup frequency in calls of the train function (steps_per_execution
     # steps each): converted so backup_every_steps stays in steps.
     every = t.backup_every_steps and max(1, t.backup_every_steps // t.steps_per_execution)
-    out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP), every or "epoch", guard))
+    out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP),
+                         every or cb.Backup.EPOCH_ENDS_ONLY, guard))
     return out, guard, progress
 
 
@@ -109,12 +110,14 @@ def _nan_message(cfg: Config, nan_at) -> str:
 
 def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):
     batch = cfg.train.batch_size
+    done = rundir.backup_steps(cfg.train.model_dir)  # the stream reads on from there
 
     def train_fn(input_context):
         return pipeline.make_dataset(cfg.data, data.train_sel, training=True,
                                      batch_size=batch, manifest=data.manifest,
                                      cache=plan["train"][0], input_context=input_context,
-                                     weights=weights)
+                                     weights=weights,
+                                     skip=done * batch // input_context.num_input_pipelines)
     train_input = train_fn
     val_ds = pipeline.make_dataset(cfg.data, data.val_sel, training=False, batch_size=batch,
                                    manifest=data.manifest, cache=plan["validation"][0])
@@ -128,10 +131,11 @@ def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):
     callbacks[-1:-1] = list(extra) if chief else []
     callbacks += [display] if display is not None else []
     try:
-        history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
-                            epochs=cfg.train.epochs, steps_per_epoch=steps,
-                            validation_data=val_ds, callbacks=callbacks,
-                            verbose=shown_progress.keras_verbose(cfg, chief))
+        with signals.deferred():  # a signal stops at the next step's end (cb.Backup)
+            history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
+                                epochs=cfg.train.epochs, steps_per_epoch=steps,
+                                validation_data=val_ds, callbacks=callbacks,
+                                verbose=shown_progress.keras_verbose(cfg, chief))
     except tf.errors.DataLossError as e:
         shards = [s for sel in (data.train_sel, data.val_sel)
                   for s in manifest_lib.shards_for(data.manifest, cfg.data.records_dir, sel)]
@@ -181,7 +185,22 @@ def run(cfg: Config, callbacks=()) -> dict:
     Raises:
       ValueError: invalid settings. TrainingError (RunDirError, InputError): the model
       dir or the records cannot be used. FloatingPointError: the loss diverged.
+      signals.Stopped: SIGTERM or SIGINT (`leukemia_tf.signals`). Training stops at the
+      next step's end, after a backup of that step; preparation, export and scoring stop
+      at once. The lock is released; the message names where the run stopped, and the
+      same command resumes from there.
     """
+    phase = ["before training"]
+    with signals.handled():
+        try:
+            return _run(cfg, callbacks, phase)
+        except signals.Stopped as e:
+            e.where = e.where or phase[0]
+            raise
+
+
+def _run(cfg: Config, callbacks, phase: list) -> dict:
+    """`run` inside the signal handlers; `phase[0]` says what it is doing."""
     t, d = cfg.train, cfg.data
     inputs_lib.validate_config(cfg)
     start = time.time()
@@ -213,9 +232,11 @@ def run(cfg: Config, callbacks=()) -> dict:
             log.info("the first epoch of this run reads, decodes and preprocesses %s once "
                      "and caches them (slower); later epochs read the cache",
                      count(data.num_train, "training image"))
+        phase[0] = "while training"
         history, progress = _fit(cfg, model, data, steps, weights, plan, chief,
                                  display, callbacks)
         inputs_lib.check_pinned(d.records_dir, data.manifest_sha256)
+        phase[0] = "while exporting (the export is redone)"
         plain = _export(cfg, strategy, model, chief, data.manifest, display)
         summary = _run_summary(cfg, strategy, precision, chief, steps, progress, plan,
                                weights, data, model, warnings)
@@ -223,6 +244,7 @@ def run(cfg: Config, callbacks=()) -> dict:
             return summary
         _say(display, f"scoring the exported model on {shown_progress.scored_split(cfg)}, "
              f"{count(data.num_val, 'image')}, and bootstrapping intervals")
+        phase[0] = "while scoring the exported model (export and scoring are redone)"
         _score(cfg, data, plain, summary)
         summary["seconds"] = round(time.time() - start, 1)
         summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}

@@ -113,6 +113,19 @@ def has_backup(model_dir: str) -> bool:
     return io.exists(io.join(model_dir, BACKUP, "chief", "checkpoint"))
 
 
+def backup_steps(model_dir: str) -> int:
+    """Training steps the backup holds (0 without one): where a resumed run reads on."""
+    import tensorflow as tf
+    path = tf.train.latest_checkpoint(io.join(model_dir, BACKUP, "chief"))
+    if not path:
+        return 0
+    try:
+        return int(tf.train.load_checkpoint(path).get_tensor(
+            "train_counter/.ATTRIBUTES/VARIABLE_VALUE"))
+    except Exception:  # noqa: BLE001 - unreadable: the backup callback names it
+        return 0
+
+
 def inspect(cfg: Config) -> State:
     """Decide what to do with cfg.train.model_dir; reads only, raises RunDirError."""
     model_dir, overwrite = cfg.train.model_dir, cfg.train.overwrite
