@@ -43,6 +43,9 @@ ALIASES = {
     "trust_saved_model": A("trust_saved_model", "Allow a SavedModel (export/), which runs "
                            "its own graph; model.keras loads with safe_mode and runs none.",
                            "model"),
+    "allow_other_model": A("allow_other_model", "Predict with a model.keras that is not "
+                           "the one its run's summary.json names (the log names it).",
+                           "model"),
     "output": A("output", "CSV to write (columns: file, probability, prediction, path).",
                 "output", required=True),
     "adapt_bn": A("adapt_bn", "Test-time BN adaptation on the predicted cells "
@@ -98,7 +101,8 @@ def main(argv):
         table, errors = prediction.predict(
             cfg.model_dir, list(cfg.input), split=cfg.split, tta=cfg.tta,
             threshold=cfg.threshold, batch_size=cfg.batch_size,
-            trust_saved_model=cfg.trust_saved_model, opts=options.from_config(cfg))
+            trust_saved_model=cfg.trust_saved_model, opts=options.from_config(cfg),
+            allow_other_model=cfg.allow_other_model)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
     path = prediction.write_outputs(table, errors, cfg.output)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from leukemia_tf import io
+from leukemia_tf import io, provenance
 from leukemia_tf.data import cnmc, images, preprocess
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import ensemble, evaluate, scoring
@@ -140,7 +140,7 @@ def check_split(manifest: dict, records_dir: str, sel, split: str) -> None:
 
 def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
             threshold: float = 0.5, batch_size: int = 64, trust_saved_model: bool = False,
-            opts=None
+            opts=None, allow_other_model: bool = False
             ) -> Tuple[pd.DataFrame, list]:
     """Returns (table with COLUMNS, errors by file).
 
@@ -153,13 +153,17 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
       trust_saved_model: allow a SavedModel (it runs its own graph; README "Trust
         boundary").
       opts: evaluation.options.Options (BN adaptation, --calibrate=run, neighbour vote).
+      allow_other_model: predict with a model.keras its run's summary.json does not name
+        (else ProvenanceError); the log names the network really loaded.
     """
     inputs = list(inputs)
     from_records = len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_lib.MANIFEST))
     if from_records:
         records_selection(inputs[0], split)  # a missing split fails before the model loads
+    checked = provenance.check_models(ensemble.split_paths(model_path), allow_other_model)
     predictor = ensemble.load(model_path, batch_size=batch_size,
                               trust_saved_model=trust_saved_model)
+    provenance.log_other_model(checked, predictor)
     if from_records:
         table, errors = _predict_records(predictor, inputs[0], split, tta, batch_size)
     else:

@@ -167,6 +167,11 @@ class Predictor:
         self.path = path
         self.batch_size = batch_size
 
+    @property
+    def keras_model(self) -> Optional[keras.Model]:
+        """The loaded tf_keras network (None for a SavedModel): what reports name."""
+        return self._keep_alive if isinstance(self._keep_alive, keras.Model) else None
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, S, S, 3] (or one [S, S, 3] image) -> float32 [N] probabilities."""
         images = np.asarray(images)

@@ -13,7 +13,7 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from leukemia_tf import io, signals
+from leukemia_tf import io, provenance, signals
 from leukemia_tf.config import Config
 from leukemia_tf.data import duplicates
 from leukemia_tf.data import manifest as manifest_lib
@@ -26,7 +26,7 @@ from leukemia_tf.training import distribution as dist
 from leukemia_tf.training import inputs as inputs_lib
 from leukemia_tf.training import objectives, rundir, step_settings
 from leukemia_tf.training import progress_callback as shown_progress
-from leukemia_tf.training.errors import RunDirError
+from leukemia_tf.training.errors import InputError, RunDirError
 from leukemia_tf.wording import count
 
 log = logging.getLogger("leukemia_tf.training")
@@ -49,12 +49,16 @@ def _setup(cfg: Config):
     return strategy, precision
 
 
-def _claim(cfg: Config, strategy, chief: bool, lock: rundir.Lock) -> rundir.State:
+def _claim(cfg: Config, strategy, chief: bool, lock: rundir.Lock, data) -> rundir.State:
     """Chief: lock and prepare the model dir. Every worker learns whether it may go on."""
     state, failure = None, None
     if chief:
         try:
-            state = rundir.take(cfg, lock)
+            records = provenance.records_record(
+                cfg.data.records_dir, data.manifest_sha256,
+                {"train": (data.train_sel.name, data.num_train),
+                 "validation": (data.val_sel.name, data.num_val)})
+            state = rundir.take(cfg, lock, records)
         except Exception as e:  # noqa: BLE001 - re-raised below, after the vote
             failure = e
     if dist.is_multi_worker(strategy):
@@ -177,8 +181,9 @@ def run(cfg: Config, callbacks=()) -> dict:
     backup.
 
     Writes (chief only) into cfg.train.model_dir: train.lock (while running),
-    config.json, history.csv, best/, backup/ (the last state), logs/ (TensorBoard),
-    export/ (SavedModel), model.keras, summary.json. A model dir whose run already
+    config.json, trained_on.json (the records, `provenance`), history.csv, best/,
+    backup/ (the last state), logs/ (TensorBoard), export/ (SavedModel), model.keras,
+    summary.json (with the records and model.keras's sha256). A model dir whose run already
     finished with the same settings is left as it is: the stored summary is returned
     with status "finished".
 
@@ -224,7 +229,7 @@ def _run(cfg: Config, callbacks, phase: list) -> dict:
         log.info("%s", line)
     lock = rundir.Lock(t.model_dir)
     try:
-        state = _claim(cfg, strategy, chief, lock)
+        state = _claim(cfg, strategy, chief, lock, data)
         if state.status == "finished":  # finished by another trainer while we started
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
         display = shown_progress.display_for(cfg, chief, steps, data.num_val, plan)
@@ -246,6 +251,7 @@ def _run(cfg: Config, callbacks, phase: list) -> dict:
              f"{count(data.num_val, 'image')}, and bootstrapping intervals")
         phase[0] = "while scoring the exported model (export and scoring are redone)"
         _score(cfg, data, plain, summary)
+        summary.update(provenance.run_facts(t.model_dir))
         summary["seconds"] = round(time.time() - start, 1)
         summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
         io.write_json(io.join(t.model_dir, rundir.SUMMARY), summary)
@@ -315,6 +321,11 @@ def _score(cfg: Config, data, plain, summary: dict) -> None:
                                     batch_size=cfg.train.batch_size, manifest=data.manifest,
                                     with_metadata=True)
     scores = scoring.score_dataset(predict_fn, eval_ds)
+    provenance.check_records(  # the records may be converted again while they are read
+        cfg.train.model_dir, cfg.data.records_dir, error=InputError,
+        remedy=f"the exported model was scored on other records, so {rundir.SUMMARY} and "
+               "calibration.json were not written; restore the records it trained on and "
+               "run the same command to finish, or --overwrite")
     summary["validation"] = metrics.classification_metrics(scores["label"],
                                                            scores["probability"])
     summary["weighted_f1"] = summary["validation"]["weighted_f1"]

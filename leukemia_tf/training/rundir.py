@@ -38,6 +38,7 @@ from typing import List, Optional
 
 from leukemia_tf import io
 from leukemia_tf import lock as lock_lib
+from leukemia_tf import provenance
 from leukemia_tf.config import Config, from_dict
 from leukemia_tf.config import upgrade as config_upgrade
 from leukemia_tf.training.errors import RunDirError
@@ -53,10 +54,11 @@ BEST = "best"
 # these weights: a report of deleted weights next to new ones would be wrong, so
 # --overwrite removes it too.
 OWNED = (CONFIG, "history.csv", SUMMARY, "model.keras", "preprocessing.json", BEST, BACKUP,
-         "logs", "export", "eval", "calibration.json")
+         "logs", "export", "eval", "calibration.json", provenance.TRAINED_ON)
 # Fresh start of an unfinished run that has no backup: everything but its config (an
 # exported model stops it first: `_start_over`).
-PARTIAL = ("history.csv", SUMMARY, BEST, "logs", "eval", "calibration.json")
+PARTIAL = ("history.csv", SUMMARY, BEST, "logs", "eval", "calibration.json",
+           provenance.TRAINED_ON)
 EXPORTED = ("model.keras", "export")
 # The one setting that may grow between a run and its continuation.
 EXTENDABLE = "train.epochs"
@@ -236,11 +238,12 @@ class Lock(lock_lib.Lock):
         super().__init__(model_dir, LOCK, "trainer", RunDirError)
 
 
-def take(cfg: Config, lock: Lock) -> State:
-    """Chief only: lock the model dir, re-check it, clean what must go, write config.json.
+def take(cfg: Config, lock: Lock, records: Optional[dict] = None) -> State:
+    """Chief only: lock the model dir, re-check it, clean what must go, write config.json
+    and (given `records`, `provenance.records_record`) trained_on.json.
 
     Call after the model is built. Raises RunDirError (nothing written but the lock,
-    which the caller releases).
+    which the caller releases), also when a resumed run's records were converted again.
     """
     model_dir = cfg.train.model_dir
     io.makedirs(model_dir)
@@ -248,6 +251,11 @@ def take(cfg: Config, lock: Lock) -> State:
     state = inspect(cfg)  # again, under the lock: another run may have finished meanwhile
     if state.status == "finished":
         return state
+    if records is not None and provenance.TRAINED_ON not in state.clean:
+        provenance.check_records(
+            model_dir, cfg.data.records_dir, now=records["manifest_sha256"], error=RunDirError,
+            remedy="its earlier epochs were trained on other records; resume with those "
+                   "records, or train on these with --overwrite or another --model_dir")
     if state.extend:
         log.info("extending the run in %s from %d to %d epochs", model_dir, state.extend,
                  cfg.train.epochs)
@@ -264,6 +272,8 @@ def take(cfg: Config, lock: Lock) -> State:
     _repair_best_state(model_dir)
     remove_temporaries(model_dir)
     io.write_json(io.join(model_dir, CONFIG), cfg.to_dict())
+    if records is not None:
+        provenance.write_trained_on(model_dir, records)
     return state
 
 
