@@ -16,6 +16,7 @@ import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
 from leukemia_tf import model as model_names
 from leukemia_tf.cli import common, splits
+from leukemia_tf.model import keras_file
 
 FLAGS = flags.FLAGS
 A = common.Alias
@@ -150,7 +151,8 @@ def config_from_flags(fv: flags.FlagValues) -> config_lib.Config:
 
 
 def check_inputs(cfg: config_lib.Config) -> None:
-    """What can be checked without TensorFlow: the manifest, the folds, the split."""
+    """What can be checked without TensorFlow: the manifest, the folds, the split, the
+    --weights file."""
     d = cfg.data
     folds = splits.manifest_folds(d.records_dir)
     missing = [f for f in d.train_folds if folds is not None and f not in folds]
@@ -159,6 +161,7 @@ def check_inputs(cfg: config_lib.Config) -> None:
             f"--train_folds: there is no fold {', '.join(map(str, missing))} in "
             f"{d.records_dir} (folds: {', '.join(map(str, folds))})")
     splits.check(d.val_split, folds, "--split", d.records_dir, ("validation", "fold", "cv"))
+    keras_file.weights_path(cfg.model.weights)
 
 
 def main(argv):
