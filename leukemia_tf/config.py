@@ -207,6 +207,7 @@ class PredictConfig:
     adapt_bn: str = _field("none", choices=("none", "set", "patient"))
     calibrate: str = _field("none", choices=("none", "run"))
     neighbour_vote: int = _field(0, minimum=0)
+    overwrite: bool = False        # replace an existing `output` (evaluation.output_rules)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,8 @@ from leukemia_tf.data import duplicates, pipeline, preprocess
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import ensemble, metrics, plots, report, scoring, split_roles
 from leukemia_tf.evaluation import options, options_report
+from leukemia_tf.evaluation import shards
+from leukemia_tf.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,15 @@ def run_dir(model_path: str) -> str:
 
 
 def load_trained(path: str) -> TrainedRun:
-    """Read config.json and summary.json of a run dir (any file system)."""
+    """Read config.json and summary.json of a run dir (any file system); UserError
+    naming the file when one is not a JSON object."""
     found = {}
     for name in ("config", "summary"):
         file = io.join(path, f"{name}.json")
         found[name] = io.read_json(file) if io.exists(file) else {}
+        if not isinstance(found[name], dict):
+            raise UserError(f"{file} is not a run's {name} (a JSON object expected): "
+                            "restore it from a copy of the run, or train again")
     if not found["config"]:
         log.warning("no config.json in %s: split roles are unknown", path)
     return TrainedRun(path, found["config"], found["summary"])
@@ -84,13 +90,15 @@ def score_selection(predictor, records_dir: str, manifest: dict, sel: manifest_l
     """Predictions for every record of a selection, at the predictor's input size."""
     # The model's saved preprocessing (canvas, resize) must be the records' one.
     preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
+    shards.check(records_dir, manifest, sel)  # a bad shard is named, as the trainer does
     data = DataConfig(records_dir=records_dir, image_size=predictor.image_size)
     ds = pipeline.make_dataset(data, sel, training=False, batch_size=batch_size,
                                manifest=manifest, with_metadata=True)
     expected = manifest_lib.count_examples(manifest, sel)
     name = f"fold{sel.folds[0]}" if sel.split == "train" and len(sel.folds) == 1 else sel.name
-    scores = scoring.score_dataset(predictor, ds, tta=tta, progress=progress,
-                                   total=expected, desc=f"score {name}")
+    with shards.named(records_dir, manifest, sel):
+        scores = scoring.score_dataset(predictor, ds, tta=tta, progress=progress,
+                                       total=expected, desc=f"score {name}")
     if len(scores) != expected:
         raise RuntimeError(f"scored {len(scores)} images of {sel.name}, manifest has {expected}")
     return scores

@@ -25,7 +25,8 @@ import tensorflow as tf
 from leukemia_tf import io, provenance
 from leukemia_tf.data import cnmc, images, preprocess
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.evaluation import ensemble, evaluate, scoring
+from leukemia_tf.evaluation import ensemble, evaluate, output_rules, scoring
+from leukemia_tf.evaluation.output_rules import errors_path
 
 COLUMNS = ("file", "probability", "prediction", "path")
 _SPLIT_FOLDERS = {"train": "training_data/", "validation": "validation_data/",
@@ -194,18 +195,11 @@ def _apply_options(predictor, table, opts, inputs, split, tta, batch_size):
     return table
 
 
-def errors_path(output: str) -> str:
-    """`p.csv` -> `p.errors.csv`: where the files that could not be predicted go."""
-    return re.sub(r"\.csv$", "", output) + ".errors.csv"
-
-
 def check_output(output: str) -> None:
-    """UserError when `output` cannot be the CSV to write (an existing folder); called
-    before predicting, so the mistake costs no model load."""
-    from leukemia_tf.errors import UserError
+    """UserError when `output` cannot be the CSV to write (an existing folder); the
+    command line checks all of `output_rules` before TensorFlow loads."""
     if io.isdir(output):
-        raise UserError(f"--output {output} is a directory: give the CSV file to write, "
-                        f"e.g. {io.join(output, 'predictions.csv')}")
+        output_rules.check(output, [])
 
 
 def write_outputs(table: pd.DataFrame, errors: list, output: str) -> Optional[str]:
