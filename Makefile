@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(BIN)/python -m leukemia_tf.evaluate --model_dir=$(DEMO)/model --records_dir=$(DEMO)/records \
 	    --tta=flips
 	$(BIN)/python -m leukemia_tf.predict --model_dir=$(DEMO)/model --input=$(DEMO)/records \
-	    --output=$(DEMO)/model/test_predictions.csv
+	    --output=$(DEMO)/test_predictions.csv
 	@echo "Report: $(DEMO)/model/eval/validation-flips/report.md (all evaluations: $(DEMO)/model/eval/index.md)"
 
 # Lint first (seconds), then the suite in TEST_WORKERS pytest-xdist processes: one per

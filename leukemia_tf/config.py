@@ -183,6 +183,8 @@ class EvalConfig:
     out_dir: str = ""              # root of the evaluation folders; default <run dir>/eval
     progress: bool = False
     trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
+    allow_other_records: bool = False  # score records the model was not trained on
+    allow_other_model: bool = False  # score a model.keras its summary.json does not name
     # Inference options (evaluation/options.py): all off except the shortcut probe.
     adapt_bn: str = _field("none", choices=("none", "set", "patient"))  # transductive
     calibrate: str = "none"        # none | run | <split>: temperature scaling
@@ -201,9 +203,11 @@ class PredictConfig:
     threshold: float = 0.5
     batch_size: int = _field(64, minimum=1)
     trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
+    allow_other_model: bool = False  # predict with a model.keras its summary.json does not name
     adapt_bn: str = _field("none", choices=("none", "set", "patient"))
     calibrate: str = _field("none", choices=("none", "run"))
     neighbour_vote: int = _field(0, minimum=0)
+    overwrite: bool = False        # replace an existing `output` (evaluation.output_rules)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -122,6 +122,16 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def sha256(path: str) -> str:
+    """sha256 hex digest of a file's bytes, read in 8 MB chunks (any file system)."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open_file(path, "rb") as f:
+        for chunk in iter(lambda: f.read(8 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def read_text(path: str) -> str:
     data = read_bytes(path)
     return data.decode("utf-8-sig")

@@ -1,30 +1,47 @@
 """One writer per folder: the lock file the trainer (`train.lock`) and the converter
 (`convert.lock`) take before they change anything in their output dir.
 
-A lock file (host, pid, token, start time) is created atomically; a second writer refuses
-while it exists. A lock is stale when it names this host and a pid that is no longer
-running (a killed writer): it is then replaced, with a warning. Any other lock (another
-host, a running pid, an unreadable file) is reported with the command to remove it by
-hand: only a person can know that a writer on another machine is gone.
+A lock is a lease. The file (host, pid, token, start time, renewal time) is created
+atomically; while the holder runs, a daemon thread renews it every `RENEW_SECONDS`
+(rewriting the file through `io`, so gs:// works). A second writer refuses while the lock
+is live. A lock is taken over, with a warning naming its holder, when
+- it names this host and a pid that is not running (a killed writer): at once;
+- it has not been renewed for `LEASE_SECONDS` (120 s), from any host: a writer that was
+  preempted, or whose VM is gone, cannot renew it. A managed job restarted on another VM
+  (a new hostname) therefore waits at most the lease, and never needs a person.
+Two live writers never share a folder: a live holder renews well within the lease. The
+rule assumes the hosts' clocks agree within a fraction of the lease (NTP, as on cloud
+VMs). A lock without a readable renewal or start time is never taken over: the message
+names the file to delete by hand.
 """
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from typing import Type
+from typing import Optional, Type
 
 from leukemia_tf import io
 from leukemia_tf.errors import UserError
 
 log = logging.getLogger("leukemia_tf")
 
+LEASE_SECONDS = 120.0   # not renewed for this long: taken over from any host
+RENEW_SECONDS = 30.0    # the holder's renewal interval
+
 
 class LockError(UserError):
     """Another writer holds the folder; the message names the lock file."""
+
+
+def hostname() -> str:
+    """This host's name, as lock files record it."""
+    return socket.gethostname()
 
 
 class Lock:
@@ -36,41 +53,77 @@ class Lock:
         self.who = who
         self.error = error
         self.token = uuid.uuid4().hex
+        self._record: dict = {}
         self.held = False
+        self._stop = threading.Event()
+        self._renewer: Optional[threading.Thread] = None
+
+    def _info(self) -> dict:
+        now = time.time()
+        return {"host": hostname(), "pid": os.getpid(), "token": self.token,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "renewed": now}
 
     def acquire(self) -> None:
         """Take the lock or raise `error` naming its holder and the lock file."""
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._record = self._info()
         for _ in range(3):
-            if io.create_exclusive(self.path, json.dumps(info).encode()):
+            if io.create_exclusive(self.path, json.dumps(self._record).encode()):
                 if self._holder().get("token") != self.token:  # lost a race (gs://)
                     break
                 self.held = True
+                self._start_renewing()
                 return
             holder = self._holder()
-            if not stale(holder):
+            why = takeover_reason(holder)
+            if why is None:
                 break
-            log.warning("removing stale lock %s: pid %s on this host (%s) is not running",
-                        self.path, holder.get("pid"), holder.get("host"))
+            log.warning("%s %s: %s", "removing stale lock" if "not running" in why else
+                        "taking over lock", self.path, why)
             if self._holder() == holder:
                 io.remove(self.path)
-        holder = self._holder()
+        raise self.error(self._refusal(self._holder()))
+
+    def _refusal(self, holder: dict) -> str:
         whom = (f"host {holder.get('host')}, pid {holder.get('pid')}, since "
                 f"{holder.get('started')}") if holder else "unreadable lock"
-        raise self.error(
-            f"{io.dirname(self.path)} is in use by another {self.who} ({whom}), lock file "
-            f"{self.path}: if no {self.who} runs there any more, delete that file and retry")
+        age = last_renewed(holder)
+        lease = (f"; renewed {time.time() - age:.0f} s ago, taken over once not renewed "
+                 f"for {LEASE_SECONDS:.0f} s" if age is not None else "")
+        return (f"{io.dirname(self.path)} is in use by another {self.who} ({whom}{lease}), "
+                f"lock file {self.path}: if no {self.who} runs there any more, delete that "
+                "file and retry")
 
     def _holder(self) -> dict:
-        try:
-            value = io.read_json(self.path)
-        except Exception:  # noqa: BLE001 - gone, torn or foreign: no holder we can name
-            return {}
-        return value if isinstance(value, dict) else {}
+        return read_holder(self.path)
+
+    def _start_renewing(self) -> None:
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew, daemon=True,
+                                         name=f"renew {self.path}")
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        """Rewrite the lock with a new renewal time until released (or taken over)."""
+        while not self._stop.wait(RENEW_SECONDS):
+            try:
+                holder = self._holder()
+                if holder.get("token") != self.token:
+                    log.warning("lock %s is no longer this %s's (%s): not renewing it",
+                                self.path, self.who,
+                                f"taken over by host {holder.get('host')}, pid "
+                                f"{holder.get('pid')}" if holder else "removed")
+                    return
+                io.write_json(self.path, {**self._record, "renewed": time.time()})
+            except Exception as e:  # noqa: BLE001 - retried at the next renewal
+                log.warning("could not renew lock %s (%s); retrying", self.path, e)
 
     def release(self) -> None:
-        """Remove the lock file if this object still holds it."""
+        """Stop renewing; remove the lock file if this object still holds it."""
+        self._stop.set()
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join(timeout=10)
+        self._renewer = None
         if self.held and self._holder().get("token") == self.token:
             io.remove(self.path)
         self.held = False
@@ -83,18 +136,70 @@ class Lock:
         self.release()
 
 
-def stale(holder: dict) -> bool:
-    """Same host and a pid that is not running (a killed writer)."""
-    if not holder or holder.get("host") != socket.gethostname():
-        return False
+def read_holder(path: str) -> dict:
+    """The lock file's content, {} when absent, torn or not a JSON object."""
     try:
-        pid = int(holder["pid"])
+        value = io.read_json(path)
+    except Exception:  # noqa: BLE001 - gone, torn or foreign: no holder we can name
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def last_renewed(holder: dict) -> Optional[float]:
+    """When the holder last renewed its lock (Unix time), else its start, else None."""
+    renewed = holder.get("renewed")
+    if isinstance(renewed, (int, float)) and not isinstance(renewed, bool):
+        return float(renewed)
+    try:
+        return float(calendar.timegm(time.strptime(holder["started"], "%Y-%m-%dT%H:%M:%SZ")))
     except (KeyError, TypeError, ValueError):
-        return False
+        return None
+
+
+def takeover_reason(holder: dict) -> Optional[str]:
+    """Why the lock of `holder` may be taken over, or None while it is live."""
+    if not holder:
+        return None
+    if holder.get("host") == hostname() and _pid_gone(holder.get("pid")):
+        return f"pid {holder.get('pid')} on this host ({holder.get('host')}) is not running"
+    renewed = last_renewed(holder)
+    if renewed is not None and time.time() - renewed > LEASE_SECONDS:
+        return (f"host {holder.get('host')}, pid {holder.get('pid')} has not renewed it "
+                f"for {time.time() - renewed:.0f} s (lease {LEASE_SECONDS:.0f} s)")
+    return None
+
+
+def stale(holder: dict) -> bool:
+    """True when the lock of `holder` may be taken over (`takeover_reason`)."""
+    return takeover_reason(holder) is not None
+
+
+def live_holder(folder: str, name: str) -> Optional[dict]:
+    """The holder of `<folder>/<name>` while its lock is live (a writer is at work, or
+    may be: an unreadable lock counts), else None."""
+    path = io.join(folder, name)
+    if not io.exists(path):
+        return None
+    holder = read_holder(path)
+    return None if stale(holder) else (holder or {"path": path})
+
+
+def _pid_gone(pid) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError):
+        return False
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
     return False
+
+
+def is_held(folder: str, name: str) -> bool:
+    """True when `<folder>/<name>` exists and is not stale: a live writer (or one on
+    another host, or an unreadable lock file) holds the folder. For readers that must not
+    read a folder while its writer changes it."""
+    lock = Lock(folder, name, "")
+    holder = lock._holder()
+    return io.exists(lock.path) and not stale(holder)

@@ -29,6 +29,7 @@ import functools
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import textwrap
@@ -38,6 +39,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from leukemia_tf import config as config_lib
+from leukemia_tf import signals
 from leukemia_tf.errors import UserError
 
 NOISE = re.compile(
@@ -354,6 +356,11 @@ def run(main: Callable[[List[str]], Optional[int]],
         except app.UsageError as e:
             print(f"error: {e} (see {script} --help)", file=sys.stderr)
             return 1
+        except signals.Stopped as e:  # SIGTERM/SIGINT honoured: where it stopped
+            return _stopped(str(e), e.code)
+        except KeyboardInterrupt:  # Ctrl-C in a command that does not handle it itself
+            return _stopped(f"stopped by {signals.name(signal.SIGINT)}",
+                            signals.exit_code(signal.SIGINT))
 
     try:
         app.run(wrapped, flags_parser=_parser(command))
@@ -361,6 +368,20 @@ def run(main: Callable[[List[str]], Optional[int]],
         if e.code == 1 and set(sys.argv[1:]) & (HELP_ARGS | {"--helpfull"}):
             raise SystemExit(0) from None
         raise
+
+
+def _stopped(message: str, code: int) -> None:
+    """One line, then exit at once with `code`: the command saved what it keeps, and
+    TensorFlow's shutdown (input threads, a pending tf.data prefetch) can take long."""
+    print(f"\n{message}" if _mid_line() else message, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _mid_line() -> bool:
+    """True when stderr is a terminal (a progress bar may own the current line)."""
+    return sys.stderr.isatty()
 
 
 def no_arguments(argv: List[str], cmd: Command) -> None:

@@ -15,7 +15,7 @@ from absl import flags
 
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
-from leukemia_tf import io
+from leukemia_tf import io, provenance
 from leukemia_tf.cli import common, splits
 from leukemia_tf.wording import count
 
@@ -44,6 +44,12 @@ ALIASES = {
     "trust_saved_model": A("trust_saved_model", "Allow a SavedModel (export/), which runs "
                            "its own graph; model.keras loads with safe_mode and runs none.",
                            "model"),
+    "allow_other_records": A("allow_other_records", "Score records the model was not "
+                             "trained on (its trained_on.json names others); the report "
+                             "says so.", "data"),
+    "allow_other_model": A("allow_other_model", "Score a model.keras that is not the one "
+                           "its run's summary.json names; the report names the network "
+                           "really loaded.", "model"),
     "out_dir": A("out_dir", "Root of the evaluation folders (default <model_dir>/eval); "
                  "each evaluation writes <out_dir>/<name>/.", "output"),
     "adapt_bn": A("adapt_bn", "Test-time BN adaptation on the scored cells (transductive): "
@@ -84,6 +90,8 @@ def check_model_paths(model_dir: str) -> None:
 def check_inputs(cfg: config_lib.EvalConfig) -> None:
     """Paths, split names and the threshold, without TensorFlow."""
     check_model_paths(cfg.model_dir)
+    provenance.check_evaluation([p.strip() for p in cfg.model_dir.split(",") if p.strip()],
+                                cfg.records_dir, cfg.allow_other_records, cfg.allow_other_model)
     folds = splits.manifest_folds(cfg.records_dir)
     splits.check(cfg.split, folds, "--split", cfg.records_dir, ("validation", "fold"))
     splits.check(cfg.threshold_split, folds, "--threshold_split", cfg.records_dir,

@@ -24,6 +24,7 @@ from leukemia_tf import io
 from leukemia_tf.cli import common, splits
 from leukemia_tf.cli.evaluate import check_model_paths
 from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.evaluation import output_rules
 from leukemia_tf.wording import count
 
 FLAGS = flags.FLAGS
@@ -44,8 +45,14 @@ ALIASES = {
     "trust_saved_model": A("trust_saved_model", "Allow a SavedModel (export/), which runs "
                            "its own graph; model.keras loads with safe_mode and runs none.",
                            "model"),
-    "output": A("output", "CSV to write (columns: file, probability, prediction, path).",
-                "output", required=True),
+    "allow_other_model": A("allow_other_model", "Predict with a model.keras that is not "
+                           "the one its run's summary.json names (the log names it).",
+                           "model"),
+    "output": A("output", "CSV to write (columns: file, probability, prediction, path); "
+                "never an input, nor inside a model or records dir.", "output",
+                required=True),
+    "overwrite": A("overwrite", "Replace an existing --output (and its .errors.csv, "
+                   ".patients.csv).", "output"),
     "adapt_bn": A("adapt_bn", "Test-time BN adaptation on the predicted cells "
                   "(transductive); patient: ids from UID_<patient>_ file names.", "model"),
     "calibrate": A("calibrate", "run: apply the temperature the training run stored "
@@ -71,16 +78,15 @@ def config_from_flags(fv: flags.FlagValues) -> config_lib.PredictConfig:
 
 
 def check_inputs(cfg: config_lib.PredictConfig) -> None:
-    """Paths, the split of a records dir and the threshold, without TensorFlow."""
+    """Paths (--output: `evaluation.output_rules`), the split of a records dir and the
+    threshold, without TensorFlow."""
     check_model_paths(cfg.model_dir)
     for path in io.rejoin_commas(cfg.input):
         if "://" not in path and not io.exists(path):
             raise common.UserError(f"--input: {path} does not exist")
+    output_rules.check(cfg.output, cfg.input, cfg.overwrite)
     if not 0.0 <= cfg.threshold <= 1.0:
         raise common.UserError(f"--threshold={cfg.threshold} is not in [0, 1]")
-    if "://" not in cfg.output and io.isdir(cfg.output):
-        raise common.UserError(f"--output {cfg.output} is a directory: give the CSV file "
-                               f"to write, e.g. {io.join(cfg.output, 'predictions.csv')}")
     if (len(cfg.input) == 1 and "://" not in cfg.input[0]
             and io.exists(manifest_lib.manifest_path(cfg.input[0]))):
         folds = splits.manifest_folds(cfg.input[0])
@@ -99,7 +105,8 @@ def main(argv):
         table, errors = prediction.predict(
             cfg.model_dir, list(cfg.input), split=cfg.split, tta=cfg.tta,
             threshold=cfg.threshold, batch_size=cfg.batch_size,
-            trust_saved_model=cfg.trust_saved_model, opts=options.from_config(cfg))
+            trust_saved_model=cfg.trust_saved_model, opts=options.from_config(cfg),
+            allow_other_model=cfg.allow_other_model)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
     path = prediction.write_outputs(table, errors, cfg.output)

@@ -18,6 +18,7 @@ from leukemia_tf import config as config_lib
 from leukemia_tf import model as model_names
 from leukemia_tf.cli import common, splits
 from leukemia_tf.evaluation import split_roles
+from leukemia_tf.model import keras_file
 
 FLAGS = flags.FLAGS
 A = common.Alias
@@ -153,8 +154,8 @@ def config_from_flags(fv: flags.FlagValues) -> config_lib.Config:
 
 
 def check_inputs(cfg: config_lib.Config) -> None:
-    """What can be checked without TensorFlow: the manifest, the folds, the split, and
-    a local --model_dir's config.json against these settings."""
+    """What can be checked without TensorFlow: the manifest, the folds, the split, the
+    --weights file, and a local --model_dir's config.json against these settings."""
     d = cfg.data
     folds = splits.manifest_folds(d.records_dir)
     missing = [f for f in d.train_folds if folds is not None and f not in folds]
@@ -177,6 +178,7 @@ def check_inputs(cfg: config_lib.Config) -> None:
             rundir.inspect(cfg)
         except rundir.RunDirError as e:
             raise common.UserError(flag_names(str(e))) from None
+    keras_file.weights_path(cfg.model.weights)
 
 
 def flag_names(message: str) -> str:

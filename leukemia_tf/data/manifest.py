@@ -41,8 +41,7 @@ def manifest_path(records_dir: str) -> str:
 
 def fingerprint(records_dir: str) -> str:
     """sha256 of manifest.json's bytes: what a reader pins to notice a re-conversion."""
-    import hashlib
-    return hashlib.sha256(io.read_bytes(manifest_path(records_dir))).hexdigest()
+    return io.sha256(manifest_path(records_dir))
 
 
 def is_ours(manifest) -> bool:

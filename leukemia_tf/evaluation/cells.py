@@ -19,12 +19,15 @@ log = logging.getLogger(__name__)
 
 def dataset(records_dir: str, manifest: dict, sel, image_size: int, batch_size: int):
     """One ordered pass over a selection with metadata (image, label, patient_id,
-    source_path), every record once, no CV filter."""
+    source_path), every record once, no CV filter; a bad shard is named (`shards`)."""
     from leukemia_tf import config as config_lib
     from leukemia_tf.data import pipeline
+    from leukemia_tf.evaluation import shards
     data = config_lib.DataConfig(records_dir=records_dir, image_size=image_size)
-    return pipeline.make_dataset(data, sel, training=False, manifest=manifest,
-                                 batch_size=batch_size, with_metadata=True)
+    shards.check(records_dir, manifest, sel)
+    with shards.named(records_dir, manifest, sel):
+        yield from pipeline.make_dataset(data, sel, training=False, manifest=manifest,
+                                         batch_size=batch_size, with_metadata=True)
 
 
 def read_images(records_dir: str, manifest: dict, sel, image_size: int, batch_size: int

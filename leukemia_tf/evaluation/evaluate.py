@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import logging
 from typing import Optional, Sequence
 
 import pandas as pd
 
 import leukemia_tf
-from leukemia_tf import io
+from leukemia_tf import io, provenance
 from leukemia_tf.config import DataConfig, EvalConfig
 from leukemia_tf.data import duplicates, pipeline, preprocess
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import ensemble, metrics, plots, report, scoring, split_roles
-from leukemia_tf.model import export
 from leukemia_tf.evaluation import options, options_report
+from leukemia_tf.evaluation import shards
+from leukemia_tf.errors import UserError
 from leukemia_tf.wording import count
 
 log = logging.getLogger(__name__)
@@ -54,18 +54,19 @@ class TrainedRun:
 
 def run_dir(model_path: str) -> str:
     """The training run dir of a model dir, its export/ dir or its model.keras file."""
-    path = str(model_path).rstrip("/")
-    if path.endswith(".keras") or io.basename(path) == export.EXPORT_DIR:
-        return io.dirname(path)
-    return path
+    return provenance.run_dir(model_path)
 
 
 def load_trained(path: str) -> TrainedRun:
-    """Read config.json and summary.json of a run dir (any file system)."""
+    """Read config.json and summary.json of a run dir (any file system); UserError
+    naming the file when one is not a JSON object."""
     found = {}
     for name in ("config", "summary"):
         file = io.join(path, f"{name}.json")
         found[name] = io.read_json(file) if io.exists(file) else {}
+        if not isinstance(found[name], dict):
+            raise UserError(f"{file} is not a run's {name} (a JSON object expected): "
+                            "restore it from a copy of the run, or train again")
     if not found["config"]:
         log.warning("no config.json in %s: split roles are unknown", path)
     return TrainedRun(path, found["config"], found["summary"])
@@ -90,13 +91,15 @@ def score_selection(predictor, records_dir: str, manifest: dict, sel: manifest_l
     """Predictions for every record of a selection, at the predictor's input size."""
     # The model's saved preprocessing (canvas, resize) must be the records' one.
     preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
+    shards.check(records_dir, manifest, sel)  # a bad shard is named, as the trainer does
     data = DataConfig(records_dir=records_dir, image_size=predictor.image_size)
     ds = pipeline.make_dataset(data, sel, training=False, batch_size=batch_size,
                                manifest=manifest, with_metadata=True)
     expected = manifest_lib.count_examples(manifest, sel)
     name = f"fold{sel.folds[0]}" if sel.split == "train" and len(sel.folds) == 1 else sel.name
-    scores = scoring.score_dataset(predictor, ds, tta=tta, progress=progress,
-                                   total=expected, desc=f"score {name}")
+    with shards.named(records_dir, manifest, sel):
+        scores = scoring.score_dataset(predictor, ds, tta=tta, progress=progress,
+                                       total=expected, desc=f"score {name}")
     if len(scores) != expected:
         raise RuntimeError(f"scored {len(scores)} images of {sel.name}, manifest has {expected}")
     return scores
@@ -141,13 +144,16 @@ def evaluate(cfg: EvalConfig) -> dict:
     if len(paths) > 1 and not cfg.out_dir:
         raise ValueError(f"an ensemble of {len(paths)} models has no run dir of its own: "
                          "give --out_dir for its evaluation folders")
+    checked = provenance.check_evaluation(paths, cfg.records_dir, cfg.allow_other_records,
+                                          cfg.allow_other_model)
     trained = [load_trained(run_dir(p)) for p in paths]
     predictor = ensemble.load(paths, batch_size=cfg.batch_size,
                               trust_saved_model=cfg.trust_saved_model)
-    return evaluate_predictor(cfg, predictor, trained)
+    return evaluate_predictor(cfg, predictor, trained, checked)
 
 
-def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]) -> dict:
+def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun],
+                       checked: Optional[dict] = None) -> dict:
     """Score, measure, plot and write one evaluation folder; returns metrics.json's content
     plus "report", "eval_dir" and "warnings" (banner texts, leakage).
 
@@ -155,6 +161,7 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
       predictor: a callable uint8 [N,S,S,3] -> [N] probabilities with `.image_size` and
         `.path` (export.Predictor, or an ensemble of them).
       trained: the run(s) the predictor comes from; their config decides split roles.
+      checked: `provenance.check_evaluation`'s answer (the model files and records).
     """
     manifest = manifest_lib.load(cfg.records_dir)
     sel = manifest_lib.parse_val_split(cfg.split)
@@ -195,12 +202,14 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
                                  train_folds, cfg.split),
         eval_name=eval_name(cfg.split, cfg.tta, cfg.threshold, threshold_split),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        records_manifest_sha256=manifest_sha256(cfg.records_dir))
+        records_manifest_sha256=manifest_sha256(cfg.records_dir),
+        **provenance.facts(checked or {}, predictor))
     result["confidence_intervals"] = metrics.confidence_intervals(
         scores["label"], scores["probability"], scores["patient_id"], threshold)
     result["small_n_warnings"] = metrics.small_n_warnings(result,
                                                           result["confidence_intervals"])
-    result["context"] = dict(run_context(cfg, predictor, trained, result))
+    result["context"] = {**dict(run_context(cfg, predictor, trained, result)),
+                         **provenance.context_rows(result)}
     return _write(cfg, scores, result, trained)
 
 
@@ -234,7 +243,7 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
     figures.update(pictures.add_figures(cfg.records_dir, cfg.split, scores, threshold, out))
     io.write_json(io.join(out, "metrics.json"), result)
     warnings = [w for w in [result["split_warning"]] + result["leakage_warnings"]
-                + result["small_n_warnings"] if w]
+                + result["small_n_warnings"] + result["provenance_warnings"] if w]
     if result["threshold_biased"]:
         warnings.append(f"the threshold was chosen on {result['threshold_chosen_on']} "
                         f"({result['threshold_split_role']}, allowed by "
@@ -265,7 +274,7 @@ def _files_section(result: dict) -> str:
 
 def manifest_sha256(records_dir: str) -> str:
     """sha256 of the records' manifest.json bytes: names the exact records evaluated."""
-    return hashlib.sha256(io.read_bytes(manifest_lib.manifest_path(records_dir))).hexdigest()
+    return manifest_lib.fingerprint(records_dir)
 
 
 def _joined(trained: Sequence[TrainedRun], get) -> str:

@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
-from leukemia_tf import io
 from leukemia_tf.errors import UserError
 from leukemia_tf.evaluation import calibration, patients, shortcut
 
@@ -71,21 +68,16 @@ def from_config(cfg) -> Options:
 
 def keras_model(predictor):
     """The predictor's network as an in-memory tf_keras model, loaded again from its
-    model.keras with safe_mode (never a SavedModel), so nothing here touches the
-    predictor's own copy or the file."""
-    import tf_keras as keras
+    model.keras through the trust checks of `keras_file.load` (never a SavedModel), so
+    nothing here touches the predictor's own copy or the file."""
+    from leukemia_tf.model import keras_file
     if hasattr(predictor, "member_paths"):
         raise OptionsError("--adapt_bn and --neighbour_vote take one model, not an ensemble")
     path = str(predictor.path)
     if not path.endswith(".keras"):
         raise OptionsError(f"{path}: --adapt_bn and --neighbour_vote need the model dir's "
                            "model.keras, not a SavedModel")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = path
-        if io.is_url(path):
-            local = os.path.join(tmp, "model.keras")
-            io.copy(path, local, overwrite=True)
-        return keras.models.load_model(local, safe_mode=True, compile=False)
+    return keras_file.load(path)
 
 
 def _ordered(images: np.ndarray, paths: List[str], wanted) -> np.ndarray:

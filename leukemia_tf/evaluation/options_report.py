@@ -4,13 +4,13 @@ which options ran (and which are transductive).
 """
 from __future__ import annotations
 
-import re
 from typing import List, Sequence
 
 import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.evaluation import calibration, options, patients
+from leukemia_tf.evaluation.output_rules import patients_path
 from leukemia_tf.wording import count
 
 PATIENTS_CSV = "patients.csv"
@@ -28,11 +28,6 @@ def patient_frame(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
     table = patients.patient_table(frame["patient_id"], frame["probability"],
                                    frame["label"] if labeled else None, threshold)
     return patients.disagreement(table)
-
-
-def patients_path(output: str) -> str:
-    """`p.csv` -> `p.patients.csv`: predict's per-patient CSV beside the per-cell one."""
-    return re.sub(r"\.csv$", "", output) + ".patients.csv"
 
 
 def _row(r, flagged: bool) -> str:

@@ -48,7 +48,9 @@ def read_cells(records_dir: str, split: str, source_paths: Sequence[str]
     ds = tf.data.TFRecordDataset(files).map(records.parse_example)
     ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex["image/source_path"], wanted)))
     ds = ds.map(lambda ex: (ex["image/source_path"], decode(ex)))
-    return {path.numpy().decode(): image.numpy() for path, image in ds}
+    from leukemia_tf.evaluation import shards
+    with shards.named(records_dir, manifest, sel):
+        return {path.numpy().decode(): image.numpy() for path, image in ds}
 
 
 def add_figures(records_dir: str, split: str, scores: pd.DataFrame, threshold: float,

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from leukemia_tf import io
+from leukemia_tf import io, provenance
 from leukemia_tf.data import cnmc, images, preprocess
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.evaluation import ensemble, evaluate, scoring
+from leukemia_tf.evaluation import ensemble, evaluate, output_rules, scoring
+from leukemia_tf.evaluation.output_rules import errors_path
 
 COLUMNS = ("file", "probability", "prediction", "path")
 _SPLIT_FOLDERS = {"train": "training_data/", "validation": "validation_data/",
@@ -140,7 +141,7 @@ def check_split(manifest: dict, records_dir: str, sel, split: str) -> None:
 
 def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
             threshold: float = 0.5, batch_size: int = 64, trust_saved_model: bool = False,
-            opts=None
+            opts=None, allow_other_model: bool = False
             ) -> Tuple[pd.DataFrame, list]:
     """Returns (table with COLUMNS, errors by file).
 
@@ -153,13 +154,17 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
       trust_saved_model: allow a SavedModel (it runs its own graph; README "Trust
         boundary").
       opts: evaluation.options.Options (BN adaptation, --calibrate=run, neighbour vote).
+      allow_other_model: predict with a model.keras its run's summary.json does not name
+        (else ProvenanceError); the log names the network really loaded.
     """
     inputs = list(inputs)
     from_records = len(inputs) == 1 and io.exists(io.join(inputs[0], manifest_lib.MANIFEST))
     if from_records:
         records_selection(inputs[0], split)  # a missing split fails before the model loads
+    checked = provenance.check_models(ensemble.split_paths(model_path), allow_other_model)
     predictor = ensemble.load(model_path, batch_size=batch_size,
                               trust_saved_model=trust_saved_model)
+    provenance.log_other_model(checked, predictor)
     if from_records:
         table, errors = _predict_records(predictor, inputs[0], split, tta, batch_size)
     else:
@@ -190,18 +195,11 @@ def _apply_options(predictor, table, opts, inputs, split, tta, batch_size):
     return table
 
 
-def errors_path(output: str) -> str:
-    """`p.csv` -> `p.errors.csv`: where the files that could not be predicted go."""
-    return re.sub(r"\.csv$", "", output) + ".errors.csv"
-
-
 def check_output(output: str) -> None:
-    """UserError when `output` cannot be the CSV to write (an existing folder); called
-    before predicting, so the mistake costs no model load."""
-    from leukemia_tf.errors import UserError
+    """UserError when `output` cannot be the CSV to write (an existing folder); the
+    command line checks all of `output_rules` before TensorFlow loads."""
     if io.isdir(output):
-        raise UserError(f"--output {output} is a directory: give the CSV file to write, "
-                        f"e.g. {io.join(output, 'predictions.csv')}")
+        output_rules.check(output, [])
 
 
 def write_outputs(table: pd.DataFrame, errors: list, output: str) -> Optional[str]:

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from leukemia_tf import io
+from leukemia_tf import io, provenance
 from leukemia_tf.evaluation.metrics import format_ci
 from leukemia_tf.evaluation.plots import CLASS_LABELS
 from leukemia_tf.wording import count
@@ -170,14 +170,15 @@ def _metric_sections(metrics: dict) -> list:
                                    [["hem (0)", *cm[0]], ["ALL (1)", *cm[1]]]), ""]
 
 
-def _index_row(eval_root: str, name: str, m: dict) -> list:
+def _index_row(eval_root: str, name: str, m: dict, stale: bool = False) -> list:
     threshold = fmt(m.get("threshold"))
     if m.get("threshold_chosen_on"):
         threshold += f" ({m.get('threshold_method')} on {m['threshold_chosen_on']})"
     role = m.get("split_role", "n/a")
     if role not in ("held-out", "n/a"):
         role = f"**{role}**"
-    return [f"[{name}]({name}/{REPORT})", m.get("split", "n/a"), role, m.get("tta", "n/a"),
+    mark = " **stale**" if stale else ""
+    return [f"[{name}]({name}/{REPORT}){mark}", m.get("split", "n/a"), role, m.get("tta", "n/a"),
             threshold, m.get("num_examples"), m.get("weighted_f1"), m.get("roc_auc"),
             m.get("date", "n/a")]
 
@@ -188,11 +189,14 @@ def write_index(eval_root: str) -> Optional[str]:
     eval_root = os.fspath(eval_root)
     if not io.isdir(eval_root):
         return None
-    rows = []
+    rows, hashes, stale = [], {}, 0
     for name in io.listdir(eval_root):
         path = io.join(eval_root, name, "metrics.json")
         if io.isdir(io.join(eval_root, name)) and io.exists(path):
-            rows.append(_index_row(eval_root, name, io.read_json(path)))
+            m = io.read_json(path)
+            is_stale = provenance.stale(eval_root, m, hashes)
+            stale += is_stale
+            rows.append(_index_row(eval_root, name, m, is_stale))
     if not rows:
         return None
     lines = ["# Evaluations", "",
@@ -200,6 +204,9 @@ def write_index(eval_root: str) -> Optional[str]:
              "Split roles: **held-out** (neither trained on nor used to pick the best "
              "epoch: unbiased), **selection** (chose the best epoch: optimistic), "
              "**trained-on** (a training fold: not an estimate of generalisation).", "",
+             *([f"**stale**: {stale} of these scored another model than the current "
+                "model.keras (its sha256 differs; e.g. a continued training exported a new "
+                "one): evaluate again.", ""] if stale else []),
              markdown_table(["evaluation", "split", "role", "TTA", "threshold", "images",
                              "weighted F1", "ROC AUC", "date"], rows), ""]
     out = io.join(eval_root, INDEX)

@@ -33,8 +33,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf import io
-from leukemia_tf.errors import UserError
+from leukemia_tf.model import keras_file
 from leukemia_tf.model.augment import Augmentation
+from leukemia_tf.model.keras_file import ModelFileError, first_line
 from leukemia_tf.data import preprocess
 
 KERAS_FILE = "model.keras"
@@ -167,6 +168,11 @@ class Predictor:
         self.path = path
         self.batch_size = batch_size
 
+    @property
+    def keras_model(self) -> Optional[keras.Model]:
+        """The loaded tf_keras network (None for a SavedModel): what reports name."""
+        return self._keep_alive if isinstance(self._keep_alive, keras.Model) else None
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, S, S, 3] (or one [S, S, 3] image) -> float32 [N] probabilities."""
         images = np.asarray(images)
@@ -183,16 +189,6 @@ class Predictor:
         return np.concatenate(out).reshape(-1) if out else np.zeros([0], np.float32)
 
 
-class ModelFileError(ValueError, UserError):
-    """A model file that cannot be loaded, or may not be (an untrusted SavedModel)."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    lines = [line for line in text.splitlines() if line.strip()]
-    return " ".join(lines[0].split())[:160] if lines else type(exc).__name__
-
-
 def _spec_beside(path: str, image_size: int) -> preprocess.Spec:
     """preprocessing.json in the model's folder; older model dirs lack it. It must agree
     with the spec export/ stores (one source of truth: a changed file is refused)."""
@@ -206,7 +202,7 @@ def _spec_beside(path: str, image_size: int) -> preprocess.Spec:
     try:
         spec = preprocess.Spec.from_dict(io.read_json(candidate)).check()
     except (ValueError, TypeError, KeyError) as e:
-        raise ModelFileError(f"{candidate} is not a preprocessing spec ({_first_line(e)}): "
+        raise ModelFileError(f"{candidate} is not a preprocessing spec ({first_line(e)}): "
                              "restore it from the run, or evaluate export/ with "
                              "--trust_saved_model") from None
     stored = _exported_spec(io.join(folder, EXPORT_DIR))
@@ -236,22 +232,9 @@ def _exported_spec(export_dir: str) -> Optional[dict]:
 
 
 def _keras_predictor(path: str, batch_size: int) -> Predictor:
-    # compile=False: the training loss/optimizer may be project code that inference
-    # does not need. tf_keras reads .keras archives from local paths only.
-    with tempfile.TemporaryDirectory() as tmp:
-        local = path
-        if io.is_url(path):
-            local = os.path.join(tmp, KERAS_FILE)
-            io.copy(path, local, overwrite=True)
-        try:
-            model = keras.models.load_model(local, safe_mode=True, compile=False)
-        except Exception as e:  # noqa: BLE001 - zipfile, h5py, json: many types
-            if "safe_mode" in str(e) or "Lambda" in str(e):
-                raise  # a refused layer keeps its own message
-            raise ModelFileError(
-                f"{path} cannot be loaded ({_first_line(e)}): it is truncated or not a "
-                "Keras model; the run's best/ weights are untouched (re-run train with the "
-                "same flags after deleting it to export it again)") from None
+    # Checked for modules and code before tf_keras reads it (keras_file); compile=False:
+    # the training loss/optimizer may be project code that inference does not need.
+    model = keras_file.load(path)
     image_size = int(model.input_shape[1])
     spec = _spec_beside(path, image_size)
 
@@ -282,9 +265,10 @@ def load_model(path: Union[str, os.PathLike], batch_size: int = 64,
     """Load a model for inference.
 
     Trust boundary: model.keras is loaded with safe_mode=True (configuration and weights
-    only, no code). A SavedModel is a program: loading and calling it runs the graph it
-    holds, whoever wrote it, so it is loaded only with `trust_saved_model=True`
-    (`--trust_saved_model`).
+    only, no code) after `keras_file.check` refused any module outside tf_keras and this
+    package's registered classes, and any Lambda layer. A SavedModel is a program:
+    loading and calling it runs the graph it holds, whoever wrote it, so it is loaded
+    only with `trust_saved_model=True` (`--trust_saved_model`).
 
     Args:
       path: a model dir (uses model.keras, else export/), a .keras file, or a SavedModel

@@ -20,8 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from leukemia_tf import io
-from leukemia_tf.model import efficientnet_lite as lite
+from leukemia_tf.model import efficientnet_lite as lite, keras_file
 from leukemia_tf.model.augment import build_augmentation, build_normalization
 from leukemia_tf.config import ModelConfig
 from leukemia_tf.model import NAMES
@@ -237,7 +236,8 @@ def build_model(cfg: ModelConfig, image_size: int) -> keras.Model:
         is "none", "imagenet" (pretrained models only: efficientnet_lite* read the
         installed weight packages offline, keras.applications ones download), or a
         path accepted by `keras.Model.load_weights` (.keras, .h5/.weights.h5, a TF
-        checkpoint prefix) or a model dir holding model.keras.
+        checkpoint prefix) or a model dir holding model.keras (`keras_file.weights_path`;
+        a .keras file passes its trust check first).
       image_size: the input side S (the run's `DataConfig.image_size`).
 
     Returns:
@@ -256,10 +256,7 @@ def build_model(cfg: ModelConfig, image_size: int) -> keras.Model:
         raise ValueError(f"freeze_backbone_bn: {cfg.name} has no pretrained backbone")
     model = MODELS[cfg.name](cfg, image_size)
     if cfg.weights not in ("none", "", "imagenet"):
-        path = cfg.weights
-        if io.isdir(path) and io.exists(io.join(path, "model.keras")):
-            path = io.join(path, "model.keras")
-        model.load_weights(path)
+        model.load_weights(keras_file.weights_path(cfg.weights))
     return model
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from typing import Optional
 
@@ -18,7 +19,7 @@ import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
-from leukemia_tf import io
+from leukemia_tf import io, signals
 from leukemia_tf.training import rundir
 
 log = logging.getLogger("leukemia_tf.training")
@@ -171,14 +172,23 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
 
 
 class Backup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore every N steps *and* at every epoch end, of finite weights only.
+    """BackupAndRestore every N steps *and* at every epoch end, of finite weights only;
+    on SIGTERM/SIGINT (`leukemia_tf.signals`) also at the step where it stops.
 
     The backup is never deleted when training ends: it is the last state, from which a
     run interrupted after its last epoch finishes its export and a larger --epochs
     continues (`rundir`). After a NaN stop it is the last good one.
+
+    Keras resumes a backup taken at an epoch's last step at the *next* epoch, skipping
+    the epoch's validation and records: so the last step of an epoch never saves nor
+    stops (its epoch end does both, after the history row and the best checkpoint).
+    `save_freq` is always a step count (`EPOCH_ENDS_ONLY` for epoch ends only): a mid-epoch
+    stop must resume mid-epoch, which Keras does only for step-counted backups.
     """
 
-    def __init__(self, backup_dir: str, save_freq, guard: NanGuard):
+    EPOCH_ENDS_ONLY = sys.maxsize
+
+    def __init__(self, backup_dir: str, save_freq: int, guard: NanGuard):
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
         self._guard = guard
 
@@ -192,15 +202,28 @@ class Backup(keras.callbacks.BackupAndRestore):
         if self._guard.safe_to_save(self.model):
             super()._backup(epoch, batch)
 
+    def _implements_train_batch_hooks(self):
+        return True  # the stop check runs at every step
+
     def on_train_batch_end(self, batch, logs=None):
         # Keras records the first step of a call as the one saved; with
         # steps_per_execution > 1 the weights are those after its last step, so a restart
-        # would repeat steps (or a whole epoch's last call): record the last one.
-        if self.save_freq != "epoch":
-            self._training_state._ckpt_saved_batch.assign(batch)
-        super().on_train_batch_end(batch, logs)
+        # would repeat steps: record the last one (`batch`).
+        state = self._training_state
+        state._ckpt_saved_batch.assign(batch)
+        state.backup_if_preempted()
+        if batch + 1 >= (self.params.get("steps") or math.inf):
+            return  # the epoch's end saves and stops
+        self._batches_count += 1
+        if signals.requested():
+            self._backup(self._current_epoch, batch)
+            raise signals.stop(f"at epoch {self._current_epoch + 1} step {batch + 1}")
+        if self._batches_count >= self.save_freq:
+            self._batches_count = 0
+            self._backup(self._current_epoch, batch)
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if self.save_freq != "epoch":
-            self._backup(epoch=epoch)
+        self._backup(epoch=epoch)
+        if signals.requested():
+            raise signals.stop(f"at epoch {epoch + 1} step {self.params.get('steps')} "
+                               "(its end)")

@@ -13,7 +13,7 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from leukemia_tf import io
+from leukemia_tf import io, provenance, signals
 from leukemia_tf.config import Config
 from leukemia_tf.data import duplicates
 from leukemia_tf.data import manifest as manifest_lib
@@ -26,7 +26,7 @@ from leukemia_tf.training import distribution as dist
 from leukemia_tf.training import inputs as inputs_lib
 from leukemia_tf.training import objectives, rundir, step_settings
 from leukemia_tf.training import progress_callback as shown_progress
-from leukemia_tf.training.errors import RunDirError
+from leukemia_tf.training.errors import InputError, RunDirError
 from leukemia_tf.wording import count
 
 log = logging.getLogger("leukemia_tf.training")
@@ -49,12 +49,16 @@ def _setup(cfg: Config):
     return strategy, precision
 
 
-def _claim(cfg: Config, strategy, chief: bool, lock: rundir.Lock) -> rundir.State:
+def _claim(cfg: Config, strategy, chief: bool, lock: rundir.Lock, data) -> rundir.State:
     """Chief: lock and prepare the model dir. Every worker learns whether it may go on."""
     state, failure = None, None
     if chief:
         try:
-            state = rundir.take(cfg, lock)
+            records = provenance.records_record(
+                cfg.data.records_dir, data.manifest_sha256,
+                {"train": (data.train_sel.name, data.num_train),
+                 "validation": (data.val_sel.name, data.num_val)})
+            state = rundir.take(cfg, lock, records)
         except Exception as e:  # noqa: BLE001 - re-raised below, after the vote
             failure = e
     if dist.is_multi_worker(strategy):
@@ -85,7 +89,8 @@ def make_callbacks(cfg: Config, chief: bool):
     # Keras counts backup frequency in calls of the train function (steps_per_execution
     # steps each): converted so backup_every_steps stays in steps.
     every = t.backup_every_steps and max(1, t.backup_every_steps // t.steps_per_execution)
-    out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP), every or "epoch", guard))
+    out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP),
+                         every or cb.Backup.EPOCH_ENDS_ONLY, guard))
     return out, guard, progress
 
 
@@ -109,12 +114,14 @@ def _nan_message(cfg: Config, nan_at) -> str:
 
 def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):
     batch = cfg.train.batch_size
+    done = rundir.backup_steps(cfg.train.model_dir)  # the stream reads on from there
 
     def train_fn(input_context):
         return pipeline.make_dataset(cfg.data, data.train_sel, training=True,
                                      batch_size=batch, manifest=data.manifest,
                                      cache=plan["train"][0], input_context=input_context,
-                                     weights=weights)
+                                     weights=weights,
+                                     skip=done * batch // input_context.num_input_pipelines)
     train_input = train_fn
     val_ds = pipeline.make_dataset(cfg.data, data.val_sel, training=False, batch_size=batch,
                                    manifest=data.manifest, cache=plan["validation"][0])
@@ -128,10 +135,11 @@ def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):
     callbacks[-1:-1] = list(extra) if chief else []
     callbacks += [display] if display is not None else []
     try:
-        history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
-                            epochs=cfg.train.epochs, steps_per_epoch=steps,
-                            validation_data=val_ds, callbacks=callbacks,
-                            verbose=shown_progress.keras_verbose(cfg, chief))
+        with signals.deferred():  # a signal stops at the next step's end (cb.Backup)
+            history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
+                                epochs=cfg.train.epochs, steps_per_epoch=steps,
+                                validation_data=val_ds, callbacks=callbacks,
+                                verbose=shown_progress.keras_verbose(cfg, chief))
     except tf.errors.DataLossError as e:
         shards = [s for sel in (data.train_sel, data.val_sel)
                   for s in manifest_lib.shards_for(data.manifest, cfg.data.records_dir, sel)]
@@ -173,15 +181,31 @@ def run(cfg: Config, callbacks=()) -> dict:
     backup.
 
     Writes (chief only) into cfg.train.model_dir: train.lock (while running),
-    config.json, history.csv, best/, backup/ (the last state), logs/ (TensorBoard),
-    export/ (SavedModel), model.keras, summary.json. A model dir whose run already
+    config.json, trained_on.json (the records, `provenance`), history.csv, best/,
+    backup/ (the last state), logs/ (TensorBoard), export/ (SavedModel), model.keras,
+    summary.json (with the records and model.keras's sha256). A model dir whose run already
     finished with the same settings is left as it is: the stored summary is returned
     with status "finished".
 
     Raises:
       ValueError: invalid settings. TrainingError (RunDirError, InputError): the model
       dir or the records cannot be used. FloatingPointError: the loss diverged.
+      signals.Stopped: SIGTERM or SIGINT (`leukemia_tf.signals`). Training stops at the
+      next step's end, after a backup of that step; preparation, export and scoring stop
+      at once. The lock is released; the message names where the run stopped, and the
+      same command resumes from there.
     """
+    phase = ["before training"]
+    with signals.handled():
+        try:
+            return _run(cfg, callbacks, phase)
+        except signals.Stopped as e:
+            e.where = e.where or phase[0]
+            raise
+
+
+def _run(cfg: Config, callbacks, phase: list) -> dict:
+    """`run` inside the signal handlers; `phase[0]` says what it is doing."""
     t, d = cfg.train, cfg.data
     inputs_lib.validate_config(cfg)
     start = time.time()
@@ -205,7 +229,7 @@ def run(cfg: Config, callbacks=()) -> dict:
         log.info("%s", line)
     lock = rundir.Lock(t.model_dir)
     try:
-        state = _claim(cfg, strategy, chief, lock)
+        state = _claim(cfg, strategy, chief, lock, data)
         if state.status == "finished":  # finished by another trainer while we started
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
         display = shown_progress.display_for(cfg, chief, steps, data.num_val, plan)
@@ -213,9 +237,11 @@ def run(cfg: Config, callbacks=()) -> dict:
             log.info("the first epoch of this run reads, decodes and preprocesses %s once "
                      "and caches them (slower); later epochs read the cache",
                      count(data.num_train, "training image"))
+        phase[0] = "while training"
         history, progress = _fit(cfg, model, data, steps, weights, plan, chief,
                                  display, callbacks)
         inputs_lib.check_pinned(d.records_dir, data.manifest_sha256)
+        phase[0] = "while exporting (the export is redone)"
         plain = _export(cfg, strategy, model, chief, data.manifest, display)
         summary = _run_summary(cfg, strategy, precision, chief, steps, progress, plan,
                                weights, data, model, warnings)
@@ -223,7 +249,9 @@ def run(cfg: Config, callbacks=()) -> dict:
             return summary
         _say(display, f"scoring the exported model on {shown_progress.scored_split(cfg)}, "
              f"{count(data.num_val, 'image')}, and bootstrapping intervals")
+        phase[0] = "while scoring the exported model (export and scoring are redone)"
         _score(cfg, data, plain, summary)
+        summary.update(provenance.run_facts(t.model_dir))
         summary["seconds"] = round(time.time() - start, 1)
         summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
         io.write_json(io.join(t.model_dir, rundir.SUMMARY), summary)
@@ -293,6 +321,11 @@ def _score(cfg: Config, data, plain, summary: dict) -> None:
                                     batch_size=cfg.train.batch_size, manifest=data.manifest,
                                     with_metadata=True)
     scores = scoring.score_dataset(predict_fn, eval_ds)
+    provenance.check_records(  # the records may be converted again while they are read
+        cfg.train.model_dir, cfg.data.records_dir, error=InputError,
+        remedy=f"the exported model was scored on other records, so {rundir.SUMMARY} and "
+               "calibration.json were not written; restore the records it trained on and "
+               "run the same command to finish, or --overwrite")
     summary["validation"] = metrics.classification_metrics(scores["label"],
                                                            scores["probability"])
     summary["weighted_f1"] = summary["validation"]["weighted_f1"]

@@ -38,6 +38,7 @@ from typing import List, Optional
 
 from leukemia_tf import io
 from leukemia_tf import lock as lock_lib
+from leukemia_tf import provenance
 from leukemia_tf.config import Config, from_dict
 from leukemia_tf.config import upgrade as config_upgrade
 from leukemia_tf.training.errors import RunDirError
@@ -53,10 +54,11 @@ BEST = "best"
 # these weights: a report of deleted weights next to new ones would be wrong, so
 # --overwrite removes it too.
 OWNED = (CONFIG, "history.csv", SUMMARY, "model.keras", "preprocessing.json", BEST, BACKUP,
-         "logs", "export", "eval", "calibration.json")
+         "logs", "export", "eval", "calibration.json", provenance.TRAINED_ON)
 # Fresh start of an unfinished run that has no backup: everything but its config (an
 # exported model stops it first: `_start_over`).
-PARTIAL = ("history.csv", SUMMARY, BEST, "logs", "eval", "calibration.json")
+PARTIAL = ("history.csv", SUMMARY, BEST, "logs", "eval", "calibration.json",
+           provenance.TRAINED_ON)
 EXPORTED = ("model.keras", "export")
 # The one setting that may grow between a run and its continuation.
 EXTENDABLE = "train.epochs"
@@ -111,6 +113,19 @@ def config_differences(old: dict, new: dict) -> List[str]:
 def has_backup(model_dir: str) -> bool:
     """True if BackupAndRestore left a checkpoint to resume from."""
     return io.exists(io.join(model_dir, BACKUP, "chief", "checkpoint"))
+
+
+def backup_steps(model_dir: str) -> int:
+    """Training steps the backup holds (0 without one): where a resumed run reads on."""
+    import tensorflow as tf
+    path = tf.train.latest_checkpoint(io.join(model_dir, BACKUP, "chief"))
+    if not path:
+        return 0
+    try:
+        return int(tf.train.load_checkpoint(path).get_tensor(
+            "train_counter/.ATTRIBUTES/VARIABLE_VALUE"))
+    except Exception:  # noqa: BLE001 - unreadable: the backup callback names it
+        return 0
 
 
 def inspect(cfg: Config) -> State:
@@ -223,11 +238,12 @@ class Lock(lock_lib.Lock):
         super().__init__(model_dir, LOCK, "trainer", RunDirError)
 
 
-def take(cfg: Config, lock: Lock) -> State:
-    """Chief only: lock the model dir, re-check it, clean what must go, write config.json.
+def take(cfg: Config, lock: Lock, records: Optional[dict] = None) -> State:
+    """Chief only: lock the model dir, re-check it, clean what must go, write config.json
+    and (given `records`, `provenance.records_record`) trained_on.json.
 
     Call after the model is built. Raises RunDirError (nothing written but the lock,
-    which the caller releases).
+    which the caller releases), also when a resumed run's records were converted again.
     """
     model_dir = cfg.train.model_dir
     io.makedirs(model_dir)
@@ -235,6 +251,11 @@ def take(cfg: Config, lock: Lock) -> State:
     state = inspect(cfg)  # again, under the lock: another run may have finished meanwhile
     if state.status == "finished":
         return state
+    if records is not None and provenance.TRAINED_ON not in state.clean:
+        provenance.check_records(
+            model_dir, cfg.data.records_dir, now=records["manifest_sha256"], error=RunDirError,
+            remedy="its earlier epochs were trained on other records; resume with those "
+                   "records, or train on these with --overwrite or another --model_dir")
     if state.extend:
         log.info("extending the run in %s from %d to %d epochs", model_dir, state.extend,
                  cfg.train.epochs)
@@ -251,6 +272,8 @@ def take(cfg: Config, lock: Lock) -> State:
     _repair_best_state(model_dir)
     remove_temporaries(model_dir)
     io.write_json(io.join(model_dir, CONFIG), cfg.to_dict())
+    if records is not None:
+        provenance.write_trained_on(model_dir, records)
     return state
 
 

@@ -2,6 +2,7 @@
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_second_converter_refuses_while_the_lock_is_held(converted):
     tree, out = converted
     before = (out / "manifest.json").read_bytes()
     lock = {"host": socket.gethostname(), "pid": os.getpid(), "token": "other",
-            "started": "2026-01-01T00:00:00Z"}
+            "started": "2026-01-01T00:00:00Z", "renewed": time.time()}  # live: renewed
     (out / "convert.lock").write_text(json.dumps(lock))
     with pytest.raises(convert.ConvertError,
                        match=rf"in use by another converter .*pid {os.getpid()}.*convert\.lock"):

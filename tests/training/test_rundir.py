@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_second_trainer_refuses_while_the_lock_is_held(records_dir, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         lock = {"host": socket.gethostname(), "pid": holder.pid, "token": "other",
-                "started": "2026-01-01T00:00:00Z"}
+                "started": "2026-01-01T00:00:00Z", "renewed": time.time()}  # live: renewed
         (md / "train.lock").write_text(json.dumps(lock))
         with pytest.raises(training.RunDirError,
                            match=rf"in use by another trainer .*pid {holder.pid}.*delete"):
@@ -106,7 +107,7 @@ def test_second_trainer_refuses_while_the_lock_is_held(records_dir, tmp_path):
     assert not (md / "train.lock").exists()
 
 
-def test_lock_is_exclusive_and_foreign_hosts_are_never_stale(tmp_path):
+def test_lock_is_exclusive_and_a_lock_without_times_is_never_taken_over(tmp_path):
     first, second = rundir.Lock(str(tmp_path)), rundir.Lock(str(tmp_path))
     first.acquire()
     with pytest.raises(training.RunDirError, match="in use"):

@@ -23,7 +23,7 @@ def make_dataset(data: DataConfig, sel: manifest_lib.Selection, *, training: boo
                  batch_size: int, manifest: dict, cache: str = "none",
                  input_context: Optional[tf.distribute.InputContext] = None,
                  weights: Optional[Dict[int, float]] = None,
-                 with_metadata: bool = False) -> tf.data.Dataset:
+                 with_metadata: bool = False, skip: int = 0) -> tf.data.Dataset:
     """The input pipeline for one selection of records.
 
     Args:
@@ -37,6 +37,10 @@ def make_dataset(data: DataConfig, sel: manifest_lib.Selection, *, training: boo
       input_context: from `distribute_datasets_from_function`: shard per input pipeline.
       weights: class weights {label: weight} (training, class_balance="weights").
       with_metadata: yield dicts with image, label, patient_id, source_path (evaluation).
+      skip: training: examples of this pipeline's stream to drop first, so a resumed run
+        reads on where its backup was taken (the stream is the same on every run with
+        --deterministic; skipped images still pass through the cache, which a new process
+        must fill again anyway).
 
     Returns:
       Training: (uint8 images [B,S,S,3], float32 labels [B,1], float32 weights [B]).
@@ -54,6 +58,8 @@ def make_dataset(data: DataConfig, sel: manifest_lib.Selection, *, training: boo
     ds = reader.cache(ds, cache, f"{sel.name}-{data.image_size}px", input_context)
     if training:
         ds = reader.training_order(ds, data)
+        if skip:
+            ds = ds.skip(skip)
         ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
         use = weights if data.class_balance == "weights" else None
         ds = ds.map(parser.training_batch(use), num_parallel_calls=AUTOTUNE)

@@ -1,0 +1,95 @@
+"""Where `leukemia-predict --output` may write, checked before TensorFlow loads.
+
+The CSV (and its `<output>.errors.csv` / `<output>.patients.csv` beside it) is refused,
+in one line naming the path, when it
+- is a folder (the CSV file to write is wanted),
+- is one of the inputs: an image file given, or an image name inside a folder given,
+- lies inside a model dir or a records dir (a folder, or any folder above it, holding
+  one of MODEL_FILES or RECORDS_FILES: the trainer's and converter's own files, which a
+  CSV must never replace),
+- already exists, unless `--overwrite` (the side files belong to the CSV and are
+  replaced with it).
+Symlinks are resolved, so a link cannot smuggle the output into a protected folder.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Sequence
+
+from leukemia_tf import io
+from leukemia_tf.data import cnmc
+from leukemia_tf.errors import UserError
+
+MODEL_FILES = ("model.keras", "summary.json", "saved_model.pb", "preprocessing.json",
+               "train.lock")
+RECORDS_FILES = ("manifest.json",)
+
+
+def errors_path(output: str) -> str:
+    """`p.csv` -> `p.errors.csv`: where the files that could not be predicted go."""
+    return re.sub(r"\.csv$", "", output) + ".errors.csv"
+
+
+def patients_path(output: str) -> str:
+    """`p.csv` -> `p.patients.csv`: predict's per-patient CSV beside the per-cell one."""
+    return re.sub(r"\.csv$", "", output) + ".patients.csv"
+
+
+def _real(path: str) -> str:
+    return path.rstrip("/") if io.is_url(path) else os.path.realpath(path)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return (path + "/").startswith(folder.rstrip("/") + "/") if io.is_url(path) else \
+        (path + os.sep).startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _protected_folder(path: str):
+    """(folder, kind, file) of the nearest model or records dir holding `path`, or None."""
+    folder = os.path.dirname(path)
+    while True:
+        for kind, names in (("a model dir", MODEL_FILES), ("a records dir", RECORDS_FILES)):
+            for name in names:
+                if os.path.exists(os.path.join(folder, name)):
+                    return folder, kind, name
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def _input_hit(path: str, inputs: Sequence[str]) -> str:
+    """The input `path` is (a file given) or would be read as (an image in a folder)."""
+    for item in inputs:
+        real = _real(item)
+        if real == path:
+            return item
+        if (io.isdir(item) and _inside(path, real)
+                and path.lower().endswith(cnmc.IMAGE_EXTENSIONS)):
+            return item
+    return ""
+
+
+def check(output: str, inputs: Sequence[str], overwrite: bool = False) -> None:
+    """UserError (one line naming the path and the flag) when predict may not write
+    `output`; see the module doc for the rules."""
+    if io.isdir(output):
+        raise UserError(f"--output {output} is a directory: give the CSV file to write, "
+                        f"e.g. {io.join(output, 'predictions.csv')}")
+    targets: List[str] = [output, errors_path(output), patients_path(output)]
+    for target in targets:
+        real = _real(target)
+        hit = _input_hit(real, io.rejoin_commas(inputs))
+        if hit:
+            raise UserError(f"--output {target} is one of the inputs (--input {hit}): "
+                            "predictions never replace what they read; give another --output")
+        found = None if io.is_url(real) else _protected_folder(real)
+        if found:
+            folder, kind, name = found
+            raise UserError(f"--output {target} lies inside {folder}, {kind} (it holds "
+                            f"{name}), whose files a CSV must not replace; give an --output "
+                            "outside it")
+    if io.exists(output) and not overwrite:
+        raise UserError(f"--output {output} exists: pass --overwrite to replace it, or give "
+                        "another --output")
