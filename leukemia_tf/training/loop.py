@@ -301,8 +301,9 @@ def _progress_summary(progress: cb.Progress, model_dir: str) -> dict:
 def _cache_plan(cfg: Config, data) -> dict:
     plan = reader.cache_plan(cfg.data, [("train", data.num_train),
                                         ("validation", data.num_val)])
+    shown = {"train": "the training folds", "validation": shown_progress.scored_split(cfg)}
     for name, (mode, why) in plan.items():
-        log.info("cache for %s: %s (%s)", name, mode, why)
+        log.info("cache for %s: %s (%s)", shown.get(name, name), mode, why)
     return plan
 
 

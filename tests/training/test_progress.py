@@ -173,6 +173,7 @@ def test_fold_validated_run_names_its_split_and_what_it_trains(
     assert f"model resnet_small: {params} parameters, input 48 px, precision float32" in log
     assert "starting weights: none (random initialisation)" in log
     assert "phases: one: every layer trains from epoch 1 (no pretrained backbone)" in log
+    assert "cache for fold2 (selection split): " in log and "cache for validation" not in log
     both = out + log
     assert both.count("exporting the best weights to") == 1, both
     assert both.count("reads, decodes") + both.count("reading, decoding") == 1, both
