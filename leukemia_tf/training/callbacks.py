@@ -191,12 +191,17 @@ class Backup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: str, save_freq: int, guard: NanGuard):
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
         self._guard = guard
+        self._save_on_stop = True
 
     def on_train_begin(self, logs=None):
         try:
             super().on_train_begin(logs)
         except Exception as e:  # noqa: BLE001 - torn or garbled checkpoint files
             raise rundir.unreadable_backup(self.backup_dir, e) from e
+        # Under multi-worker training a signal reaches one worker: a save there alone
+        # would wait for peers that do not save. It stops without one (README "Cloud jobs").
+        self._save_on_stop = not isinstance(self.model.distribute_strategy,
+                                            tf.distribute.MultiWorkerMirroredStrategy)
 
     def _backup(self, epoch, batch=0):
         if self._guard.safe_to_save(self.model):
@@ -216,8 +221,11 @@ class Backup(keras.callbacks.BackupAndRestore):
             return  # the epoch's end saves and stops
         self._batches_count += 1
         if signals.requested():
+            where = f"at epoch {self._current_epoch + 1} step {batch + 1}"
+            if not self._save_on_stop:
+                raise signals.stop(where + " (multi-worker: from the last periodic backup)")
             self._backup(self._current_epoch, batch)
-            raise signals.stop(f"at epoch {self._current_epoch + 1} step {batch + 1}")
+            raise signals.stop(where)
         if self._batches_count >= self.save_freq:
             self._batches_count = 0
             self._backup(self._current_epoch, batch)
