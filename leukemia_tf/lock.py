@@ -8,7 +8,8 @@ is live. A lock is taken over, with a warning naming its holder, when
 - it names this host and a pid that is not running (a killed writer): at once;
 - it has not been renewed for `LEASE_SECONDS` (120 s), from any host: a writer that was
   preempted, or whose VM is gone, cannot renew it. A managed job restarted on another VM
-  (a new hostname) therefore waits at most the lease, and never needs a person.
+  (a new hostname) therefore waits at most the lease (it waits by itself when the holder
+  missed two renewals), and never needs a person.
 Two live writers never share a folder: a live holder renews well within the lease. The
 rule assumes the hosts' clocks agree within a fraction of the lease (NTP, as on cloud
 VMs). A lock without a readable renewal or start time is never taken over: the message
@@ -76,6 +77,8 @@ class Lock:
                 return
             holder = self._holder()
             why = takeover_reason(holder)
+            if why is None and self._wait_for_lease(holder):
+                continue
             if why is None:
                 break
             log.warning("%s %s: %s", "removing stale lock" if "not running" in why else
@@ -83,6 +86,20 @@ class Lock:
             if self._holder() == holder:
                 io.remove(self.path)
         raise self.error(self._refusal(self._holder()))
+
+    def _wait_for_lease(self, holder: dict) -> bool:
+        """Wait for the lease of a holder that missed two renewals (likely gone: a
+        preempted VM) to run out; False (no wait) for a holder that renews."""
+        renewed = last_renewed(holder)
+        age = time.time() - renewed if renewed is not None else 0.0
+        if renewed is None or age <= 2 * RENEW_SECONDS:
+            return False
+        wait = LEASE_SECONDS - age + min(1.0, RENEW_SECONDS)
+        log.warning("%s is held by host %s, pid %s, not renewed for %.0f s: waiting %.0f s "
+                    "for its lease to run out", self.path, holder.get("host"),
+                    holder.get("pid"), age, wait)
+        time.sleep(max(0.0, wait))
+        return True
 
     def _refusal(self, holder: dict) -> str:
         whom = (f"host {holder.get('host')}, pid {holder.get('pid')}, since "

@@ -81,3 +81,17 @@ def test_a_restart_on_another_host_waits_for_the_lease(tmp_path, monkeypatch):
     time.sleep(0.5)
     with lock.Lock(str(tmp_path), "train.lock", "trainer"):
         assert json.loads((tmp_path / "train.lock").read_text())["host"] == "vm-b"
+
+
+def test_a_holder_that_missed_two_renewals_is_waited_for(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(lock, "RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(lock, "LEASE_SECONDS", 0.6)
+    _write(tmp_path / "train.lock", renewed=time.time() - 0.3)
+    monkeypatch.setattr(lock, "hostname", lambda: "vm-new")
+    caplog.set_level(logging.WARNING, logger="leukemia_tf")
+    start = time.monotonic()
+    with lock.Lock(str(tmp_path), "train.lock", "trainer"):
+        waited = time.monotonic() - start
+    assert 0.2 < waited < 2
+    said = [r.getMessage() for r in caplog.records]
+    assert "waiting" in said[0] and said[1].startswith("taking over lock")
