@@ -210,6 +210,10 @@ class Backup(keras.callbacks.BackupAndRestore):
     def _implements_train_batch_hooks(self):
         return True  # the stop check runs at every step
 
+    def _steps(self):
+        """Steps per epoch (from `fit`), inf when not known."""
+        return (getattr(self, "params", None) or {}).get("steps") or math.inf
+
     def on_train_batch_end(self, batch, logs=None):
         # Keras records the first step of a call as the one saved; with
         # steps_per_execution > 1 the weights are those after its last step, so a restart
@@ -217,7 +221,7 @@ class Backup(keras.callbacks.BackupAndRestore):
         state = self._training_state
         state._ckpt_saved_batch.assign(batch)
         state.backup_if_preempted()
-        if batch + 1 >= (self.params.get("steps") or math.inf):
+        if batch + 1 >= self._steps():
             return  # the epoch's end saves and stops
         self._batches_count += 1
         if signals.requested():
@@ -233,5 +237,4 @@ class Backup(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch, logs=None):
         self._backup(epoch=epoch)
         if signals.requested():
-            raise signals.stop(f"at epoch {epoch + 1} step {self.params.get('steps')} "
-                               "(its end)")
+            raise signals.stop(f"at epoch {epoch + 1} step {self._steps()} (its end)")
