@@ -150,6 +150,9 @@ class TrainConfig:
     keras_progress: bool = False       # Keras' own fit output (at `verbose`) instead of ours
     cpu_devices: int = _field(0, minimum=0)  # >1: split the CPU into logical devices
     overwrite: bool = False            # replace a finished or different run in model_dir
+    serving_dir: str = ""             # also export the servable model here (README "Cloud jobs")
+    tensorboard_dir: str = ""         # TensorBoard events ("" = <model_dir>/logs)
+    from_environment: Tuple[str, ...] = ()  # settings the AIP_* variables gave (a record)
 
 
 @dataclasses.dataclass(frozen=True)

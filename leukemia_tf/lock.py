@@ -8,7 +8,11 @@ is live. A lock is taken over, with a warning naming its holder, when
 - it names this host and a pid that is not running (a killed writer): at once;
 - it has not been renewed for `LEASE_SECONDS` (120 s), from any host: a writer that was
   preempted, or whose VM is gone, cannot renew it. A managed job restarted on another VM
-  (a new hostname) therefore waits at most the lease, and never needs a person.
+  (a new hostname) therefore waits at most the lease, and never needs a person: a
+  writer that finds the lock of another host watches it, refusing as soon as it is
+  renewed (a live holder renews every `RENEW_SECONDS`) and taking it over once the
+  lease ran out. On this host the holder's pid tells at once (a pid that is now this
+  very process, in a restarted container, is not the holder).
 Two live writers never share a folder: a live holder renews well within the lease. The
 rule assumes the hosts' clocks agree within a fraction of the lease (NTP, as on cloud
 VMs). A lock without a readable renewal or start time is never taken over: the message
@@ -33,6 +37,7 @@ log = logging.getLogger("leukemia_tf")
 
 LEASE_SECONDS = 120.0   # not renewed for this long: taken over from any host
 RENEW_SECONDS = 30.0    # the holder's renewal interval
+_HELD: set = set()      # tokens of the locks this process holds
 
 
 class LockError(UserError):
@@ -72,10 +77,13 @@ class Lock:
                 if self._holder().get("token") != self.token:  # lost a race (gs://)
                     break
                 self.held = True
+                _HELD.add(self.token)
                 self._start_renewing()
                 return
             holder = self._holder()
             why = takeover_reason(holder)
+            if why is None and self._wait_for_lease(holder):
+                continue
             if why is None:
                 break
             log.warning("%s %s: %s", "removing stale lock" if "not running" in why else
@@ -83,6 +91,23 @@ class Lock:
             if self._holder() == holder:
                 io.remove(self.path)
         raise self.error(self._refusal(self._holder()))
+
+    def _wait_for_lease(self, holder: dict) -> bool:
+        """Watch the lock of a holder on another host (this host checks its pid instead):
+        False as soon as it is renewed or replaced (a live holder), True once its lease
+        ran out or it was removed (take over or retry)."""
+        renewed = last_renewed(holder)
+        if renewed is None or _alive_here(holder):
+            return False
+        log.warning("%s is held by host %s, pid %s, renewed %.0f s ago: waiting for a "
+                    "renewal (then refusing) or for its lease to run out (then taking over)",
+                    self.path, holder.get("host"), holder.get("pid"), time.time() - renewed)
+        while time.time() - renewed <= LEASE_SECONDS:
+            time.sleep(min(1.0, RENEW_SECONDS / 4))
+            now = self._holder()
+            if now != holder:
+                return not now
+        return True
 
     def _refusal(self, holder: dict) -> str:
         whom = (f"host {holder.get('host')}, pid {holder.get('pid')}, since "
@@ -127,6 +152,7 @@ class Lock:
         if self.held and self._holder().get("token") == self.token:
             io.remove(self.path)
         self.held = False
+        _HELD.discard(self.token)
 
     def __enter__(self) -> "Lock":
         self.acquire()
@@ -162,6 +188,10 @@ def takeover_reason(holder: dict) -> Optional[str]:
         return None
     if holder.get("host") == hostname() and _pid_gone(holder.get("pid")):
         return f"pid {holder.get('pid')} on this host ({holder.get('host')}) is not running"
+    if (holder.get("host") == hostname() and str(holder.get("pid")) == str(os.getpid())
+            and holder.get("token") not in _HELD):
+        return (f"pid {holder.get('pid')} on this host ({holder.get('host')}) is this "
+                "process now (a restarted container), not the holder: it is not running")
     renewed = last_renewed(holder)
     if renewed is not None and time.time() - renewed > LEASE_SECONDS:
         return (f"host {holder.get('host')}, pid {holder.get('pid')} has not renewed it "
@@ -182,6 +212,11 @@ def live_holder(folder: str, name: str) -> Optional[dict]:
         return None
     holder = read_holder(path)
     return None if stale(holder) else (holder or {"path": path})
+
+
+def _alive_here(holder: dict) -> bool:
+    """The holder runs on this host (its pid is running)."""
+    return holder.get("host") == hostname() and not _pid_gone(holder.get("pid"))
 
 
 def _pid_gone(pid) -> bool:

@@ -18,13 +18,31 @@ def _write(path, **fields):
 
 
 def test_a_live_lease_blocks_every_host(tmp_path, monkeypatch):
-    _write(tmp_path / "train.lock", renewed=time.time() - 5)
-    monkeypatch.setattr(lock, "hostname", lambda: "vm-new")
-    with pytest.raises(lock.LockError, match=r"host vm-old, pid 4242.*renewed 5 s ago, "
-                                             r"taken over once not renewed for 120 s"):
-        lock.Lock(str(tmp_path), "train.lock", "trainer").acquire()
-    assert json.loads((tmp_path / "train.lock").read_text())["token"] == "theirs"
-    assert lock.live_holder(str(tmp_path), "train.lock")["host"] == "vm-old"
+    monkeypatch.setattr(lock, "RENEW_SECONDS", 0.05)
+    monkeypatch.setattr(lock, "hostname", lambda: "vm-old")
+    live = lock.Lock(str(tmp_path), "train.lock", "trainer")
+    live.acquire()
+    try:
+        monkeypatch.setattr(lock, "hostname", lambda: "vm-new")
+        start = time.monotonic()
+        with pytest.raises(lock.LockError, match=rf"host vm-old, pid {os.getpid()}.*renewed "
+                                                 r"0 s ago, taken over once not renewed "
+                                                 r"for 120 s"):
+            lock.Lock(str(tmp_path), "train.lock", "trainer").acquire()
+        assert time.monotonic() - start < 5  # refused at the first renewal it saw
+        assert lock.live_holder(str(tmp_path), "train.lock")["host"] == "vm-old"
+    finally:
+        live.release()
+
+
+def test_a_dead_pid_or_this_very_process_on_this_host_is_taken_over_at_once(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(lock, "hostname", lambda: "vm-a")
+    for pid in (2 ** 22 + 7, os.getpid()):  # not running; reused by this process
+        _write(tmp_path / "train.lock", host="vm-a", pid=pid, renewed=time.time())
+        start = time.monotonic()
+        with lock.Lock(str(tmp_path), "train.lock", "trainer"):
+            assert time.monotonic() - start < 5
 
 
 def test_a_lease_not_renewed_is_taken_over_from_another_host(tmp_path, monkeypatch, caplog):
@@ -76,8 +94,21 @@ def test_a_restart_on_another_host_waits_for_the_lease(tmp_path, monkeypatch):
     old._stop.set()  # the VM is gone: nothing renews, nothing releases
     old._renewer.join()
     monkeypatch.setattr(lock, "hostname", lambda: "vm-b")
-    with pytest.raises(lock.LockError, match="host vm-a"):
-        lock.Lock(str(tmp_path), "train.lock", "trainer").acquire()
-    time.sleep(0.5)
+    start = time.monotonic()
     with lock.Lock(str(tmp_path), "train.lock", "trainer"):
         assert json.loads((tmp_path / "train.lock").read_text())["host"] == "vm-b"
+        assert 0.3 < time.monotonic() - start < 5
+
+
+def test_a_lock_of_another_host_is_watched_until_its_lease_runs_out(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(lock, "RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(lock, "LEASE_SECONDS", 0.6)
+    _write(tmp_path / "train.lock", renewed=time.time() - 0.3)
+    monkeypatch.setattr(lock, "hostname", lambda: "vm-new")
+    caplog.set_level(logging.WARNING, logger="leukemia_tf")
+    start = time.monotonic()
+    with lock.Lock(str(tmp_path), "train.lock", "trainer"):
+        waited = time.monotonic() - start
+    assert 0.2 < waited < 2
+    said = [r.getMessage() for r in caplog.records]
+    assert "waiting" in said[0] and said[1].startswith("taking over lock")

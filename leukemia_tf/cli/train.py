@@ -9,6 +9,7 @@ any setting can be given by its dotted path (--config.train.epochs=3). --flagfil
 Flags, the records' manifest and the requested folds are checked before TensorFlow loads.
 """
 import json
+import os
 import re
 
 from absl import flags
@@ -117,12 +118,18 @@ ALIASES = {
     "cpu_devices": A("train.cpu_devices", "Split the CPU into N logical devices (testing "
                      "MirroredStrategy without GPUs).", "distribution"),
     # output
-    "model_dir": A("train.model_dir", "Output dir (local or gs://).", "output",
-                   required=True),
+    "model_dir": A("train.model_dir", "Output dir (local or gs://): the run's state, "
+                   "backups, best weights, export/ (default: $AIP_CHECKPOINT_DIR, else "
+                   "$AIP_MODEL_DIR).", "output", required=True),
     "overwrite": A("train.overwrite", "Start fresh in a --model_dir that holds a finished "
                    "run or a run with other settings: deletes only the trainer's own files "
                    "(config.json, history.csv, summary.json, model.keras, "
                    "preprocessing.json, best/, backup/, logs/, export/, eval/).", "output"),
+    "serving_dir": A("train.serving_dir", "Also export the servable model here: the "
+                     "SavedModel at its root, model.keras (default: $AIP_MODEL_DIR).",
+                     "output"),
+    "tensorboard_dir": A("train.tensorboard_dir", "TensorBoard events here instead of "
+                         "<model_dir>/logs (default: $AIP_TENSORBOARD_LOG_DIR).", "output"),
     "backup_every_steps": A("train.backup_every_steps", "Preemption backup frequency in "
                             "steps (also every epoch end).", "output"),
     "tensorboard": A("train.tensorboard", "Write TensorBoard logs.", "output"),
@@ -141,6 +148,27 @@ ALIASES = {
 COMMAND = common.Command(
     script="leukemia-train", doc=__doc__, base=config_lib.Config, aliases=ALIASES,
     usage="--records_dir=DIR --model_dir=DIR [--preset=NAME] [flags]", presets=True)
+
+
+# Vertex AI custom training's variables (README "Cloud jobs"): variable -> the flag it
+# supplies when that setting is not given. The run's whole state (backups included) goes
+# to the checkpoint dir; the model dir receives the servable model.
+PLATFORM = (("AIP_CHECKPOINT_DIR", "model_dir"), ("AIP_MODEL_DIR", "serving_dir"),
+            ("AIP_TENSORBOARD_LOG_DIR", "tensorboard_dir"), ("AIP_MODEL_DIR", "model_dir"))
+
+
+def from_environment(fv: flags.FlagValues, environ=None) -> tuple:
+    """Set each platform setting not given as a flag (short or dotted) from its
+    variable; returns what came from where (`train.serving_dir from AIP_MODEL_DIR`)."""
+    environ = os.environ if environ is None else environ
+    given = {text.partition("=")[0] for text in fv["config"].value or ()}
+    notes = []
+    for var, name in PLATFORM:
+        path = ALIASES[name].path
+        if environ.get(var) and not fv[name].present and path not in given:
+            fv[name].parse(environ[var])
+            notes.append(f"{path} from {var}")
+    return tuple(notes)
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
@@ -205,7 +233,10 @@ def last_line(cfg: config_lib.Config, summary: dict) -> str:
 
 def main(argv):
     common.no_arguments(argv, COMMAND)
+    platform = from_environment(FLAGS)
     cfg = config_from_flags(FLAGS)
+    if platform:
+        cfg = config_lib.replace(cfg, train={"from_environment": platform})
     check_inputs(cfg)
     common.import_tensorflow_quietly()
     from leukemia_tf import training

@@ -24,6 +24,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -32,6 +33,7 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf import lock as lock_lib
+from leukemia_tf import signals
 from leukemia_tf.data import cnmc, encode, images, output_dir, streaming
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data.manifest import PROGRESS_DIR
@@ -243,17 +245,21 @@ def _write_shard(cfg: ConvertConfig, out: output_dir.OutputDir, shard: dict, res
                     meta["split"], meta["rel_path"], meta["sha256"]))
                 examples.append(meta)
         sha, size = streaming.file_sha256(tmp)
-        out.invalidate()
-        io.rename(tmp, io.join(out.dir, shard["path"]), overwrite=True)
     except BaseException:
         io.remove(tmp)
         raise
-    shard.update(num_examples=len(examples), bytes=size, sha256=sha, reused=False,
-                 examples=examples, skipped=skipped)
-    io.write_json(output_dir.record_path(out.dir, shard["path"]), {
-        "writer": manifest_lib.WRITER, "shard": shard["path"], "plan_key": shard["plan_key"],
-        "fingerprint": _fingerprint(shard["plan_key"], shas), "num_examples": len(examples),
-        "bytes": size, "sha256": sha, "examples": examples, "skipped": skipped})
+    # A signal waits until the shard and its record are both in place: a shard without
+    # its record would be a file no record of ours names, refused by the next run.
+    with signals.deferred():
+        out.invalidate()
+        io.rename(tmp, io.join(out.dir, shard["path"]), overwrite=True)
+        shard.update(num_examples=len(examples), bytes=size, sha256=sha, reused=False,
+                     examples=examples, skipped=skipped)
+        io.write_json(output_dir.record_path(out.dir, shard["path"]), {
+            "writer": manifest_lib.WRITER, "shard": shard["path"],
+            "plan_key": shard["plan_key"], "fingerprint": _fingerprint(shard["plan_key"], shas),
+            "num_examples": len(examples), "bytes": size, "sha256": sha,
+            "examples": examples, "skipped": skipped})
 
 
 def _encode_shards(cfg: ConvertConfig, out: output_dir.OutputDir, todo: List[dict], metas: dict,
@@ -266,19 +272,32 @@ def _encode_shards(cfg: ConvertConfig, out: output_dir.OutputDir, todo: List[dic
     pool = None
     if workers > 1 and len(tasks) > 1:
         # fork: workers run numpy/Pillow only and never touch TensorFlow state (`encode.work`).
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = multiprocessing.get_context("fork").Pool(workers, _worker_signals)
     results = streaming.stream(encode.work, tasks, pool, max(8, 4 * workers))
+    written = 0
     try:
         for shard in todo:
             _write_shard(cfg, out, shard, results, bar)
             metas[shard["path"]] = shard["examples"]
             skipped.extend(shard["skipped"])
+            written += 1
+    except signals.Stopped as e:
+        e.where = f"with {written} of {len(todo)} shards written"
+        e.hint = "the same command keeps them and converts the rest"
+        raise
     finally:
         results.close()
         if pool is not None:
             pool.terminate()
             pool.join()
     return len(tasks)
+
+
+def _worker_signals() -> None:
+    """Pool workers leave signals to the converter: Ctrl-C (sent to the whole process
+    group) is ignored, SIGTERM (`pool.terminate`) ends them quietly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def convert(cfg: ConvertConfig) -> dict:
@@ -293,7 +312,9 @@ def convert(cfg: ConvertConfig) -> dict:
     root = cnmc.find_root(cfg.data_dir)
     output_dir.inspect(cfg.output_dir, [cfg.data_dir, root])  # refuse before writing
     io.makedirs(cfg.output_dir)
-    with lock_lib.Lock(cfg.output_dir, LOCK, "converter", ConvertError):
+    # SIGTERM/SIGINT (`leukemia_tf.signals`): written shards and their records stay, the
+    # shard being written and the lock are removed, the pool is ended.
+    with signals.handled(), lock_lib.Lock(cfg.output_dir, LOCK, "converter", ConvertError):
         # Again under the lock: another converter may have changed the dir meanwhile.
         out = output_dir.inspect(cfg.output_dir, [cfg.data_dir, root])
         return _convert(cfg, root, out, start)

@@ -95,7 +95,7 @@ def _signatures(model: keras.Model, spec: preprocess.Spec):
 
 
 def export_model(model: keras.Model, model_dir: str,
-                 spec: Optional[preprocess.Spec] = None) -> dict:
+                 spec: Optional[preprocess.Spec] = None, at_root: bool = False) -> dict:
     """Write `<model_dir>/model.keras`, `preprocessing.json` and the SavedModel `export/`.
 
     Args:
@@ -105,6 +105,8 @@ def export_model(model: keras.Model, model_dir: str,
         replaced.
       spec: the preprocessing the model was trained with (canvas from the records'
         manifest, see `pipeline.parser.records_spec`); default: the 450 canvas at the model's S.
+      at_root: the SavedModel at `model_dir`'s root instead of export/ (where Vertex AI
+        serving loads it from, AIP_MODEL_DIR); only its `variables/` is replaced there.
 
     Returns:
       {"keras": path, "saved_model": path, "image_size": S, "preprocessing": spec dict}.
@@ -120,8 +122,9 @@ def export_model(model: keras.Model, model_dir: str,
     _save_keras(model, keras_path)
     io.write_json(io.join(model_dir, preprocess.SPEC_FILE), spec.to_dict())
 
-    export_dir = io.join(model_dir, EXPORT_DIR)
-    io.rmtree(export_dir)  # stale variable shards from an earlier export would stay
+    export_dir = model_dir if at_root else io.join(model_dir, EXPORT_DIR)
+    # stale variable shards from an earlier export would stay
+    io.rmtree(io.join(export_dir, "variables") if at_root else export_dir)
     serve, serve_raw = _signatures(model, spec)
     # ExportArchive saves only the variables and the traced signatures; model.save in the
     # TF format would also trace every layer's call for Keras metadata nobody reads here.

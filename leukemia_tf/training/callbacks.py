@@ -191,12 +191,17 @@ class Backup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: str, save_freq: int, guard: NanGuard):
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
         self._guard = guard
+        self._save_on_stop = True
 
     def on_train_begin(self, logs=None):
         try:
             super().on_train_begin(logs)
         except Exception as e:  # noqa: BLE001 - torn or garbled checkpoint files
             raise rundir.unreadable_backup(self.backup_dir, e) from e
+        # Under multi-worker training a signal reaches one worker: a save there alone
+        # would wait for peers that do not save. It stops without one (README "Cloud jobs").
+        self._save_on_stop = not isinstance(self.model.distribute_strategy,
+                                            tf.distribute.MultiWorkerMirroredStrategy)
 
     def _backup(self, epoch, batch=0):
         if self._guard.safe_to_save(self.model):
@@ -205,6 +210,10 @@ class Backup(keras.callbacks.BackupAndRestore):
     def _implements_train_batch_hooks(self):
         return True  # the stop check runs at every step
 
+    def _steps(self):
+        """Steps per epoch (from `fit`), inf when not known."""
+        return (getattr(self, "params", None) or {}).get("steps") or math.inf
+
     def on_train_batch_end(self, batch, logs=None):
         # Keras records the first step of a call as the one saved; with
         # steps_per_execution > 1 the weights are those after its last step, so a restart
@@ -212,12 +221,15 @@ class Backup(keras.callbacks.BackupAndRestore):
         state = self._training_state
         state._ckpt_saved_batch.assign(batch)
         state.backup_if_preempted()
-        if batch + 1 >= (self.params.get("steps") or math.inf):
+        if batch + 1 >= self._steps():
             return  # the epoch's end saves and stops
         self._batches_count += 1
         if signals.requested():
+            where = f"at epoch {self._current_epoch + 1} step {batch + 1}"
+            if not self._save_on_stop:
+                raise signals.stop(where + " (multi-worker: from the last periodic backup)")
             self._backup(self._current_epoch, batch)
-            raise signals.stop(f"at epoch {self._current_epoch + 1} step {batch + 1}")
+            raise signals.stop(where)
         if self._batches_count >= self.save_freq:
             self._batches_count = 0
             self._backup(self._current_epoch, batch)
@@ -225,5 +237,4 @@ class Backup(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch, logs=None):
         self._backup(epoch=epoch)
         if signals.requested():
-            raise signals.stop(f"at epoch {epoch + 1} step {self.params.get('steps')} "
-                               "(its end)")
+            raise signals.stop(f"at epoch {epoch + 1} step {self._steps()} (its end)")

@@ -80,8 +80,8 @@ def make_callbacks(cfg: Config, chief: bool):
     if chief:
         out.append(cb.CsvHistory(io.join(t.model_dir, "history.csv")))
         if t.tensorboard:
-            out.append(keras.callbacks.TensorBoard(io.join(t.model_dir, "logs"),
-                                                   update_freq="epoch"))
+            out.append(keras.callbacks.TensorBoard(
+                t.tensorboard_dir or io.join(t.model_dir, "logs"), update_freq="epoch"))
     if t.early_stopping_patience:  # a validation monitor (`last` is refused with it)
         key, mode = rundir.MONITOR_KEYS[t.monitor]
         out.append(keras.callbacks.EarlyStopping(key, mode=mode,
@@ -169,7 +169,12 @@ def _export(cfg, strategy, model, chief, manifest, display=None):
     plain.set_weights(model.get_weights())
     if chief:
         _say(display, f"exporting the best weights to {md} (model.keras, export/)")
-        export.export_model(plain, md, parser.records_spec(manifest, cfg.data.image_size))
+        spec = parser.records_spec(manifest, cfg.data.image_size)
+        export.export_model(plain, md, spec)
+        if cfg.train.serving_dir:  # the platform's model dir (AIP_MODEL_DIR)
+            _say(display, f"exporting the servable model to {cfg.train.serving_dir} "
+                 "(SavedModel, model.keras)")
+            export.export_model(plain, cfg.train.serving_dir, spec, at_root=True)
     return plain
 
 

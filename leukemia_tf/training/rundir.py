@@ -72,7 +72,8 @@ MONITOR_KEYS = {"val_auc": ("val_auc_approx", "max"), "val_loss": ("val_loss", "
 IGNORED = {"train.model_dir", "train.verbose", "train.tensorboard", "train.overwrite",
            "train.backup_every_steps", "data.cache", "data.cache_budget_gb",
            "data.private_threadpool_size", "train.keras_progress", "train.jit_compile",
-           "train.steps_per_execution", "train.inter_op_threads", "train.intra_op_threads"}
+           "train.steps_per_execution", "train.inter_op_threads", "train.intra_op_threads",
+           "train.serving_dir", "train.tensorboard_dir", "train.from_environment"}
 
 
 @dataclasses.dataclass

@@ -2,6 +2,8 @@
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -68,12 +70,17 @@ def test_a_shard_symlinked_outside_is_refused(converted, tmp_path):
 def test_second_converter_refuses_while_the_lock_is_held(converted):
     tree, out = converted
     before = (out / "manifest.json").read_bytes()
-    lock = {"host": socket.gethostname(), "pid": os.getpid(), "token": "other",
-            "started": "2026-01-01T00:00:00Z", "renewed": time.time()}  # live: renewed
-    (out / "convert.lock").write_text(json.dumps(lock))
-    with pytest.raises(convert.ConvertError,
-                       match=rf"in use by another converter .*pid {os.getpid()}.*convert\.lock"):
-        convert.convert(_cfg(tree, out))
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock = {"host": socket.gethostname(), "pid": holder.pid, "token": "other",
+                "started": "2026-01-01T00:00:00Z", "renewed": time.time()}
+        (out / "convert.lock").write_text(json.dumps(lock))
+        with pytest.raises(convert.ConvertError,
+                           match=rf"in use by another converter .*pid {holder.pid}.*convert\.lock"):
+            convert.convert(_cfg(tree, out))
+    finally:
+        holder.kill()
+        holder.wait()
     assert (out / "manifest.json").read_bytes() == before
     (out / "convert.lock").unlink()
     convert.convert(_cfg(tree, out))
