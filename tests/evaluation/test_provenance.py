@@ -65,8 +65,8 @@ def test_evaluate_refuses_other_records_unless_asked(finished, records_dir, tmp_
 
 
 # ------------------------------------------------------------- a trainer at work
-def test_evaluate_refuses_a_dir_a_trainer_holds_and_marks_stale_reports(finished,
-                                                                       records_dir):
+def test_evaluate_refuses_a_dir_a_trainer_holds_and_marks_stale_reports(
+        finished, records_dir):
     _, md = finished
     cfg = _eval_config(md, records_dir)
     lock = rundir.Lock(str(md))
