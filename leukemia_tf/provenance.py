@@ -187,9 +187,9 @@ def check_evaluation(model_paths: Sequence[str], records_dir: str,
     run_dirs = [run_dir(p) for p in model_paths]
     for folder in run_dirs:
         check_not_training(folder)
-    records = []
-    for folder in run_dirs:
-        problem = records_problem(folder, records_dir)
+    records, present = [], io.exists(manifest_lib.manifest_path(records_dir))
+    for folder in run_dirs:  # no manifest at all: the records loader names that
+        problem = records_problem(folder, records_dir) if present else None
         if problem and not allow_other_records:
             raise ProvenanceError(
                 f"{problem}: evaluate on the records the model was trained on, or pass "

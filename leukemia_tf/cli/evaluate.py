@@ -90,12 +90,12 @@ def check_model_paths(model_dir: str) -> None:
 def check_inputs(cfg: config_lib.EvalConfig) -> None:
     """Paths, split names and the threshold, without TensorFlow."""
     check_model_paths(cfg.model_dir)
-    provenance.check_evaluation([p.strip() for p in cfg.model_dir.split(",") if p.strip()],
-                                cfg.records_dir, cfg.allow_other_records, cfg.allow_other_model)
     folds = splits.manifest_folds(cfg.records_dir)
     splits.check(cfg.split, folds, "--split", cfg.records_dir, ("validation", "fold"))
     splits.check(cfg.threshold_split, folds, "--threshold_split", cfg.records_dir,
                  ("auto", "validation", "fold"))
+    provenance.check_evaluation([p.strip() for p in cfg.model_dir.split(",") if p.strip()],
+                                cfg.records_dir, cfg.allow_other_records, cfg.allow_other_model)
     if cfg.threshold not in ("youden", "f1"):
         try:
             ok = 0.0 <= float(cfg.threshold) <= 1.0

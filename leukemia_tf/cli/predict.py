@@ -20,7 +20,7 @@ from absl import flags
 
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
-from leukemia_tf import io
+from leukemia_tf import io, provenance
 from leukemia_tf.cli import common, splits
 from leukemia_tf.cli.evaluate import check_model_paths
 from leukemia_tf.data import manifest as manifest_lib
@@ -81,6 +81,8 @@ def check_inputs(cfg: config_lib.PredictConfig) -> None:
     """Paths (--output: `evaluation.output_rules`), the split of a records dir and the
     threshold, without TensorFlow."""
     check_model_paths(cfg.model_dir)
+    provenance.check_models([p.strip() for p in cfg.model_dir.split(",") if p.strip()],
+                            cfg.allow_other_model)
     for path in io.rejoin_commas(cfg.input):
         if "://" not in path and not io.exists(path):
             raise common.UserError(f"--input: {path} does not exist")

@@ -186,9 +186,8 @@ def run(cfg: Config, callbacks=()) -> dict:
     backup.
 
     Writes (chief only) into cfg.train.model_dir: train.lock (while running),
-    config.json, trained_on.json (the records, `provenance`), history.csv, best/,
-    backup/ (the last state), logs/ (TensorBoard), export/ (SavedModel), model.keras,
-    summary.json (with the records and model.keras's sha256). A model dir whose run already
+    config.json, trained_on.json, history.csv, best/, backup/ (the last state), logs/,
+    export/ (SavedModel), model.keras, summary.json. A model dir whose run already
     finished with the same settings is left as it is: the stored summary is returned
     with status "finished".
 
@@ -256,7 +255,6 @@ def _run(cfg: Config, callbacks, phase: list) -> dict:
              f"{count(data.num_val, 'image')}, and bootstrapping intervals")
         phase[0] = "while scoring the exported model (export and scoring are redone)"
         _score(cfg, data, plain, summary)
-        summary.update(provenance.run_facts(t.model_dir))
         summary["seconds"] = round(time.time() - start, 1)
         summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
         io.write_json(io.join(t.model_dir, rundir.SUMMARY), summary)
@@ -321,7 +319,8 @@ def _say(display, text: str) -> None:
 
 
 def _score(cfg: Config, data, plain, summary: dict) -> None:
-    """Exact validation metrics of the exported weights (sklearn ROC AUC: `roc_auc`)."""
+    """Exact validation metrics of the exported weights (sklearn ROC AUC: `roc_auc`), on
+    the records the run trained on; the records' and model.keras's sha256 (`provenance`)."""
     predict_fn = scoring.keras_predict_fn(plain)
     eval_ds = pipeline.make_dataset(cfg.data, data.val_sel, training=False,
                                     batch_size=cfg.train.batch_size, manifest=data.manifest,
@@ -343,3 +342,4 @@ def _score(cfg: Config, data, plain, summary: dict) -> None:
         prediction=lambda f: (f["probability"] >= 0.5).astype(int))
     if len(labeled):  # per held-out patient (grouped CV reports the worst one)
         summary["per_patient"] = metrics.per_patient(labeled).to_dict("records")
+    summary.update(provenance.run_facts(cfg.train.model_dir))
