@@ -24,7 +24,7 @@ from leukemia_tf import io
 from leukemia_tf.cli import common, splits
 from leukemia_tf.cli.evaluate import check_model_paths
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.evaluation import output_rules
+from leukemia_tf.evaluation import destinations, output_rules
 
 FLAGS = flags.FLAGS
 A = common.Alias
@@ -104,8 +104,12 @@ def main(argv):
             trust_saved_model=cfg.trust_saved_model, opts=options.from_config(cfg))
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
-    path = prediction.write_outputs(table, errors, cfg.output)
-    by_patient = options_report.write_patient_csv(table, cfg.threshold, cfg.output)
+    try:
+        path = prediction.write_outputs(table, errors, cfg.output)
+        by_patient = options_report.write_patient_csv(table, cfg.threshold, cfg.output)
+    except OSError as e:  # a disk that became full or read-only while writing
+        raise destinations.refusal(e, io.dirname(cfg.output) or ".",
+                                   destinations.PREDICT_HINT) or e
     if by_patient:
         print(f"per-patient calls -> {by_patient}")
     print(f"{len(table)} predictions ({int(table['prediction'].sum())} ALL) -> {cfg.output}")

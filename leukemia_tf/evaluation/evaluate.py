@@ -24,9 +24,9 @@ from leukemia_tf.config import DataConfig, EvalConfig
 from leukemia_tf.data import duplicates, pipeline, preprocess
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import ensemble, metrics, plots, report, scoring, split_roles
-from leukemia_tf.model import export
 from leukemia_tf.evaluation import options, options_report
 from leukemia_tf.evaluation import shards
+from leukemia_tf.evaluation.destinations import run_dir
 from leukemia_tf.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,6 @@ class TrainedRun:
 
     def role(self, split: str) -> str:
         return split_roles.role(split, self.train_folds, self.val_split)
-
-
-def run_dir(model_path: str) -> str:
-    """The training run dir of a model dir, its export/ dir or its model.keras file."""
-    path = str(model_path).rstrip("/")
-    if path.endswith(".keras") or io.basename(path) == export.EXPORT_DIR:
-        return io.dirname(path)
-    return path
 
 
 def load_trained(path: str) -> TrainedRun:
