@@ -13,6 +13,7 @@ import json
 from absl import flags
 
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from leukemia_tf import cluster
 from leukemia_tf import config as config_lib
 from leukemia_tf import model as model_names
 from leukemia_tf.cli import common, splits
@@ -152,7 +153,7 @@ def config_from_flags(fv: flags.FlagValues) -> config_lib.Config:
 
 def check_inputs(cfg: config_lib.Config) -> None:
     """What can be checked without TensorFlow: the manifest, the folds, the split, the
-    --weights file."""
+    --weights file, TF_CONFIG."""
     d = cfg.data
     folds = splits.manifest_folds(d.records_dir)
     missing = [f for f in d.train_folds if folds is not None and f not in folds]
@@ -162,6 +163,8 @@ def check_inputs(cfg: config_lib.Config) -> None:
             f"{d.records_dir} (folds: {', '.join(map(str, folds))})")
     splits.check(d.val_split, folds, "--split", d.records_dir, ("validation", "fold", "cv"))
     keras_file.weights_path(cfg.model.weights)
+    cluster.check(cluster.parse())
+    cluster.timeout_s()
 
 
 def main(argv):
