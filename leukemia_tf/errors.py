@@ -63,7 +63,7 @@ def file_error(exc: BaseException, paths: bool = False) -> Optional[str]:
     tf = sys.modules.get("tensorflow")
     if tf is None or not isinstance(exc, tf.errors.OpError):
         return None
-    message = one_line(exc.message or str(exc))
+    message = re.sub(r"/[^/\s]+\.tmp-\d+\b", "", one_line(exc.message or str(exc)))
     kind = type(exc).__name__
     if (kind in _TF_DISK_ERRORS or (paths and kind in _TF_PATH_ERRORS)
             or any(w in message for w in _DISK_WORDS)):

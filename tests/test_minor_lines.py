@@ -36,6 +36,10 @@ def test_a_failed_write_names_the_folder_not_its_temporary():
         assert file_error(e) == f"Read-only file system, {name.rsplit('/', 1)[0]}"
     e = OSError(errno.ENOSPC, "No space left on device", "/r/manifest.json")
     assert file_error(e) == "No space left on device, /r/manifest.json"
+    import tensorflow as tf
+    e = tf.errors.PermissionDeniedError(None, None, "/r/.progress/train-0.tfrecord.tmp-77; "
+                                        "Read-only file system")
+    assert file_error(e) == "/r/.progress; Read-only file system"
 
 
 def test_a_full_disk_at_export_names_the_model_dir(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def eval_root(model_dir: str, out_dir: str) -> str:
 
 def _existing(folder: str) -> str:
     folder = os.path.abspath(folder or ".")
-    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+    while not io.isdir(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)
     return folder
 

@@ -53,7 +53,7 @@ def _protected_folder(path: str):
     while True:
         for kind, names in (("a model dir", MODEL_FILES), ("a records dir", RECORDS_FILES)):
             for name in names:
-                if os.path.exists(os.path.join(folder, name)):
+                if io.exists(io.join(folder, name)):
                     return folder, kind, name
         parent = os.path.dirname(folder)
         if parent == folder:
