@@ -34,9 +34,10 @@ class ConfigError(ValueError, UserError):
         self.path = path
 
 
-def _field(default: Any, *, choices: Tuple[str, ...] = (), minimum: float = None):
+def _field(default: Any, *, choices: Tuple[str, ...] = (), minimum: float = None,
+           below: float = None):
     """A field whose allowed values are declared once: flags, help and checks read them."""
-    meta = {"choices": tuple(choices), "minimum": minimum}
+    meta = {"choices": tuple(choices), "minimum": minimum, "below": below}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -71,7 +72,7 @@ class DataConfig:
     train_folds: Tuple[int, ...] = (0, 1, 2)
     val_split: str = "validation"      # "validation", "fold<k>" (a held-out fold) or "cv"
     cache: str = "auto"                # auto | memory | disk:<path> | none
-    cache_budget_gb: float = 0.0       # 0 = half of the machine's available RAM
+    cache_budget_gb: float = _field(0.0, minimum=0)  # 0 = half of the available RAM
     shuffle_buffer: int = _field(2048, minimum=1)
     deterministic: bool = False        # deterministic ops and tf.data order (slower)
     private_threadpool_size: int = _field(0, minimum=0)  # 0 = tf.data's shared pool
@@ -92,7 +93,7 @@ class ModelConfig:
     # they are known without TensorFlow).
     name: str = "resnet_small"
     weights: str = "none"              # none | imagenet | <path to weights/checkpoint>
-    dropout: float = 0.2
+    dropout: float = _field(0.2, minimum=0, below=1)
     l1: float = _field(0.0, minimum=0)  # kernel L1 regularisation (the seed's recommendation)
     l2: float = _field(0.0, minimum=0)  # kernel L2 regularisation
     width: int = _field(32, minimum=1)  # base width of the project's own CNNs
@@ -120,7 +121,7 @@ class TrainConfig:
     epochs: int = _field(20, minimum=1)
     batch_size: int = _field(64, minimum=1)  # global batch, split across replicas
     steps_per_epoch: int = _field(0, minimum=0)  # 0 = one pass over the training data
-    learning_rate: float = 1e-3        # for the global batch; see README on scaling
+    learning_rate: float = _field(1e-3, minimum=0)  # global batch; README on scaling
     schedule: str = _field("cosine", choices=("cosine", "constant"))  # cosine has warm-up
     warmup_epochs: float = _field(1.0, minimum=0)
     optimizer: str = _field("adamw", choices=("adam", "adamw"))
@@ -337,9 +338,11 @@ def check(cfg: Any) -> None:
         if meta.get("choices") and value not in meta["choices"]:
             raise ConfigError(f"{path}={value} is not one of {', '.join(meta['choices'])}",
                               path)
-        if meta.get("minimum") is not None and value < meta["minimum"]:
-            least = meta["minimum"]
+        least, below = meta.get("minimum"), meta.get("below")
+        if least is not None and not value >= least:  # NaN fails too
             raise ConfigError(f"{path} must be at least {least:g}, not {value}", path)
+        if below is not None and not value < below:
+            raise ConfigError(f"{path} must be below {below:g}, not {value}", path)
 
 
 # ---------------------------------------------------------------- presets

@@ -6,6 +6,8 @@ disk failure (full, read-only, forbidden) for every command. Library modules sub
 their own errors (ConvertError, CnmcError, …) so every entry point treats them alike.
 """
 import errno
+import os
+import re
 import sys
 from typing import Optional
 
@@ -33,6 +35,8 @@ PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
 _DISK_WORDS = ("No space left", "Read-only file system", "Permission denied",
                "Disk quota exceeded")
 _TF_PATH_ERRORS = ("NotFoundError",)
+# io.py's temporaries: `<file>.tmp-<pid>` and create_exclusive's `.<pid>-<hex>.tmp`.
+_TEMPORARY = re.compile(r"(\.tmp-\d+|(^|/)\.\d+-[0-9a-f]+\.tmp)$")
 _TF_DISK_ERRORS = ("PermissionDeniedError", "ResourceExhaustedError")
 
 
@@ -51,12 +55,15 @@ def file_error(exc: BaseException, paths: bool = False) -> Optional[str]:
     """
     if isinstance(exc, OSError):
         if exc.errno in DISK_ERRNOS or (paths and exc.errno in PATH_ERRNOS):
-            return f"{exc.strerror or exc}, {exc.filename or 'the output directory'}"
+            name = str(exc.filename or "the output directory")
+            if _TEMPORARY.search(name):  # a write's temporary: the folder is what to fix
+                name = os.path.dirname(name) or "."
+            return f"{exc.strerror or exc}, {name}"
         return None
     tf = sys.modules.get("tensorflow")
     if tf is None or not isinstance(exc, tf.errors.OpError):
         return None
-    message = one_line(exc.message or str(exc))
+    message = re.sub(r"/[^/\s]+\.tmp-\d+\b", "", one_line(exc.message or str(exc)))
     kind = type(exc).__name__
     if (kind in _TF_DISK_ERRORS or (paths and kind in _TF_PATH_ERRORS)
             or any(w in message for w in _DISK_WORDS)):

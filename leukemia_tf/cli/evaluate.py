@@ -17,6 +17,7 @@ import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
 from leukemia_tf import io, provenance
 from leukemia_tf.cli import common, splits
+from leukemia_tf.evaluation import destinations
 from leukemia_tf.wording import count
 
 FLAGS = flags.FLAGS
@@ -88,7 +89,8 @@ def check_model_paths(model_dir: str) -> None:
 
 
 def check_inputs(cfg: config_lib.EvalConfig) -> None:
-    """Paths, split names and the threshold, without TensorFlow."""
+    """Paths, split names, the threshold and a writable evaluation folder, without
+    TensorFlow."""
     check_model_paths(cfg.model_dir)
     folds = splits.manifest_folds(cfg.records_dir)
     splits.check(cfg.split, folds, "--split", cfg.records_dir, ("validation", "fold"))
@@ -104,6 +106,9 @@ def check_inputs(cfg: config_lib.EvalConfig) -> None:
         if not ok:
             raise common.UserError(f"--threshold={cfg.threshold} is neither a value in "
                                    "[0, 1] nor youden or f1")
+    if cfg.out_dir or "," not in cfg.model_dir:
+        destinations.check(destinations.eval_root(cfg.model_dir, cfg.out_dir),
+                           destinations.EVALUATE_HINT)
 
 
 def main(argv):
@@ -116,6 +121,9 @@ def main(argv):
         m = evaluation.evaluate(cfg)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
+    except OSError as e:  # a disk that became full or read-only while writing
+        raise destinations.refusal(e, destinations.eval_root(cfg.model_dir, cfg.out_dir),
+                                   destinations.EVALUATE_HINT) or e
     from leukemia_tf.evaluation.metrics import format_ci
     ci = m.get("confidence_intervals")
     on = (f" ({m['threshold_method']} on {m['threshold_chosen_on']})"

@@ -24,7 +24,7 @@ from leukemia_tf import io, provenance
 from leukemia_tf.cli import common, splits
 from leukemia_tf.cli.evaluate import check_model_paths
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.evaluation import output_rules
+from leukemia_tf.evaluation import destinations, output_rules
 from leukemia_tf.wording import count
 
 FLAGS = flags.FLAGS
@@ -111,8 +111,12 @@ def main(argv):
             allow_other_model=cfg.allow_other_model)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
-    path = prediction.write_outputs(table, errors, cfg.output)
-    by_patient = options_report.write_patient_csv(table, cfg.threshold, cfg.output)
+    try:
+        path = prediction.write_outputs(table, errors, cfg.output)
+        by_patient = options_report.write_patient_csv(table, cfg.threshold, cfg.output)
+    except OSError as e:  # a disk that became full or read-only while writing
+        raise destinations.refusal(e, io.dirname(cfg.output) or ".",
+                                   destinations.PREDICT_HINT) or e
     if by_patient:
         print(f"per-patient calls -> {by_patient}")
     print(f"{count(len(table), 'prediction')} ({int(table['prediction'].sum())} ALL) -> "

@@ -15,6 +15,7 @@ import re
 from absl import flags
 
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from leukemia_tf import cluster
 from leukemia_tf import config as config_lib
 from leukemia_tf import model as model_names
 from leukemia_tf.cli import common, splits
@@ -183,7 +184,8 @@ def config_from_flags(fv: flags.FlagValues) -> config_lib.Config:
 
 def check_inputs(cfg: config_lib.Config) -> None:
     """What can be checked without TensorFlow: the manifest, the folds, the split, the
-    --weights file, and a local --model_dir's config.json against these settings."""
+    --weights file, TF_CONFIG, and a local --model_dir's config.json against these
+    settings."""
     d = cfg.data
     folds = splits.manifest_folds(d.records_dir)
     missing = [f for f in d.train_folds if folds is not None and f not in folds]
@@ -207,6 +209,8 @@ def check_inputs(cfg: config_lib.Config) -> None:
         except rundir.RunDirError as e:
             raise common.UserError(flag_names(str(e))) from None
     keras_file.weights_path(cfg.model.weights)
+    cluster.check(cluster.parse())
+    cluster.timeout_s()
 
 
 def flag_names(message: str) -> str:

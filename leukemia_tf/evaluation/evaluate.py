@@ -25,6 +25,7 @@ from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import ensemble, metrics, plots, report, scoring, split_roles
 from leukemia_tf.evaluation import options, options_report
 from leukemia_tf.evaluation import shards
+from leukemia_tf.evaluation.destinations import run_dir
 from leukemia_tf.errors import UserError
 from leukemia_tf.wording import count
 
@@ -50,11 +51,6 @@ class TrainedRun:
 
     def role(self, split: str) -> str:
         return split_roles.role(split, self.train_folds, self.val_split)
-
-
-def run_dir(model_path: str) -> str:
-    """The training run dir of a model dir, its export/ dir or its model.keras file."""
-    return provenance.run_dir(model_path)
 
 
 def load_trained(path: str) -> TrainedRun:

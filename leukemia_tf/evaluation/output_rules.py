@@ -8,7 +8,8 @@ in one line naming the path, when it
   one of MODEL_FILES or RECORDS_FILES: the trainer's and converter's own files, which a
   CSV must never replace),
 - already exists, unless `--overwrite` (the side files belong to the CSV and are
-  replaced with it).
+  replaced with it),
+- is in a folder that cannot be written (`destinations.check`).
 Symlinks are resolved, so a link cannot smuggle the output into a protected folder.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import List, Sequence
 
 from leukemia_tf import io
 from leukemia_tf.data import cnmc
+from leukemia_tf.evaluation import destinations
 from leukemia_tf.errors import UserError
 
 MODEL_FILES = ("model.keras", "summary.json", "saved_model.pb", "preprocessing.json",
@@ -51,7 +53,7 @@ def _protected_folder(path: str):
     while True:
         for kind, names in (("a model dir", MODEL_FILES), ("a records dir", RECORDS_FILES)):
             for name in names:
-                if os.path.exists(os.path.join(folder, name)):
+                if io.exists(io.join(folder, name)):
                     return folder, kind, name
         parent = os.path.dirname(folder)
         if parent == folder:
@@ -93,3 +95,4 @@ def check(output: str, inputs: Sequence[str], overwrite: bool = False) -> None:
     if io.exists(output) and not overwrite:
         raise UserError(f"--output {output} exists: pass --overwrite to replace it, or give "
                         "another --output")
+    destinations.check(io.dirname(output), destinations.PREDICT_HINT)

@@ -110,7 +110,21 @@ def export_model(model: keras.Model, model_dir: str,
 
     Returns:
       {"keras": path, "saved_model": path, "image_size": S, "preprocessing": spec dict}.
+
+    Raises:
+      OSError: a full or read-only disk; it names `model_dir` when the failing call
+        named no file (h5py, zipfile).
     """
+    try:
+        return _export(model, model_dir, spec, at_root)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), model_dir) from e
+        raise
+
+
+def _export(model: keras.Model, model_dir: str, spec: Optional[preprocess.Spec],
+            at_root: bool) -> dict:
     image_size = int(model.input_shape[1])
     spec = (spec or preprocess.Spec(image_size=image_size)).check()
     if spec.image_size != image_size:

@@ -6,16 +6,14 @@ replicas, which precision, and how the global batch is split.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from importlib import metadata
 from typing import List, Sequence
 
 import tensorflow as tf
 
-from leukemia_tf import io
+from leukemia_tf import cluster, io
 
 log = logging.getLogger("leukemia_tf.training")
 
@@ -36,29 +34,25 @@ def split_cpu(num_devices: int) -> None:
             raise RuntimeError(f"cannot split the CPU into {num_devices} devices: {e}") from e
 
 
-def _tf_config_workers() -> int:
-    from leukemia_tf.errors import JsonFileError, one_line
-    try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    except ValueError as e:
-        raise JsonFileError("the TF_CONFIG environment variable", one_line(e)) from None
-    if not isinstance(tf_config, dict):
-        raise ValueError("the TF_CONFIG environment variable is not a JSON object "
-                         "({\"cluster\": …, \"task\": …})")
-    return sum(len(v) for k, v in tf_config.get("cluster", {}).items()
-               if k in ("chief", "worker"))
-
-
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """auto | default | one_device | mirrored | multi_worker -> a tf.distribute strategy."""
-    workers = _tf_config_workers()
+    """auto | default | one_device | mirrored | multi_worker -> a tf.distribute strategy.
+
+    TF_CONFIG is checked first (`cluster.check`); the multi-worker strategy is created
+    under `cluster.PeerWatchdog`, which ends the process with one line naming the silent
+    peers when the cluster is not complete in time (a first collective proves it is)."""
+    tf_config = cluster.parse()
+    cluster.check(tf_config)
+    workers = cluster.workers(tf_config)
     # MultiWorkerMirroredStrategy configures collectives at runtime start-up: create it
     # before anything (even listing logical devices) initialises the TF context.
     if name == "multi_worker" or (name == "auto" and workers > 1):
         if workers < 1:
             raise ValueError("--strategy=multi_worker needs TF_CONFIG with a cluster "
                              "(see README: several machines)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        with cluster.PeerWatchdog(tf_config):
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            barrier(strategy)
+        return strategy
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "one_device" if len(gpus) == 1 else "default"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 from leukemia_tf.errors import UserError, file_error, one_line
 
@@ -46,7 +46,8 @@ def lost_worker(exc: BaseException) -> Optional[str]:
     """One line for a peer that died under multi-worker training, else None.
 
     TensorFlow reports it as UnavailableError (or a collective aborted with it) with a
-    screen of gRPC detail; the first `/job:<name>/.../task:<i>` in it is the lost peer.
+    screen of gRPC detail; the first `/job:<name>/.../task:<i>` in it that is not this
+    process's own task (TF_CONFIG) is the lost peer.
     Re-running every worker with the same flags resumes from the chief's backup/.
     """
     tf = sys.modules.get("tensorflow")
@@ -56,8 +57,34 @@ def lost_worker(exc: BaseException) -> Optional[str]:
     message = exc.message or str(exc)
     if isinstance(exc, tf.errors.CancelledError) and "ollective" not in message:
         return None
-    task = _TASK.search(message)
-    who = f"{task.group(1)} {task.group(2)}" if task else "a worker (not named by TensorFlow)"
+    return lost_peer_line(message, *_own_task())
+
+
+def _own_task() -> Tuple[Optional[Tuple[str, int]], List[Tuple[str, int]]]:
+    """((job, index) of this process, [(job, index) of every other task]) from
+    TF_CONFIG; (None, []) when it does not say."""
+    from leukemia_tf import cluster
+    try:
+        tf_config = cluster.parse()
+        task = tf_config.get("task") or {}
+        own = (str(task["type"]), int(task["index"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, []
+    others = [(job, i) for job, addresses in tf_config.get("cluster", {}).items()
+              for i in range(len(addresses)) if (job, i) != own]
+    return own, others
+
+
+def lost_peer_line(message: str, own: Optional[Tuple[str, int]] = None,
+                   others: Sequence[Tuple[str, int]] = ()) -> str:
+    """The one line for TensorFlow's lost-peer `message`: the first task it names that
+    is not this process's own `own` (TensorFlow names the local device first), else the
+    one other task of a two-task cluster (`others`)."""
+    tasks = [(job, int(i)) for job, i in _TASK.findall(message)]
+    lost = next((t for t in tasks if t != own), None)
+    if lost is None and len(others) == 1:
+        lost = others[0]
+    who = f"{lost[0]} {lost[1]}" if lost else "a worker (not named by TensorFlow)"
     first = one_line((message.splitlines() or [""])[0])[:120]
     return (f"lost contact with {who} during multi-worker training ({first}): re-run all "
             "workers with the same flags to resume from the last backup")

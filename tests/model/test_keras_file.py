@@ -173,3 +173,15 @@ def test_weights_names_what_it_accepts(_exported, tmp_path):
                       augment=AugmentConfig(enabled=False))
     with pytest.raises(UserError, match="is a SavedModel"):
         build_model(cfg, 32)
+
+
+def test_train_refuses_a_weights_folder_before_tensorflow(records_dir, tmp_path):
+    from tests.cli.test_cli import _probe
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    last, err = _probe("train", f"--records_dir={records_dir}", f"--model_dir={tmp_path}/m",
+                       f"--weights={empty}")
+    assert last == "exit 1 raised [False] tf False", (last, err)
+    assert err == [f"error: --weights={empty} is a folder without model.keras: "
+                   f"{keras_file.WEIGHTS_ACCEPTED}"], err
+    assert not (tmp_path / "m").exists()
