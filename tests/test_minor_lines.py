@@ -12,7 +12,7 @@ from leukemia_tf.errors import file_error
 @pytest.mark.parametrize("args,line", [
     (["--dropout=1.5"], "error: --dropout must be below 1, not 1.5"),
     (["--cache_budget_gb=-1"], "error: --cache_budget_gb must be at least 0, not -1.0"),
-    (["--learning_rate=nan"], "error: --learning_rate must be at least 0, not nan"),
+    (["--learning_rate=nan"], "error: --learning_rate must be a finite number, not nan"),
 ])
 def test_bounded_settings_fail_before_tensorflow(records_dir, tmp_path, args, line):
     from tests.cli.test_cli import _probe
