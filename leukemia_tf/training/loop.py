@@ -114,7 +114,10 @@ def _nan_message(cfg: Config, nan_at) -> str:
 
 def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):
     batch = cfg.train.batch_size
-    done = rundir.backup_steps(cfg.train.model_dir)  # the stream reads on from there
+    # --deterministic: a resumed run reads the training stream on from the backup's step,
+    # as the uninterrupted run would (passing over what was read: from the cache, or
+    # decoded again without one). Otherwise it starts a fresh stream.
+    done = rundir.backup_steps(cfg.train.model_dir) if cfg.data.deterministic else 0
 
     def train_fn(input_context):
         return pipeline.make_dataset(cfg.data, data.train_sel, training=True,

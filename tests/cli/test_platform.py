@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from absl import flags
 
 from leukemia_tf.cli import common
@@ -42,6 +43,7 @@ def test_flags_win_and_the_model_dir_alone_holds_everything():
     assert _config({}, "--model_dir=M")[1] == ()
 
 
+@pytest.mark.slow
 def test_a_vertex_job_trains_without_model_dir(records_dir, tmp_path):
     dirs = {"AIP_MODEL_DIR": "model", "AIP_CHECKPOINT_DIR": "checkpoints",
             "AIP_TENSORBOARD_LOG_DIR": "logs"}

@@ -140,6 +140,7 @@ def test_sigterm_during_export_keeps_the_training_and_the_restart_exports(
     assert (md / "export" / "saved_model.pb").exists() and (md / "model.keras").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_the_command_line_says_one_line_and_exits_with_the_signal_status(
         records_dir, tmp_path, signum):

@@ -37,10 +37,9 @@ def make_dataset(data: DataConfig, sel: manifest_lib.Selection, *, training: boo
       input_context: from `distribute_datasets_from_function`: shard per input pipeline.
       weights: class weights {label: weight} (training, class_balance="weights").
       with_metadata: yield dicts with image, label, patient_id, source_path (evaluation).
-      skip: training: examples of this pipeline's stream to drop first, so a resumed run
-        reads on where its backup was taken (the stream is the same on every run with
-        --deterministic; skipped images still pass through the cache, which a new process
-        must fill again anyway).
+      skip: training: examples of this pipeline's stream to drop first, so a resumed
+        --deterministic run reads on where its backup was taken (skipped images are
+        read and decoded, or taken from the cache once it is filled).
 
     Returns:
       Training: (uint8 images [B,S,S,3], float32 labels [B,1], float32 weights [B]).
