@@ -6,7 +6,8 @@ in one line naming the path, when it
 - is one of the inputs: an image file given, or an image name inside a folder given,
 - lies inside a model dir or a records dir (a folder, or any folder above it, holding
   one of MODEL_FILES or RECORDS_FILES: the trainer's and converter's own files, which a
-  CSV must never replace),
+  CSV must never replace; summary.json only beside a config.json, manifest.json only
+  when it lists shards),
 - already exists, unless `--overwrite` (the side files belong to the CSV and are
   replaced with it),
 - is in a folder that cannot be written (`destinations.check`).
@@ -47,13 +48,30 @@ def _inside(path: str, folder: str) -> bool:
         (path + os.sep).startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _ours(folder: str, name: str) -> bool:
+    """True when `folder`'s `name` is this project's file, not a namesake (a web app's
+    manifest.json, another tool's summary.json)."""
+    path = io.join(folder, name)
+    if not io.exists(path):
+        return False
+    if name == "summary.json":
+        return io.exists(io.join(folder, "config.json"))
+    if name == "manifest.json":
+        try:
+            manifest = io.read_json(path)
+        except (ValueError, OSError):
+            return True  # torn or unreadable: keep it safe
+        return isinstance(manifest, dict) and "shards" in manifest
+    return True
+
+
 def _protected_folder(path: str):
     """(folder, kind, file) of the nearest model or records dir holding `path`, or None."""
     folder = os.path.dirname(path)
     while True:
         for kind, names in (("a model dir", MODEL_FILES), ("a records dir", RECORDS_FILES)):
             for name in names:
-                if io.exists(io.join(folder, name)):
+                if _ours(folder, name):
                     return folder, kind, name
         parent = os.path.dirname(folder)
         if parent == folder:

@@ -14,8 +14,9 @@ def tree(tmp_path):
     (tmp_path / "imgs" / "c.bmp").write_bytes(b"BM")
     (tmp_path / "M" / "eval").mkdir(parents=True)
     (tmp_path / "M" / "summary.json").write_text("{}")
+    (tmp_path / "M" / "config.json").write_text("{}")
     (tmp_path / "R").mkdir()
-    (tmp_path / "R" / "manifest.json").write_text("{}")
+    (tmp_path / "R" / "manifest.json").write_text('{"shards": []}')
     return tmp_path
 
 
@@ -44,6 +45,14 @@ def test_model_and_records_dirs_are_refused(tree):
     os.symlink(tree / "M", tree / "link")
     _refused(tree / "link" / "p.csv", [tree / "imgs"], rf"lies inside {tree / 'M'}, a model")
     assert (tree / "M" / "summary.json").read_text() == "{}"
+
+
+def test_namesakes_of_project_files_do_not_protect_a_folder(tree):
+    web = tree / "web"
+    web.mkdir()
+    (web / "manifest.json").write_text('{"name": "an app"}')
+    (web / "summary.json").write_text("{}")
+    output_rules.check(str(web / "p.csv"), [str(tree / "imgs")])
 
 
 def test_an_existing_file_needs_overwrite(tree):
