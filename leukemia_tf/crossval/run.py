@@ -150,15 +150,8 @@ def run(base: config_lib.Config, model_names: Sequence[str], out_dir: str,
     for i, (name, r) in enumerate(runs, 1):
         say(f"run {i}/{len(runs)}: {_describe(name, r)} (train folds "
             f"{','.join(map(str, r['train_folds']))})")
-        cfg = config_lib.replace(
-            base, data={"train_folds": r["train_folds"], "val_split": r["val_split"],
-                        **r["data"]},
-            model={"name": name}, train={"model_dir": io.join(out_dir, name, r["name"])})
-        leaks = 0 if cv != "official" else duplicates.leaked_groups(
-            manifest, r["train_folds"], r["val_split"])
-        for msg in duplicates.leak_warnings(leaks, r["train_folds"], r["val_split"]):
-            log.warning(msg)
-            warnings.append(msg)
+        cfg, leaks = _run_config(base, name, r, out_dir, manifest if cv == "official"
+                                 else None, warnings)
         t0 = time.time()
         summary = _train_pooled(cfg) if cv == "pooled" else training.run(cfg)
         dirs.setdefault(name, {})[(r.get("seed"), r["fold"])] = cfg.train.model_dir
@@ -180,6 +173,22 @@ def run(base: config_lib.Config, model_names: Sequence[str], out_dir: str,
     if on_progress is None:
         log.info(summary)
     return {**paths, "rows": rows, "warnings": warnings, "summary": summary}
+
+
+def _run_config(base: config_lib.Config, name: str, r: dict, out_dir: str,
+                manifest: Optional[dict], warnings: list):
+    """One run's config, and the duplicate groups its folds leak (counted, and warned
+    into `warnings`, only when `manifest` is given: the official folds)."""
+    cfg = config_lib.replace(
+        base, data={"train_folds": r["train_folds"], "val_split": r["val_split"],
+                    **r["data"]},
+        model={"name": name}, train={"model_dir": io.join(out_dir, name, r["name"])})
+    leaks = 0 if manifest is None else duplicates.leaked_groups(
+        manifest, r["train_folds"], r["val_split"])
+    for msg in duplicates.leak_warnings(leaks, r["train_folds"], r["val_split"]):
+        log.warning(msg)
+        warnings.append(msg)
+    return cfg, leaks
 
 
 STUDY_RUN = "study_run.json"
