@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from leukemia_tf import config as C
+from leukemia_tf import presets
 
 
 def test_each_setting_has_one_home():
@@ -52,27 +53,27 @@ def test_check_reads_declared_choices_and_minimums():
 
 
 def test_presets_are_registered_by_name():
-    assert {"default", "seed_cnn"} <= set(C.preset_names(C.Config))
-    seed = C.preset("seed_cnn")
+    assert {"default", "seed_cnn"} <= set(presets.preset_names(C.Config))
+    seed = presets.preset("seed_cnn")
     assert seed.model.name == "seed_cnn" and seed.train.optimizer == "adam"
     assert seed.model.augment.enabled is False
     with pytest.raises(C.ConfigError, match="no preset 'seedcnn'; presets: default"):
-        C.preset("seedcnn")
+        presets.preset("seedcnn")
 
-    @C.register_preset("tiny_for_test")
+    @presets.register_preset("tiny_for_test")
     def tiny():
         return C.replace(C.Config(), train={"epochs": 1})
     try:
-        assert C.preset("tiny_for_test").train.epochs == 1
+        assert presets.preset("tiny_for_test").train.epochs == 1
         with pytest.raises(ValueError, match="registered twice"):
-            C.register_preset("tiny_for_test")(tiny)
+            presets.register_preset("tiny_for_test")(tiny)
     finally:
-        C._PRESETS.pop("tiny_for_test")
+        presets._PRESETS.pop("tiny_for_test")
 
 
 def test_json_round_trip_and_older_layout():
-    cfg = C.apply(C.preset("seed_cnn"), {"data.image_size": "96", "data.seed": "4",
-                                         "data.deterministic": "true"})
+    cfg = C.apply(presets.preset("seed_cnn"), {"data.image_size": "96", "data.seed": "4",
+                                               "data.deterministic": "true"})
     assert C.from_dict(cfg.to_dict()) == cfg
     old = cfg.to_dict()  # the layout that held the size, seed and determinism twice
     old["model"]["image_size"], old["train"]["seed"] = 96, 4

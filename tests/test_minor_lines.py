@@ -6,6 +6,7 @@ import errno
 import pytest
 
 from leukemia_tf import config as C
+from leukemia_tf import presets
 from leukemia_tf.errors import file_error
 
 
@@ -23,8 +24,8 @@ def test_bounded_settings_fail_before_tensorflow(records_dir, tmp_path, args, li
 
 
 def test_defaults_and_presets_pass_the_bounds():
-    for name in C.preset_names():
-        C.check(C.preset(name))
+    for name in presets.preset_names():
+        C.check(presets.preset(name))
     with pytest.raises(C.ConfigError, match=r"^model.dropout must be below 1, not 1.0"):
         C.check(C.replace(C.Config(), model={"dropout": 1.0}))
 

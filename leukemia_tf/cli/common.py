@@ -39,6 +39,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from leukemia_tf import config as config_lib
+from leukemia_tf import presets
 from leukemia_tf import signals
 from leukemia_tf.errors import UserError
 
@@ -119,7 +120,7 @@ def define_flags(fv: flags.FlagValues, cmd: Command) -> None:
             define("list", to_list=True)
     if cmd.presets:
         root = type(config_lib.get(base, cmd.preset_at)) if cmd.preset_at else type(base)
-        flags.DEFINE_enum("preset", "default", config_lib.preset_names(root),
+        flags.DEFINE_enum("preset", "default", presets.preset_names(root),
                           "Starting configuration; other flags override it.",
                           flag_values=fv)
     flags.DEFINE_multi_string("config", [], "Any setting by its dotted path: "
@@ -149,9 +150,9 @@ def config_from_flags(fv: flags.FlagValues, cmd: Command) -> Any:
     flag."""
     cfg = cmd.base()
     if cmd.presets and cmd.preset_at:
-        cfg = dataclasses.replace(cfg, **{cmd.preset_at: config_lib.preset(fv["preset"].value)})
+        cfg = dataclasses.replace(cfg, **{cmd.preset_at: presets.preset(fv["preset"].value)})
     elif cmd.presets:
-        cfg = config_lib.preset(fv["preset"].value)
+        cfg = presets.preset(fv["preset"].value)
     changes: List[Tuple[str, Any]] = []
     for name, a in cmd.aliases.items():
         if not fv[name].present:

@@ -11,6 +11,7 @@ import pytest
 from absl import flags
 
 from leukemia_tf import config as C
+from leukemia_tf import presets
 from leukemia_tf.cli import common
 from tests.helpers import REPO
 
@@ -161,10 +162,10 @@ def test_short_flags_and_dotted_overrides_reach_one_home():
 
 
 def test_defaults_equal_the_default_preset_and_presets_keep_their_values():
-    assert _train() == C.replace(C.preset("default"), data={"records_dir": "R"},
+    assert _train() == C.replace(presets.preset("default"), data={"records_dir": "R"},
                                  train={"model_dir": "M"})
     seed = _train("--preset=seed_cnn")
-    assert seed == C.replace(C.preset("seed_cnn"), data={"records_dir": "R"},
+    assert seed == C.replace(presets.preset("seed_cnn"), data={"records_dir": "R"},
                              train={"model_dir": "M"})
     cfg = _train("--preset=seed_cnn", "--epochs=7", "--l2=0.001")
     assert cfg.train.epochs == 7 and cfg.model.l2 == 0.001 and cfg.train.optimizer == "adam"
@@ -290,8 +291,9 @@ def test_model_dir_of_other_settings_fails_before_tensorflow_naming_flags(record
                                                                           tmp_path):
     md = tmp_path / "m"
     md.mkdir()
-    old = C.replace(C.preset("default"), data={"records_dir": records_dir,
-                                               "val_split": "fold2", "train_folds": (0, 1)},
+    old = C.replace(presets.preset("default"),
+                    data={"records_dir": records_dir, "val_split": "fold2",
+                          "train_folds": (0, 1)},
                     train={"model_dir": str(md)})
     (md / "config.json").write_text(old.to_json())
     last, err = _probe("train", f"--records_dir={records_dir}", f"--model_dir={md}")

@@ -7,6 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf import config as C
+from leukemia_tf import presets
 from leukemia_tf.config import AugmentConfig
 from leukemia_tf.model.augment import CellNormalization, build_normalization
 from leukemia_tf.model.export import export_model, load_model
@@ -53,7 +54,7 @@ def test_configs_written_before_normalisation_existed_read_back_without_it():
     del old["model"]["normalize"]
     assert C.from_dict(old).model.normalize == "none"
     assert C.from_dict(C.Config().to_dict()).model.normalize == C.ModelConfig().normalize
-    assert C.seed_cnn_preset().model.normalize == "none"
+    assert presets.seed_cnn_preset().model.normalize == "none"
 
 
 @pytest.mark.parametrize("mode", ["per_image", "channel_mean"])

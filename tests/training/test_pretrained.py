@@ -14,6 +14,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf import config as C
+from leukemia_tf import presets
 from leukemia_tf import training
 from leukemia_tf.model import efficientnet_lite as lite
 from leukemia_tf.model import registry as models
@@ -46,7 +47,7 @@ def _keras_kernel(key, tensor):
 
 
 def _pretrained(records_dir, model_dir, **train):
-    cfg = C.preset("pretrained")
+    cfg = presets.preset("pretrained")
     train = {"model_dir": str(model_dir), "batch_size": 8, "tensorboard": False,
              "verbose": 0, "mixed_precision": "float32", **train}
     return C.replace(cfg, data={"records_dir": str(records_dir), "image_size": SIZE},
@@ -160,13 +161,13 @@ def test_multiplier_on_a_model_without_backbone_is_refused(records_dir, tmp_path
 
 # ------------------------------------------------------------------ the preset, end to end
 def test_preset_is_the_documented_recipe():
-    cfg = C.preset("pretrained")
+    cfg = presets.preset("pretrained")
     assert (cfg.model.name, cfg.model.weights, cfg.model.normalize) == (
         "efficientnet_lite0", "imagenet", "none")
     assert cfg.model.freeze_backbone_bn and cfg.data.class_balance == "weights"
     assert cfg.train.freeze_backbone_epochs >= 1 and cfg.train.backbone_lr_multiplier == 0.1
     assert cfg.train.schedule == "cosine" and cfg.train.warmup_epochs > 0
-    assert "--preset=pretrained" in C.pretrained_preset.__doc__
+    assert "--preset=pretrained" in presets.pretrained_preset.__doc__
 
 
 def test_preset_from_the_command_line_keeps_its_values_unless_overridden():
@@ -179,7 +180,7 @@ def test_preset_from_the_command_line_keeps_its_values_unless_overridden():
         fv(["leukemia-train", "--records_dir=R", "--model_dir=M", *args])
         return train_cli.config_from_flags(fv)
     assert parse("--preset=pretrained") == C.replace(
-        C.preset("pretrained"), data={"records_dir": "R"}, train={"model_dir": "M"})
+        presets.preset("pretrained"), data={"records_dir": "R"}, train={"model_dir": "M"})
     cfg = parse("--preset=pretrained", "--image_size=128", "--model=efficientnet_lite2",
                 "--backbone_lr_multiplier=0.3")
     assert (cfg.model.name, cfg.data.image_size) == ("efficientnet_lite2", 128)
