@@ -119,3 +119,12 @@ def deferred() -> Iterator[None]:
         _state.deferred -= 1
     if _state.signum is not None and not _state.raised:
         raise stop()
+
+
+def reinstall() -> None:
+    """Install the handlers again inside `handled()`: TensorFlow's coordination service
+    (multi-worker training) puts its own SIGTERM handler in place when it starts, which
+    only records the signal and lets the process train on."""
+    if _state.depth and threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, _handle)

@@ -217,6 +217,7 @@ def _run(cfg: Config, callbacks, phase: list) -> dict:
     inputs_lib.validate_config(cfg)
     start = time.time()
     strategy, precision = _setup(cfg)
+    signals.reinstall()  # after the strategy: multi-worker start-up replaces SIGTERM's
     chief = dist.is_chief(strategy)
     state = rundir.inspect(cfg)
     if state.status == "finished":
