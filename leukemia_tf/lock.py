@@ -229,12 +229,3 @@ def _pid_gone(pid) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def is_held(folder: str, name: str) -> bool:
-    """True when `<folder>/<name>` exists and is not stale: a live writer (or one on
-    another host, or an unreadable lock file) holds the folder. For readers that must not
-    read a folder while its writer changes it."""
-    lock = Lock(folder, name, "")
-    holder = lock._holder()
-    return io.exists(lock.path) and not stale(holder)

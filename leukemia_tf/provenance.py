@@ -172,7 +172,7 @@ def run_dir(model_path: str) -> str:
 
 def check_not_training(run_dir: str) -> None:
     """ProvenanceError while a live trainer holds `run_dir` (its train.lock)."""
-    if lock_lib.is_held(run_dir, TRAIN_LOCK):
+    if lock_lib.live_holder(run_dir, TRAIN_LOCK) is not None:
         raise ProvenanceError(
             f"{run_dir} is being trained ({io.join(run_dir, TRAIN_LOCK)} is held): its "
             "model.keras is replaced when the trainer ends; wait for the trainer, or "
