@@ -2,7 +2,8 @@
 
 `check` refuses, in one line, a TF_CONFIG that TensorFlow would only fail on after minutes
 (or never): JSON that is not an object, a cluster that is not `{job: ["host:port", …]}`,
-an address without a host or a port in 1..65535, one address listed twice (two tasks
+an address without a host or a port in 1..65535, one endpoint listed twice, however it
+is spelled (`localhost:2222` and `127.0.0.1:2222`: two tasks
 cannot both serve it: the second fails to start its gRPC server and the first waits for
 it forever), and a task whose type is not a job of the cluster or whose index is out of
 range.
@@ -56,6 +57,29 @@ def _port(address) -> Optional[int]:
     return int(port)
 
 
+def _hosts(host: str) -> frozenset:
+    """The addresses a host name stands for: every loopback name is one host, and a
+    name is resolved when it can be (else compared as written)."""
+    host = host.strip("[]").lower()
+    try:
+        infos = socket.getaddrinfo(host, None)
+        ips = {info[4][0] for info in infos}
+    except (OSError, UnicodeError):
+        ips = {host}
+    return frozenset("loopback" if ip == "::1" or ip.startswith("127.") or ip == "localhost"
+                     else ip for ip in ips)
+
+
+def _same_endpoint(a: str, b: str) -> bool:
+    """`a` and `b` (both host:port) name one endpoint: the same text, or one port on
+    hosts that resolve to a shared address (`localhost:2222` and `127.0.0.1:2222`)."""
+    if a == b:
+        return True
+    if _port(a) != _port(b):
+        return False
+    return bool(_hosts(a.rpartition(":")[0]) & _hosts(b.rpartition(":")[0]))
+
+
 def check(tf_config: dict) -> None:
     """ClusterError for the first rule of the module doc that `tf_config` breaks."""
     cluster = tf_config.get("cluster", {})
@@ -68,9 +92,12 @@ def check(tf_config: dict) -> None:
             if _port(address) is None:
                 raise ClusterError(f"{NAME}: {job} {i} has the address {address!r}, not "
                                    "host:port with a port in 1..65535")
-            if address in seen:
-                raise ClusterError(f"{NAME}: {seen[address]} and {job} {i} have the same "
-                                   f"address {address}; give every task its own port")
+            same = next((other for other in seen if _same_endpoint(other, address)), None)
+            if same is not None:
+                spelled = "" if same == address else f" (as {same})"
+                raise ClusterError(f"{NAME}: {seen[same]} and {job} {i} have the same "
+                                   f"address {address}{spelled}; give every task its own "
+                                   "port")
             seen[address] = f"{job} {i}"
     task = tf_config.get("task")
     if task is None:

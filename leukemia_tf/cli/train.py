@@ -216,7 +216,7 @@ def check_inputs(cfg: config_lib.Config) -> None:
 def flag_names(message: str) -> str:
     """A trainer message with each setting (`data.val_split: …`) named by its flag
     (`--split: …`), as the user gives it."""
-    return re.sub(r"\b(?:data|model|train)\.[\w.]+(?=:)",
+    return re.sub(r"(?<![\w/.\\-])(?:data|model|train)\.[\w.]+(?=:)",
                   lambda m: common.flag_for(COMMAND, m.group(0)), message)
 
 

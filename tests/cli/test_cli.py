@@ -380,3 +380,13 @@ def test_console_log_lines_have_no_absl_prefix():
     warn = logging.LogRecord("leukemia_tf.training", logging.WARNING, "loop.py", 236,
                              "slow", None, None)
     assert fmt.format(info) == "epoch 1/3" and fmt.format(warn) == "WARNING: slow"
+
+
+def test_trainer_messages_name_flags_but_never_rewrite_paths():
+    from leukemia_tf.cli import train
+    line = ('data.val_split: "fold2" in config.json, "validation" now; lock file '
+            '/m/train.lock: delete it; also m/model.keras: and C:\\m\\train.lock: too')
+    out = train.flag_names(line)
+    assert out.startswith('--split: "fold2" in config.json')
+    assert "/m/train.lock: delete it" in out and "m/model.keras: and" in out
+    assert out.endswith("C:\\m\\train.lock: too") and "--config" not in out

@@ -18,6 +18,8 @@ def _config(addresses, kind="worker", index=0):
     (_config(["localhost:23456", "localhost:23456"]),
      "worker 0 and worker 1 have the same address localhost:23456; give every task its own "
      "port"),
+    (_config(["127.0.0.1:2222", "localhost:2222"]),
+     "worker 0 and worker 1 have the same address localhost:2222 (as 127.0.0.1:2222)"),
     (_config(["localhost:1", "localhost:2"], index=2),
      "task index 2 is out of range: the cluster has 2 worker task(s), 0..1"),
     (_config(["localhost:1", "localhost:2"], kind="chief"),
