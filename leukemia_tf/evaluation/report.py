@@ -178,6 +178,8 @@ def _index_row(eval_root: str, name: str, m: dict, stale: bool = False) -> list:
     if role not in ("held-out", "n/a"):
         role = f"**{role}**"
     mark = " **stale**" if stale else ""
+    mark += " **other records**" if m.get("other_records") else ""
+    mark += " **other model**" if m.get("other_model") else ""
     return [f"[{name}]({name}/{REPORT}){mark}", m.get("split", "n/a"), role, m.get("tta", "n/a"),
             threshold, m.get("num_examples"), m.get("weighted_f1"), m.get("roc_auc"),
             m.get("date", "n/a")]
@@ -189,7 +191,7 @@ def write_index(eval_root: str) -> Optional[str]:
     eval_root = os.fspath(eval_root)
     if not io.isdir(eval_root):
         return None
-    rows, hashes, stale = [], {}, 0
+    rows, hashes, stale, other = [], {}, 0, False
     for name in io.listdir(eval_root):
         path = io.join(eval_root, name, "metrics.json")
         if io.isdir(io.join(eval_root, name)) and io.exists(path):
@@ -197,6 +199,7 @@ def write_index(eval_root: str) -> Optional[str]:
             is_stale = provenance.stale(eval_root, m, hashes)
             stale += is_stale
             rows.append(_index_row(eval_root, name, m, is_stale))
+            other = other or bool(m.get("other_records") or m.get("other_model"))
     if not rows:
         return None
     lines = ["# Evaluations", "",
@@ -207,6 +210,9 @@ def write_index(eval_root: str) -> Optional[str]:
              *([f"**stale**: {stale} of these scored another model than the current "
                 "model.keras (its sha256 differs; e.g. a continued training exported a new "
                 "one): evaluate again.", ""] if stale else []),
+             *(["**other records** / **other model**: scored on purpose with records or a "
+                "model.keras other than the run's own (--allow_other_records, "
+                "--allow_other_model); see that report's warning.", ""] if other else []),
              markdown_table(["evaluation", "split", "role", "TTA", "threshold", "images",
                              "weighted F1", "ROC AUC", "date"], rows), ""]
     out = io.join(eval_root, INDEX)

@@ -59,6 +59,8 @@ def test_evaluate_refuses_other_records_unless_asked(finished, records_dir, tmp_
     text = open(m["report"], encoding="utf-8").read()
     assert "scored on purpose with --allow_other_records" in text
     assert "OTHER records scored" in text
+    index = (md / "eval" / "index.md").read_text()
+    assert "**other records**" in index and "--allow_other_records" in index
     # Its own records: no such words.
     own = _metrics(evaluate.evaluate(_eval_config(md, records_dir, split="fold0")))
     assert own["other_records"] is False and own["provenance_warnings"] == []
