@@ -26,6 +26,7 @@ from typing import List, Optional, TextIO
 
 import tf_keras as keras
 
+from leukemia_tf import io
 from leukemia_tf.evaluation import split_roles
 from leukemia_tf.progress import can_draw
 from leukemia_tf.wording import count
@@ -344,7 +345,7 @@ def evaluate_command() -> str:
     if shutil.which("leukemia-evaluate"):
         return "leukemia-evaluate"
     beside = os.path.join(os.path.dirname(sys.executable), "leukemia-evaluate")
-    if not os.path.exists(beside):
+    if not io.exists(beside):
         return "leukemia-evaluate"
     near = os.path.relpath(beside)
     return beside if near.startswith("..") else near
