@@ -124,7 +124,7 @@ def main(argv):
     except OSError as e:  # a disk that became full or read-only while writing
         raise destinations.refusal(e, destinations.eval_root(cfg.model_dir, cfg.out_dir),
                                    destinations.EVALUATE_HINT) or e
-    from leukemia_tf.evaluation.metrics import format_ci
+    from leukemia_tf.metrics.classification import format_ci
     ci = m.get("confidence_intervals")
     on = (f" ({m['threshold_method']} on {m['threshold_chosen_on']})"
           if m["threshold_chosen_on"] else "")

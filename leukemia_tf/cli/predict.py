@@ -101,7 +101,9 @@ def main(argv):
     cfg = config_from_flags(FLAGS)
     check_inputs(cfg)
     common.import_tensorflow_quietly()
-    from leukemia_tf.evaluation import options, options_report, predict as prediction
+    from leukemia_tf.inference import options
+    from leukemia_tf.reports import option_sections as options_report
+    from leukemia_tf.evaluation import predict as prediction
     prediction.check_output(cfg.output)
     try:
         table, errors = prediction.predict(

@@ -19,7 +19,7 @@ from leukemia_tf import cluster
 from leukemia_tf import config as config_lib
 from leukemia_tf import model as model_names
 from leukemia_tf.cli import common, splits
-from leukemia_tf.evaluation import split_roles
+from leukemia_tf.metrics import split_roles
 from leukemia_tf.model import keras_file
 
 FLAGS = flags.FLAGS

@@ -22,7 +22,7 @@ from leukemia_tf import io
 from leukemia_tf.config import Config
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data import pipeline
-from leukemia_tf.evaluation import adapt_bn, options, scoring
+from leukemia_tf.inference import adapt_bn, options, scoring
 from leukemia_tf.model import export
 
 EPOCH_SCORES = "epoch_scores.csv"

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf import io
-from leukemia_tf.evaluation import calibration, metrics, patients
+from leukemia_tf.metrics import calibration, classification as metrics, patients
 
 SELECTION_RULES = ("last", "val_auc", "val_loss", "val_weighted_f1")
 MODEL_VARIANTS = ("plain", "dihedral8", "adapt_bn", "adapt_bn+dihedral8")

@@ -12,7 +12,7 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.crossval import pooled
-from leukemia_tf.evaluation.report import fmt, markdown_table
+from leukemia_tf.reports.report import fmt, markdown_table
 
 _SHOWN = ["recipe", "variant", "weighted_f1", "roc_auc", "ece", "patients_right",
           "worst_patient", "minutes", "load"]

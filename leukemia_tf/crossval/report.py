@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf import io
-from leukemia_tf.evaluation import plots
-from leukemia_tf.evaluation.report import fmt, markdown_table
+from leukemia_tf.reports import charts as plots
+from leukemia_tf.reports.report import fmt, markdown_table
 
 HELD_OUT_FOLD = "cv fold"
 ALL_FOLDS_VALIDATION = "all folds -> validation"

@@ -30,7 +30,7 @@ from leukemia_tf.crossval import pooled_report
 from leukemia_tf.crossval import report as crossval_report
 from leukemia_tf.data import duplicates, grouping
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.evaluation import split_roles
+from leukemia_tf.metrics import split_roles
 
 log = logging.getLogger(__name__)
 PATIENT_FOLD = "patient-grouped cv fold"

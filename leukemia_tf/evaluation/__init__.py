@@ -1,1 +1,2 @@
-"""Evaluation: scoring, metrics, reports, prediction, patient-aware inference."""
+"""The two stages: evaluate (a labeled split: metrics, report) and predict (a CSV), with
+the rules of where they write."""

@@ -22,9 +22,12 @@ from leukemia_tf import io, provenance
 from leukemia_tf.config import DataConfig, EvalConfig
 from leukemia_tf.data import duplicates, pipeline, preprocess
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.evaluation import ensemble, metrics, plots, report, scoring, split_roles
-from leukemia_tf.evaluation import options, options_report
-from leukemia_tf.evaluation import shards
+from leukemia_tf.inference import ensemble, scoring
+from leukemia_tf.metrics import classification as metrics, split_roles
+from leukemia_tf.reports import charts as plots, report
+from leukemia_tf.inference import options
+from leukemia_tf.reports import option_sections as options_report
+from leukemia_tf.inference import shards
 from leukemia_tf.evaluation.destinations import run_dir
 from leukemia_tf.errors import UserError
 from leukemia_tf.wording import count
@@ -235,7 +238,7 @@ def _write(cfg: EvalConfig, scores: pd.DataFrame, result: dict,
     if result["roc_auc"] is not None:
         figures["ROC and PR curves (red dot: the operating point)"] = plots.plot_roc_pr(
             scores["label"], scores["probability"], io.join(out, "roc_pr.png"), threshold)
-    from leukemia_tf.evaluation import pictures
+    from leukemia_tf.reports import cell_gallery as pictures
     figures.update(pictures.add_figures(cfg.records_dir, cfg.split, scores, threshold, out))
     io.write_json(io.join(out, "metrics.json"), result)
     warnings = [w for w in [result["split_warning"]] + result["leakage_warnings"]

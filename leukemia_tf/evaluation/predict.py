@@ -25,7 +25,8 @@ import tensorflow as tf
 from leukemia_tf import io, provenance
 from leukemia_tf.data import cnmc, images, preprocess
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.evaluation import ensemble, evaluate, output_rules, scoring
+from leukemia_tf.inference import ensemble, scoring
+from leukemia_tf.evaluation import evaluate, output_rules
 from leukemia_tf.evaluation.output_rules import errors_path
 
 COLUMNS = ("file", "probability", "prediction", "path")
@@ -181,7 +182,7 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
 
 
 def _apply_options(predictor, table, opts, inputs, split, tta, batch_size):
-    from leukemia_tf.evaluation import cells, options
+    from leukemia_tf.inference import cells, options
 
     def read_images():
         if io.exists(io.join(inputs[0], manifest_lib.MANIFEST)):

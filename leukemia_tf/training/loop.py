@@ -19,7 +19,8 @@ from leukemia_tf.data import duplicates
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data import pipeline
 from leukemia_tf.data.pipeline import parser, reader
-from leukemia_tf.evaluation import metrics, scoring, stored_calibration
+from leukemia_tf.metrics import classification as metrics
+from leukemia_tf.inference import scoring, stored_calibration
 from leukemia_tf.model import export, registry
 from leukemia_tf.training import callbacks as cb
 from leukemia_tf.training import distribution as dist

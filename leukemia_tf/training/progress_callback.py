@@ -27,7 +27,7 @@ from typing import List, Optional, TextIO
 import tf_keras as keras
 
 from leukemia_tf import io
-from leukemia_tf.evaluation import split_roles
+from leukemia_tf.metrics import split_roles
 from leukemia_tf.progress import can_draw
 from leukemia_tf.wording import count
 
@@ -296,7 +296,7 @@ def format_summary(cfg, summary: dict, max_patients: int = 20) -> str:
     """The end-of-training summary: best epoch, the scored split's weighted F1 and
     ROC AUC with bootstrap intervals, the per-patient table, where the model is and how
     to get the report."""
-    from leukemia_tf.evaluation import metrics
+    from leukemia_tf.metrics import classification as metrics
     t, d = cfg.train, cfg.data
     names = {0: "hem", 1: "ALL"}
     v = summary.get("validation", {})

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukemia_tf.evaluation import evaluate, predict, scoring
+from leukemia_tf.evaluation import evaluate, predict
+from leukemia_tf.inference import scoring
 from leukemia_tf.model import export
 from leukemia_tf.data import images
 from leukemia_tf.data import manifest as manifest_lib

@@ -11,7 +11,8 @@ from leukemia_tf import config as C
 from leukemia_tf import io, provenance
 from leukemia_tf.cli import evaluate as cli_evaluate
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.evaluation import evaluate, predict, report
+from leukemia_tf.evaluation import evaluate, predict
+from leukemia_tf.reports import report
 from leukemia_tf.model import export, registry
 from leukemia_tf.training import rundir
 

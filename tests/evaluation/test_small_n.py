@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from leukemia_tf.evaluation import evaluate as evaluation, metrics, patients, report
+from leukemia_tf.evaluation import evaluate as evaluation
+from leukemia_tf.metrics import classification as metrics, patients
+from leukemia_tf.reports import report
 
 
 def test_one_image_one_class_has_no_certain_looking_numbers():

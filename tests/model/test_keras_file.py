@@ -86,7 +86,7 @@ def test_foreign_module_is_refused_before_tf_keras_imports_it(evil):
 
 
 def test_options_reload_and_weights_go_through_the_check(evil):
-    from leukemia_tf.evaluation import options
+    from leukemia_tf.inference import options
     with pytest.raises(UserError) as err:
         options.keras_model(types.SimpleNamespace(path=evil.keras))
     _refused(evil, err)

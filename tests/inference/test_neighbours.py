@@ -4,7 +4,7 @@ import pytest
 
 from leukemia_tf.model import registry as models
 from leukemia_tf.config import ModelConfig
-from leukemia_tf.evaluation import neighbours
+from leukemia_tf.inference import neighbours
 
 
 def _two_clusters(seed=0):

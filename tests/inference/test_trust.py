@@ -12,7 +12,8 @@ import pytest
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.errors import UserError
-from leukemia_tf.evaluation import ensemble, predict as prediction
+from leukemia_tf.inference import ensemble
+from leukemia_tf.evaluation import predict as prediction
 from leukemia_tf.model import export
 from leukemia_tf.model.registry import build_model
 from tests.helpers import REPO

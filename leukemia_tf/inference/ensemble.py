@@ -16,7 +16,7 @@ from typing import List, Sequence, Union
 import numpy as np
 
 from leukemia_tf.model import export
-from leukemia_tf.evaluation import scoring
+from leukemia_tf.inference import scoring
 
 
 def split_paths(model_dirs: Union[str, Sequence[str]]) -> List[str]:

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf.errors import UserError
-from leukemia_tf.evaluation import calibration, patients, shortcut
+from leukemia_tf.metrics import calibration, patients
+from leukemia_tf.inference import shortcut
 
 ADAPT_BN = ("none", "set", "patient")
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def _ordered(images: np.ndarray, paths: List[str], wanted) -> np.ndarray:
 
 def _adapted(model, images: np.ndarray, groups: List[np.ndarray], tta: str,
              batch_size: int) -> np.ndarray:
-    from leukemia_tf.evaluation import adapt_bn, scoring
+    from leukemia_tf.inference import adapt_bn, scoring
     fn = scoring.keras_predict_fn(model)
     out = np.empty(len(images), np.float64)
     for idx in groups:
@@ -105,7 +106,7 @@ def adapt(model, frame: pd.DataFrame, images: np.ndarray, mode: str, tta: str,
           batch_size: int) -> np.ndarray:
     """Probabilities with BN statistics re-estimated on all cells ('set') or on each
     patient's cells ('patient'); the model's statistics are restored afterwards."""
-    from leukemia_tf.evaluation import adapt_bn
+    from leukemia_tf.inference import adapt_bn
     if not adapt_bn.has_batch_norm(model):
         raise OptionsError(f"--adapt_bn={mode}: model {model.name!r} has no "
                            "BatchNormalization layer, nothing to adapt")
@@ -123,7 +124,7 @@ def temperature(opts: Options, run_dir: Optional[str], split: str,
                 score_split: Callable[[str], pd.DataFrame]) -> dict:
     """{temperature, fitted_on, n} for --calibrate=run (the run's calibration.json) or
     --calibrate=<split> (fitted on that split's scores from `score_split(split)`)."""
-    from leukemia_tf.evaluation import stored_calibration
+    from leukemia_tf.inference import stored_calibration
     if opts.calibrate == "run":
         if not run_dir:
             raise OptionsError("--calibrate=run needs one training run dir")
@@ -140,7 +141,7 @@ def temperature(opts: Options, run_dir: Optional[str], split: str,
 
 def vote(model, images: np.ndarray, probs: np.ndarray, k: int, batch_size: int) -> np.ndarray:
     """Mean probability of each cell's k nearest scored cells (itself included)."""
-    from leukemia_tf.evaluation import neighbours
+    from leukemia_tf.inference import neighbours
     feats, _ = neighbours.predict_features(model, images, batch_size)
     return neighbours.neighbour_vote(feats, probs, int(k), mode="mean")
 
@@ -251,7 +252,9 @@ def apply_inference_options(predictor, scores: pd.DataFrame, cfg, trained, manif
       "shortcut_probe" and "before_options" where they apply).
     """
     from leukemia_tf.data import manifest as manifest_lib
-    from leukemia_tf.evaluation import cells, evaluate, metrics
+    from leukemia_tf.inference import cells
+    from leukemia_tf.evaluation import evaluate
+    from leukemia_tf.metrics import classification as metrics
     opts = from_config(cfg)
     size, batch = predictor.image_size, cfg.batch_size
 
@@ -285,7 +288,8 @@ def apply_to_predictions(predictor, table: pd.DataFrame, opts: Options, read_ima
     """predict's hook: the score-changing options on a predictions table (file,
     probability, path). Patients come from the file names (`UID_<patient>_...`);
     --calibrate takes only 'run' here (no labels to fit on)."""
-    from leukemia_tf.evaluation import evaluate, options_report
+    from leukemia_tf.evaluation import evaluate
+    from leukemia_tf.reports import option_sections as options_report
     if opts.calibrate not in ("none", "run"):
         raise OptionsError("predict takes --calibrate=none|run (fit a temperature on a "
                            "labeled split with evaluate --calibrate=<split>)")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from leukemia_tf.data.cnmc import CnmcError
-from leukemia_tf.evaluation import patients
+from leukemia_tf.metrics import patients
 
 
 def _hand_set():

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf import io, provenance
-from leukemia_tf.evaluation.metrics import format_ci
-from leukemia_tf.evaluation.plots import CLASS_LABELS
+from leukemia_tf.metrics.classification import format_ci
+from leukemia_tf.reports.charts import CLASS_LABELS
 from leukemia_tf.wording import count
 
 LOW_PATIENT_ACCURACY = 0.5   # patients below this accuracy are flagged in the report

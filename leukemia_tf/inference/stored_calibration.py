@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf import io
-from leukemia_tf.evaluation import calibration
+from leukemia_tf.metrics import calibration
 from leukemia_tf.errors import UserError
 
 CALIBRATION_FILE = "calibration.json"

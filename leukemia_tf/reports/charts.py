@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
 from leukemia_tf import io
-from leukemia_tf.evaluation.metrics import validate_scores
+from leukemia_tf.metrics.classification import validate_scores
 
 CLASS_LABELS = {0: "hem", 1: "ALL"}
 # (panel title, train column candidates); the validation column is "val_" + the train

@@ -289,7 +289,7 @@ def confidence_intervals(labels, probabilities, patient_ids=None, threshold: flo
       is undefined in every resample (AUC of a one-class set), and with fewer than
       SMALL_N_PATIENTS patients; `undefined` counts resamples left out (one class drawn).
     """
-    from leukemia_tf.evaluation import patients
+    from leukemia_tf.metrics import patients
     y, p = validate_scores(labels, probabilities)
     threshold = _validate_threshold(threshold)
     by_patient = known_patients(patient_ids)

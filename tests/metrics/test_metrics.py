@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from leukemia_tf.evaluation import metrics
+from leukemia_tf.metrics import classification as metrics
 
 # Set A: labels [1, 1, 1, 0, 0], probabilities [.9, .8, .3, .6, .1], threshold .5
 #   predictions [1, 1, 0, 1, 0] -> tp = 2 (.9, .8), fn = 1 (.3), fp = 1 (.6), tn = 1 (.1)

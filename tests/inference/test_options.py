@@ -11,7 +11,8 @@ import pytest
 from leukemia_tf import config as C
 from leukemia_tf.errors import UserError
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.evaluation import calibration, cells, options, stored_calibration
+from leukemia_tf.metrics import calibration
+from leukemia_tf.inference import cells, options, stored_calibration
 from leukemia_tf.evaluation import evaluate as evaluation
 from tests.helpers import check_links
 
@@ -224,7 +225,8 @@ def test_options_config_checks():
 
 
 def test_predict_applies_options_and_writes_patient_csv(model_dir, records_dir, tmp_path):
-    from leukemia_tf.evaluation import options_report, predict as prediction
+    from leukemia_tf.reports import option_sections as options_report
+    from leukemia_tf.evaluation import predict as prediction
     plain, _ = prediction.predict(model_dir, [records_dir], split="fold0", batch_size=16)
     table, _ = prediction.predict(model_dir, [records_dir], split="fold0", batch_size=16,
                                   opts=options.Options(calibrate="run"))

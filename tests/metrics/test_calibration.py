@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from leukemia_tf import io
-from leukemia_tf.evaluation import calibration as cal
+from leukemia_tf.metrics import calibration as cal
 
 # Confidences 0.95, 0.85, 0.75, 0.65, 0.55, 0.55 (none on a bin edge); calls at 0.5 are
 # right, wrong, right, wrong, right, wrong.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from leukemia_tf.evaluation import scoring
+from leukemia_tf.inference import scoring
 
 
 def _dataset(n, batch):

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf import io
-from leukemia_tf.evaluation import metrics, plots
+from leukemia_tf.metrics import classification as metrics
+from leukemia_tf.reports import charts as plots
 from leukemia_tf.data import manifest as manifest_lib
 
 MAX_MISTAKES = 24   # a grid of a few dozen cells at most
@@ -48,7 +49,7 @@ def read_cells(records_dir: str, split: str, source_paths: Sequence[str]
     ds = tf.data.TFRecordDataset(files).map(records.parse_example)
     ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex["image/source_path"], wanted)))
     ds = ds.map(lambda ex: (ex["image/source_path"], decode(ex)))
-    from leukemia_tf.evaluation import shards
+    from leukemia_tf.inference import shards
     with shards.named(records_dir, manifest, sel):
         return {path.numpy().decode(): image.numpy() for path, image in ds}
 
@@ -71,7 +72,7 @@ def add_figures(records_dir: str, split: str, scores: pd.DataFrame, threshold: f
                  "title: patient, truth, probability of ALL)")
         figures[title] = plots.plot_mistakes(cells, io.join(out_dir, "mistakes.png"))
     if metrics.known_patients(scores["patient_id"]):
-        from leukemia_tf.evaluation import patients
+        from leukemia_tf.metrics import patients
         table = patients.patient_table(scores["patient_id"], scores["probability"],
                                        scores["label"], threshold)
         figures["Fraction of cells called ALL per patient (colour: truth)"] = \

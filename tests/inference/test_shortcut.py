@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from leukemia_tf.evaluation import shortcut
+from leukemia_tf.inference import shortcut
 
 SIZE = 32
 

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from leukemia_tf.evaluation import ensemble, evaluate, predict, scoring
+from leukemia_tf.inference import ensemble, scoring
+from leukemia_tf.evaluation import evaluate, predict
 from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data.pipeline import parser

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from leukemia_tf.evaluation import adapt_bn
+from leukemia_tf.inference import adapt_bn
 
 SIZE = 32
 layers = keras.layers

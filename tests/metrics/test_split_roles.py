@@ -1,7 +1,7 @@
 """The split-role rule: held-out, selection, trained-on, unknown."""
 import pytest
 
-from leukemia_tf.evaluation import split_roles as R
+from leukemia_tf.metrics import split_roles as R
 
 
 def test_roles():

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from leukemia_tf.crossval import report as crossval_report
-from leukemia_tf.evaluation import metrics, plots, report
+from leukemia_tf.metrics import classification as metrics
+from leukemia_tf.reports import charts as plots, report
 from tests.helpers import check_links
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from leukemia_tf.evaluation import shortcut
+from leukemia_tf.inference import shortcut
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def dataset(records_dir: str, manifest: dict, sel, image_size: int, batch_size: 
     source_path), every record once, no CV filter; a bad shard is named (`shards`)."""
     from leukemia_tf import config as config_lib
     from leukemia_tf.data import pipeline
-    from leukemia_tf.evaluation import shards
+    from leukemia_tf.inference import shards
     data = config_lib.DataConfig(records_dir=records_dir, image_size=image_size)
     shards.check(records_dir, manifest, sel)
     with shards.named(records_dir, manifest, sel):

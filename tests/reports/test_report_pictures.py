@@ -7,7 +7,9 @@ import pytest
 
 from leukemia_tf import config as C
 from leukemia_tf.data import pipeline
-from leukemia_tf.evaluation import evaluate as evaluation, patients, pictures, plots
+from leukemia_tf.evaluation import evaluate as evaluation
+from leukemia_tf.metrics import patients
+from leukemia_tf.reports import cell_gallery as pictures, charts as plots
 from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import check_links
 

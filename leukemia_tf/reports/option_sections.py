@@ -9,7 +9,8 @@ from typing import List, Sequence
 import pandas as pd
 
 from leukemia_tf import io
-from leukemia_tf.evaluation import calibration, options, patients
+from leukemia_tf.metrics import calibration, patients
+from leukemia_tf.inference import options
 from leukemia_tf.evaluation.output_rules import patients_path
 from leukemia_tf.wording import count
 
