@@ -171,6 +171,16 @@ class Config:
 
 
 TTA = ("none", "flips", "dihedral8")
+PREDICT_CALIBRATE = ("none", "run")  # predict has no labels to fit a temperature on
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    """The options that change the scores of evaluate and predict (leukemia_tf.inference.
+    options), all off by default."""
+    adapt_bn: str = _field("none", choices=("none", "set", "patient"))  # transductive
+    calibrate: str = "none"        # none | run | <split> (evaluate only): temperature scaling
+    neighbour_vote: int = _field(0, minimum=0)   # k nearest scored cells; transductive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,10 +199,7 @@ class EvalConfig:
     trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
     allow_other_records: bool = False  # score records the model was not trained on
     allow_other_model: bool = False  # score a model.keras its summary.json does not name
-    # Inference options (evaluation/options.py): all off except the shortcut probe.
-    adapt_bn: str = _field("none", choices=("none", "set", "patient"))  # transductive
-    calibrate: str = "none"        # none | run | <split>: temperature scaling
-    neighbour_vote: int = _field(0, minimum=0)   # k nearest scored cells; transductive
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     shortcut_probe: bool = True    # hand-feature baseline fitted on the training cells
 
 
@@ -208,9 +215,7 @@ class PredictConfig:
     batch_size: int = _field(64, minimum=1)
     trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
     allow_other_model: bool = False  # predict with a model.keras its summary.json does not name
-    adapt_bn: str = _field("none", choices=("none", "set", "patient"))
-    calibrate: str = _field("none", choices=("none", "run"))
-    neighbour_vote: int = _field(0, minimum=0)
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     overwrite: bool = False        # replace an existing `output` (evaluation.output_rules)
 
 

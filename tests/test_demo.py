@@ -35,7 +35,7 @@ for run in ("a", "b"):
     cli.define_flags(fv)
     fv(["train", *argv, f"--records_dir={records}", f"--model_dir={root}/{run}"])
     training.run(cli.config_from_flags(fv))
-    evaluation.evaluate(evaluation.EvalConfig(f"{root}/{run}", records, tta=tta))
+    evaluation.run(evaluation.EvalConfig(f"{root}/{run}", records, tta=tta))
 """
 
 

@@ -42,7 +42,7 @@ def test_readme_flow_under_ram(tmp_path, monkeypatch):
                  "history.csv", "summary.json"):
         assert io.exists(io.join(model, name)), name
 
-    result = evaluation.evaluate(evaluation.EvalConfig(model, rec, tta="flips"))
+    result = evaluation.run(evaluation.EvalConfig(model, rec, tta="flips"))
     assert result["tta"] == "flips" and result["num_examples"] == 4
     evals = [p for d, _, names in io.walk(model) for p in names if p == "metrics.json"]
     assert evals, "evaluate wrote no metrics.json under the model dir"

@@ -53,13 +53,14 @@ ALIASES = {
                            "really loaded.", "model"),
     "out_dir": A("out_dir", "Root of the evaluation folders (default <model_dir>/eval); "
                  "each evaluation writes <out_dir>/<name>/.", "output"),
-    "adapt_bn": A("adapt_bn", "Test-time BN adaptation on the scored cells (transductive): "
-                  "set (all of them) or patient (each patient's).", "model"),
-    "calibrate": A("calibrate", "none | run (the run's calibration.json) | <split>: a "
-                   "temperature fitted on that labeled split, applied to the scores.", "model"),
-    "neighbour_vote": A("neighbour_vote", "k > 0: each cell takes the mean probability of its "
-                        "k nearest scored cells in penultimate features (transductive).",
-                        "model"),
+    "adapt_bn": A("inference.adapt_bn", "Test-time BN adaptation on the scored cells "
+                  "(transductive): set (all of them) or patient (each patient's).", "model"),
+    "calibrate": A("inference.calibrate", "none | run (the run's calibration.json) | "
+                   "<split>: a temperature fitted on that labeled split, applied to the "
+                   "scores.", "model"),
+    "neighbour_vote": A("inference.neighbour_vote", "k > 0: each cell takes the mean "
+                        "probability of its k nearest scored cells in penultimate features "
+                        "(transductive).", "model"),
     "shortcut_probe": A("shortcut_probe", "Score a hand-feature baseline fitted on the "
                         "training cells beside the CNN (reads the training images once).",
                         "output"),
@@ -118,7 +119,7 @@ def main(argv):
     common.import_tensorflow_quietly()
     from leukemia_tf.evaluation import evaluate as evaluation
     try:
-        m = evaluation.evaluate(cfg)
+        m = evaluation.run(cfg)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
     except OSError as e:  # a disk that became full or read-only while writing

@@ -53,13 +53,14 @@ ALIASES = {
                 required=True),
     "overwrite": A("overwrite", "Replace an existing --output (and its .errors.csv, "
                    ".patients.csv).", "output"),
-    "adapt_bn": A("adapt_bn", "Test-time BN adaptation on the predicted cells "
+    "adapt_bn": A("inference.adapt_bn", "Test-time BN adaptation on the predicted cells "
                   "(transductive); patient: ids from UID_<patient>_ file names.", "model"),
-    "calibrate": A("calibrate", "run: apply the temperature the training run stored "
-                   "(calibration.json) to the probabilities.", "model"),
-    "neighbour_vote": A("neighbour_vote", "k > 0: each cell takes the mean probability of its "
-                        "k nearest predicted cells in penultimate features (transductive).",
-                        "model"),
+    "calibrate": A("inference.calibrate", "run: apply the temperature the training run "
+                   "stored (calibration.json) to the probabilities.", "model",
+                   choices=config_lib.PREDICT_CALIBRATE),
+    "neighbour_vote": A("inference.neighbour_vote", "k > 0: each cell takes the mean "
+                        "probability of its k nearest predicted cells in penultimate "
+                        "features (transductive).", "model"),
 }
 
 COMMAND = common.Command(
@@ -101,21 +102,13 @@ def main(argv):
     cfg = config_from_flags(FLAGS)
     check_inputs(cfg)
     common.import_tensorflow_quietly()
-    from leukemia_tf.inference import options
-    from leukemia_tf.reports import option_sections as options_report
     from leukemia_tf.evaluation import predict as prediction
-    prediction.check_output(cfg.output)
     try:
-        table, errors = prediction.predict(
-            cfg.model_dir, list(cfg.input), split=cfg.split, tta=cfg.tta,
-            threshold=cfg.threshold, batch_size=cfg.batch_size,
-            trust_saved_model=cfg.trust_saved_model, opts=options.from_config(cfg),
-            allow_other_model=cfg.allow_other_model)
+        table, errors = prediction.run(cfg)
     except (ValueError, FileNotFoundError) as e:
         raise common.UserError(str(e)) from e
     try:
-        path = prediction.write_outputs(table, errors, cfg.output)
-        by_patient = options_report.write_patient_csv(table, cfg.threshold, cfg.output)
+        path, by_patient = prediction.write(cfg, table, errors)
     except OSError as e:  # a disk that became full or read-only while writing
         raise destinations.refusal(e, io.dirname(cfg.output) or ".",
                                    destinations.PREDICT_HINT) or e

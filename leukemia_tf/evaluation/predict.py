@@ -1,5 +1,8 @@
 """Prediction on records or image files, ordered like the final-test numbering.
 
+`run(cfg)` predicts what a PredictConfig names; `write(cfg, table, errors)` writes the
+CSV, its errors file and (file names carrying patients) the per-patient calls.
+
 Image files of any size are read through `leukemia_tf.io`, decoded, and made into model
 input by `preprocess.to_model_input` with the model's own saved spec (canvas, size,
 resize method): the function the training pipeline and the exported `serving_raw`
@@ -23,11 +26,14 @@ import pandas as pd
 import tensorflow as tf
 
 from leukemia_tf import io, provenance
+from leukemia_tf.config import InferenceConfig, PredictConfig
 from leukemia_tf.data import cnmc, images, preprocess
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.inference import ensemble, scoring
-from leukemia_tf.evaluation import evaluate, output_rules
-from leukemia_tf.evaluation.output_rules import errors_path
+from leukemia_tf.evaluation import output_rules
+from leukemia_tf.evaluation.output_rules import errors_path, patients_path
+from leukemia_tf.inference import cells, ensemble, options, scoring
+from leukemia_tf.metrics import patients
+from leukemia_tf.reports import option_sections
 
 COLUMNS = ("file", "probability", "prediction", "path")
 _SPLIT_FOLDERS = {"train": "training_data/", "validation": "validation_data/",
@@ -108,7 +114,7 @@ def _predict_records(predictor, records_dir: str, split: str, tta: str, batch_si
                      ) -> Tuple[pd.DataFrame, list]:
     manifest, sel = records_selection(records_dir, split)
     preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
-    scores = evaluate.score_selection(predictor, records_dir, manifest, sel, tta, batch_size)
+    scores = scoring.score_selection(predictor, records_dir, manifest, sel, tta, batch_size)
     table = pd.DataFrame({"file": scores["source_path"].map(io.basename),
                           "probability": scores["probability"],
                           "path": scores["source_path"]})
@@ -142,7 +148,7 @@ def check_split(manifest: dict, records_dir: str, sel, split: str) -> None:
 
 def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: str = "none",
             threshold: float = 0.5, batch_size: int = 64, trust_saved_model: bool = False,
-            opts=None, allow_other_model: bool = False
+            opts: Optional[InferenceConfig] = None, allow_other_model: bool = False
             ) -> Tuple[pd.DataFrame, list]:
     """Returns (table with COLUMNS, errors by file).
 
@@ -154,7 +160,7 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
       split: the records' split to predict (test, validation, fold<k>).
       trust_saved_model: allow a SavedModel (it runs its own graph; README "Trust
         boundary").
-      opts: evaluation.options.Options (BN adaptation, --calibrate=run, neighbour vote).
+      opts: the inference options (BN adaptation, --calibrate=run, neighbour vote).
       allow_other_model: predict with a model.keras its run's summary.json does not name
         (else ProvenanceError); the log names the network really loaded.
     """
@@ -182,8 +188,6 @@ def predict(model_path: str, inputs: Sequence[str], split: str = "test", tta: st
 
 
 def _apply_options(predictor, table, opts, inputs, split, tta, batch_size):
-    from leukemia_tf.inference import cells, options
-
     def read_images():
         if io.exists(io.join(inputs[0], manifest_lib.MANIFEST)):
             manifest, sel = records_selection(inputs[0], split)
@@ -217,3 +221,34 @@ def write_outputs(table: pd.DataFrame, errors: list, output: str) -> Optional[st
         return None
     io.write_csv(path, pd.DataFrame(errors, columns=["file", "path", "reason"]))
     return path
+
+
+def write_patient_csv(table: pd.DataFrame, threshold: float, output: str):
+    """The per-patient CSV (`patients_path(output)`) when every file name carries its
+    patient; a stale one from an earlier run is removed. Returns the path or None."""
+    path = patients_path(output)
+    io.remove(path)
+    ids = patients.name_patient_ids(table["file"]) if len(table) else None
+    if ids is None:
+        return None
+    frame = pd.DataFrame({"patient_id": ids, "probability": table["probability"]})
+    io.write_csv(path, option_sections.patient_frame(frame, threshold))
+    return path
+
+
+def run(cfg: PredictConfig) -> Tuple[pd.DataFrame, list]:
+    """`predict` with the settings of `cfg`, after checking that `cfg.output` can be the
+    CSV; returns (table with COLUMNS, errors by file)."""
+    check_output(cfg.output)
+    return predict(cfg.model_dir, list(cfg.input), split=cfg.split, tta=cfg.tta,
+                   threshold=cfg.threshold, batch_size=cfg.batch_size,
+                   trust_saved_model=cfg.trust_saved_model, opts=cfg.inference,
+                   allow_other_model=cfg.allow_other_model)
+
+
+def write(cfg: PredictConfig, table: pd.DataFrame, errors: list
+          ) -> Tuple[Optional[str], Optional[str]]:
+    """Write `run`'s answer to cfg.output; returns (errors CSV, per-patient CSV), each the
+    path or None."""
+    path = write_outputs(table, errors, cfg.output)
+    return path, write_patient_csv(table, cfg.threshold, cfg.output)

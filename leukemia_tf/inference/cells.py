@@ -1,18 +1,24 @@
-"""The scored cells read again for the inference options: their images (BN adaptation,
-neighbour vote) and the shortcut probe's hand features of the model's training cells.
+"""The scored cells read again: their images (BN adaptation, neighbour vote), the
+shortcut probe's hand features of the model's training cells, and the stored pixels of a
+few named cells (the report's gallery).
 
 Records are read through the evaluation pipeline (`pipeline.make_dataset`, one ordered
-pass, at the model's input size), the same pixels the model scored.
+pass, at the model's input size), the same pixels the model scored; the gallery's few
+cells are read at their stored size, filtered by source path before decoding.
 """
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
-from leukemia_tf.inference import shortcut
+from leukemia_tf import config as config_lib
+from leukemia_tf.data import grouping, pipeline, records
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.inference import shards, shortcut
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +26,6 @@ log = logging.getLogger(__name__)
 def dataset(records_dir: str, manifest: dict, sel, image_size: int, batch_size: int):
     """One ordered pass over a selection with metadata (image, label, patient_id,
     source_path), every record once, no CV filter; a bad shard is named (`shards`)."""
-    from leukemia_tf import config as config_lib
-    from leukemia_tf.data import pipeline
-    from leukemia_tf.inference import shards
     data = config_lib.DataConfig(records_dir=records_dir, image_size=image_size)
     shards.check(records_dir, manifest, sel)
     with shards.named(records_dir, manifest, sel):
@@ -59,8 +62,6 @@ def _training_cells(records_dir: str, manifest: dict, run_config: dict, image_si
                     batch_size: int) -> Optional[pd.DataFrame]:
     """Features of the cells the run trained on: its train_folds, minus the held-out CV
     fold when it used a cv_assignment. None when the run config does not say."""
-    from leukemia_tf.data import grouping
-    from leukemia_tf.data import manifest as manifest_lib
     data = run_config.get("data", {})
     folds = data.get("train_folds")
     if not folds:
@@ -100,3 +101,19 @@ def probe(records_dir: str, manifest: dict, sel, image_size: int, batch_size: in
                             "(no single training run names its training cells)")
     out["features"] = names
     return out
+
+
+def read_cells(records_dir: str, split: str, source_paths: Sequence[str]
+               ) -> Dict[str, np.ndarray]:
+    """The stored pixels (uint8 [H, W, 3]) of the named records of one split."""
+    manifest = manifest_lib.load(records_dir)
+    sel = manifest_lib.parse_val_split(split) if split != "test" else manifest_lib.Selection("test")
+    files = [s["full_path"] for s in manifest_lib.shards_for(manifest, records_dir, sel)]
+    wanted = tf.constant(sorted(set(source_paths)) or [""])
+    decode = records.decoder(manifest["settings"]["encoding"],
+                             int(manifest["settings"]["stored_size"] or 0))
+    ds = tf.data.TFRecordDataset(files).map(records.parse_example)
+    ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex["image/source_path"], wanted)))
+    ds = ds.map(lambda ex: (ex["image/source_path"], decode(ex)))
+    with shards.named(records_dir, manifest, sel):
+        return {path.numpy().decode(): image.numpy() for path, image in ds}

@@ -13,8 +13,10 @@ Order (each step sees the previous step's probabilities; every step keeps its ow
      nearest scored cells (itself included) in the model's penultimate features
      (`neighbours`; features of the model as loaded). Transductive.
 
-Measured whenever possible, changing nothing: the patient table (patient ids known),
-ECE / Brier score (labels), the shortcut probe (labels, `shortcut_probe` on).
+The options are one config section, `config.InferenceConfig` (its declared choices and
+minimums are the checks). Measured whenever possible, changing nothing: the patient table
+(patient ids known), ECE / Brier score (labels), the shortcut probe (labels, evaluate's
+`shortcut_probe` on).
 
 Options 1 and 3 need the in-memory network: they load `model.keras` (safe_mode) and
 refuse a SavedModel or an ensemble with one line. The scored cells' images are held in
@@ -22,18 +24,22 @@ memory for them (N x S x S x 3 bytes: ~100 MB for 2,000 cells at 128 px).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
+from leukemia_tf import config as config_lib
+from leukemia_tf import provenance
+from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.errors import UserError
+from leukemia_tf.inference import adapt_bn, cells, neighbours, scoring, shortcut
+from leukemia_tf.inference import stored_calibration
 from leukemia_tf.metrics import calibration, patients
-from leukemia_tf.inference import shortcut
+from leukemia_tf.metrics import classification as metrics
+from leukemia_tf.model import keras_file
 
-ADAPT_BN = ("none", "set", "patient")
 log = logging.getLogger(__name__)
 
 
@@ -41,37 +47,15 @@ class OptionsError(ValueError, UserError):
     """An inference option that cannot run on this model or input; names the option."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """The inference options (all off by default, except the measurements)."""
-    adapt_bn: str = "none"        # none | set | patient
-    calibrate: str = "none"       # none | run | <split> (validation, fold<k>)
-    neighbour_vote: int = 0       # k nearest scored cells; 0 = off
-    shortcut_probe: bool = True   # evaluate only: needs labels and the training folds
-
-    def check(self) -> "Options":
-        if self.adapt_bn not in ADAPT_BN:
-            raise OptionsError(f"--adapt_bn must be one of {ADAPT_BN}, not {self.adapt_bn!r}")
-        if int(self.neighbour_vote) < 0:
-            raise OptionsError(f"--neighbour_vote must be >= 0, not {self.neighbour_vote}")
-        return self
-
-    @property
-    def needs_network(self) -> bool:
-        return self.adapt_bn != "none" or int(self.neighbour_vote) > 0
-
-
-def from_config(cfg) -> Options:
-    """The options of an EvalConfig (or any object with these field names)."""
-    return Options(**{f.name: getattr(cfg, f.name, f.default)
-                      for f in dataclasses.fields(Options)}).check()
+def needs_network(opts: config_lib.InferenceConfig) -> bool:
+    """BN adaptation or the neighbour vote: the options that run the in-memory network."""
+    return opts.adapt_bn != "none" or int(opts.neighbour_vote) > 0
 
 
 def keras_model(predictor):
     """The predictor's network as an in-memory tf_keras model, loaded again from its
     model.keras through the trust checks of `keras_file.load` (never a SavedModel), so
     nothing here touches the predictor's own copy or the file."""
-    from leukemia_tf.model import keras_file
     if hasattr(predictor, "member_paths"):
         raise OptionsError("--adapt_bn and --neighbour_vote take one model, not an ensemble")
     path = str(predictor.path)
@@ -91,7 +75,6 @@ def _ordered(images: np.ndarray, paths: List[str], wanted) -> np.ndarray:
 
 def _adapted(model, images: np.ndarray, groups: List[np.ndarray], tta: str,
              batch_size: int) -> np.ndarray:
-    from leukemia_tf.inference import adapt_bn, scoring
     fn = scoring.keras_predict_fn(model)
     out = np.empty(len(images), np.float64)
     for idx in groups:
@@ -106,7 +89,6 @@ def adapt(model, frame: pd.DataFrame, images: np.ndarray, mode: str, tta: str,
           batch_size: int) -> np.ndarray:
     """Probabilities with BN statistics re-estimated on all cells ('set') or on each
     patient's cells ('patient'); the model's statistics are restored afterwards."""
-    from leukemia_tf.inference import adapt_bn
     if not adapt_bn.has_batch_norm(model):
         raise OptionsError(f"--adapt_bn={mode}: model {model.name!r} has no "
                            "BatchNormalization layer, nothing to adapt")
@@ -120,11 +102,10 @@ def adapt(model, frame: pd.DataFrame, images: np.ndarray, mode: str, tta: str,
     return _adapted(model, images, groups, tta, batch_size)
 
 
-def temperature(opts: Options, run_dir: Optional[str], split: str,
+def temperature(opts: config_lib.InferenceConfig, run_dir: Optional[str], split: str,
                 score_split: Callable[[str], pd.DataFrame]) -> dict:
     """{temperature, fitted_on, n} for --calibrate=run (the run's calibration.json) or
     --calibrate=<split> (fitted on that split's scores from `score_split(split)`)."""
-    from leukemia_tf.inference import stored_calibration
     if opts.calibrate == "run":
         if not run_dir:
             raise OptionsError("--calibrate=run needs one training run dir")
@@ -141,13 +122,12 @@ def temperature(opts: Options, run_dir: Optional[str], split: str,
 
 def vote(model, images: np.ndarray, probs: np.ndarray, k: int, batch_size: int) -> np.ndarray:
     """Mean probability of each cell's k nearest scored cells (itself included)."""
-    from leukemia_tf.inference import neighbours
     feats, _ = neighbours.predict_features(model, images, batch_size)
     return neighbours.neighbour_vote(feats, probs, int(k), mode="mean")
 
 
-def transform(frame: pd.DataFrame, opts: Options, *, predictor, tta: str, batch_size: int,
-              read_images: Callable[[], Tuple[np.ndarray, List[str]]],
+def transform(frame: pd.DataFrame, opts: config_lib.InferenceConfig, *, predictor, tta: str,
+              batch_size: int, read_images: Callable[[], Tuple[np.ndarray, List[str]]],
               run_dir: Optional[str] = None, split: str = "",
               score_split: Optional[Callable[[str], pd.DataFrame]] = None
               ) -> Tuple[pd.DataFrame, List[str], dict]:
@@ -162,7 +142,7 @@ def transform(frame: pd.DataFrame, opts: Options, *, predictor, tta: str, batch_
       (frame with `probability` replaced and `probability_<step>` columns, notes for the
       report, metrics.json entries under "options").
     """
-    opts.check()
+    config_lib.check(opts)
     notes, info = [], {"adapt_bn": opts.adapt_bn, "calibrate": opts.calibrate,
                        "neighbour_vote": int(opts.neighbour_vote), "transductive": False}
     frame = frame.copy()
@@ -170,7 +150,7 @@ def transform(frame: pd.DataFrame, opts: Options, *, predictor, tta: str, batch_
         return frame, notes, info
     frame["probability_model"] = frame["probability"]
     model = images = None
-    if opts.needs_network:
+    if needs_network(opts):
         model = keras_model(predictor)
         stored, paths = read_images()
         images = _ordered(stored, paths, frame["source_path"].tolist())
@@ -208,19 +188,13 @@ _ADAPT_NOTES = {
                "that carries the label."}
 
 
-def patient_ids_known(frame: pd.DataFrame) -> bool:
-    """Every cell has a non-empty patient id."""
-    ids = frame["patient_id"].astype(str)
-    return bool(len(ids)) and not ((ids == "") | (ids == "nan")).any()
-
-
 def measurements(frame: pd.DataFrame, threshold: float, calibrated: bool) -> dict:
     """metrics.json entries that change nothing: patients (ids known) and calibration
     (labels: ECE, Brier and NLL of the final probabilities, and of the model's own ones
     when a temperature was applied)."""
     out = {}
     labeled = "label" in frame and (frame["label"] >= 0).all()
-    if patient_ids_known(frame):
+    if patients.patient_ids_known(frame):
         table = patients.patient_table(frame["patient_id"], frame["probability"],
                                        frame["label"] if labeled else None, threshold)
         out["patients"] = {"count": int(len(table)),
@@ -243,7 +217,8 @@ def apply_inference_options(predictor, scores: pd.DataFrame, cfg, trained, manif
 
     Args:
       predictor: what scored `scores` (its `.path` names the model.keras to load).
-      trained: the run(s) of the predictor (evaluate.TrainedRun: `.path`, `.config`).
+      cfg: the EvalConfig (its `inference` section, `shortcut_probe`, records and batch).
+      trained: the run(s) of the predictor (`.path`, `.config`: evaluation.trained_run).
       sel: the pipeline Selection that was scored.
       threshold: the operating threshold (patient calls).
 
@@ -251,17 +226,13 @@ def apply_inference_options(predictor, scores: pd.DataFrame, cfg, trained, manif
       (frame, report notes, metrics.json entries: "options", "patients", "calibration",
       "shortcut_probe" and "before_options" where they apply).
     """
-    from leukemia_tf.data import manifest as manifest_lib
-    from leukemia_tf.inference import cells
-    from leukemia_tf.evaluation import evaluate
-    from leukemia_tf.metrics import classification as metrics
-    opts = from_config(cfg)
+    opts = cfg.inference
     size, batch = predictor.image_size, cfg.batch_size
 
     def score_split(name):
-        return evaluate.score_selection(predictor, cfg.records_dir, manifest,
-                                        manifest_lib.parse_val_split(name), cfg.tta, batch,
-                                        cfg.progress)
+        return scoring.score_selection(predictor, cfg.records_dir, manifest,
+                                       manifest_lib.parse_val_split(name), cfg.tta, batch,
+                                       cfg.progress)
 
     frame, notes, info = transform(
         scores, opts, predictor=predictor, tta=cfg.tta, batch_size=batch,
@@ -274,7 +245,7 @@ def apply_inference_options(predictor, scores: pd.DataFrame, cfg, trained, manif
                                                 threshold)
         out["before_options"] = {k: before[k] for k in ("weighted_f1", "accuracy",
                                                         "balanced_accuracy", "roc_auc")}
-    if opts.shortcut_probe and (frame["label"] >= 0).all():
+    if cfg.shortcut_probe and (frame["label"] >= 0).all():
         try:
             out["shortcut_probe"] = cells.probe(cfg.records_dir, manifest, sel, size, batch,
                                                 [t.config for t in trained], frame)
@@ -283,19 +254,19 @@ def apply_inference_options(predictor, scores: pd.DataFrame, cfg, trained, manif
     return frame, notes, out
 
 
-def apply_to_predictions(predictor, table: pd.DataFrame, opts: Options, read_images,
-                         tta: str, batch_size: int) -> Tuple[pd.DataFrame, List[str]]:
+def apply_to_predictions(predictor, table: pd.DataFrame, opts: config_lib.InferenceConfig,
+                         read_images, tta: str, batch_size: int
+                         ) -> Tuple[pd.DataFrame, List[str]]:
     """predict's hook: the score-changing options on a predictions table (file,
     probability, path). Patients come from the file names (`UID_<patient>_...`);
     --calibrate takes only 'run' here (no labels to fit on)."""
-    from leukemia_tf.evaluation import evaluate
-    from leukemia_tf.reports import option_sections as options_report
-    if opts.calibrate not in ("none", "run"):
+    if opts.calibrate not in config_lib.PREDICT_CALIBRATE:
         raise OptionsError("predict takes --calibrate=none|run (fit a temperature on a "
                            "labeled split with evaluate --calibrate=<split>)")
-    ids = options_report.name_patient_ids(table["file"])
+    ids = patients.name_patient_ids(table["file"])
     frame = table.assign(source_path=table["path"], patient_id=ids or "")
-    run = None if hasattr(predictor, "member_paths") else evaluate.run_dir(str(predictor.path))
+    run = (None if hasattr(predictor, "member_paths")
+           else provenance.run_dir(str(predictor.path)))
     frame, notes, _ = transform(frame, opts, predictor=predictor, tta=tta,
                                 batch_size=batch_size, read_images=read_images, run_dir=run)
     return frame.drop(columns=["source_path", "patient_id"]), notes

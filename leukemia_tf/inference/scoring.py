@@ -2,7 +2,8 @@
 
 `predict_fn` is any callable uint8 [B,S,S,3] -> probabilities [B] (an in-memory model,
 an exported SavedModel, a loaded `.keras` file), so training, evaluation and prediction
-share one scoring loop.
+share one scoring loop. `score_selection` scores a records selection (pipeline without
+drop_remainder or repeat) and refuses any count other than the manifest's.
 """
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from leukemia_tf import config as config_lib
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.data import pipeline, preprocess
+from leukemia_tf.inference import shards
 from leukemia_tf.progress import Progress
 from leukemia_tf.wording import count
 
-TTA_MODES = ("none", "flips", "dihedral8")
+TTA_MODES = config_lib.fields(config_lib.EvalConfig)["tta"].metadata["choices"]
 
 
 def tta_views(images: tf.Tensor, mode: str) -> List[tf.Tensor]:
@@ -88,3 +93,22 @@ def keras_predict_fn(model) -> Callable:
     def fn(images):
         return tf.reshape(tf.cast(model(images, training=False), tf.float32), [-1])
     return fn
+
+
+def score_selection(predictor, records_dir: str, manifest: dict, sel: manifest_lib.Selection,
+                    tta: str, batch_size: int, progress: bool = False) -> pd.DataFrame:
+    """Predictions for every record of a selection, at the predictor's input size."""
+    # The model's saved preprocessing (canvas, resize) must be the records' one.
+    preprocess.check_records(predictor.spec, manifest["settings"], records_dir)
+    shards.check(records_dir, manifest, sel)  # a bad shard is named, as the trainer does
+    data = config_lib.DataConfig(records_dir=records_dir, image_size=predictor.image_size)
+    ds = pipeline.make_dataset(data, sel, training=False, batch_size=batch_size,
+                               manifest=manifest, with_metadata=True)
+    expected = manifest_lib.count_examples(manifest, sel)
+    name = f"fold{sel.folds[0]}" if sel.split == "train" and len(sel.folds) == 1 else sel.name
+    with shards.named(records_dir, manifest, sel):
+        scores = score_dataset(predictor, ds, tta=tta, progress=progress,
+                               total=expected, desc=f"score {name}")
+    if len(scores) != expected:
+        raise RuntimeError(f"scored {len(scores)} images of {sel.name}, manifest has {expected}")
+    return scores

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from leukemia_tf.metrics import patients
 from leukemia_tf.wording import count
 
 CLASS_NAMES = {0: "hem", 1: "all"}   # key suffixes: precision_all, recall_hem, ...
@@ -289,7 +290,6 @@ def confidence_intervals(labels, probabilities, patient_ids=None, threshold: flo
       is undefined in every resample (AUC of a one-class set), and with fewer than
       SMALL_N_PATIENTS patients; `undefined` counts resamples left out (one class drawn).
     """
-    from leukemia_tf.metrics import patients
     y, p = validate_scores(labels, probabilities)
     threshold = _validate_threshold(threshold)
     by_patient = known_patients(patient_ids)

@@ -37,6 +37,21 @@ def patient_id_from_name(name: str) -> str:
     return str(cnmc.parse_training_name(io.basename(str(name)))["patient_id"])
 
 
+def name_patient_ids(names) -> list:
+    """The patient of each file name (`UID_<patient>_...`), or None when any name does
+    not follow the C-NMC training-name pattern (e.g. the final test's 1.bmp)."""
+    try:
+        return [patient_id_from_name(n) for n in names]
+    except cnmc.CnmcError:
+        return None
+
+
+def patient_ids_known(frame: pd.DataFrame) -> bool:
+    """Every cell of `frame` has a non-empty patient id."""
+    ids = frame["patient_id"].astype(str)
+    return bool(len(ids)) and not ((ids == "") | (ids == "nan")).any()
+
+
 def _cells(patient_ids, probs, labels=None):
     """Validated 1-D arrays (patients as str, probabilities float64, labels int64 or None)."""
     pid = np.asarray(patient_ids).astype(str)

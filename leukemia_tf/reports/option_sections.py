@@ -10,8 +10,6 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.metrics import calibration, patients
-from leukemia_tf.inference import options
-from leukemia_tf.evaluation.output_rules import patients_path
 from leukemia_tf.wording import count
 
 PATIENTS_CSV = "patients.csv"
@@ -109,7 +107,7 @@ def write(out_dir: str, frame: pd.DataFrame, result: dict, notes: Sequence[str])
         lines += [f"The model alone (before these options): weighted F1 "
                   f"{before['weighted_f1']:.4f}, ROC AUC {auc}, accuracy "
                   f"{before['accuracy']:.4f}; `probability_model` in predictions.csv.", ""]
-    if options.patient_ids_known(frame):
+    if patients.patient_ids_known(frame):
         table = patient_frame(frame, result["threshold"])
         io.write_csv(io.join(out_dir, PATIENTS_CSV), table)
         lines += patient_section(table, result.get("patients", {}).get("accuracy"))
@@ -119,26 +117,3 @@ def write(out_dir: str, frame: pd.DataFrame, result: dict, notes: Sequence[str])
     if result.get("shortcut_probe"):
         lines += probe_section(result)
     return "\n".join(lines)
-
-
-def name_patient_ids(names) -> list:
-    """The patient of each file name (`UID_<patient>_...`), or None when any name does
-    not follow the C-NMC training-name pattern (e.g. the final test's 1.bmp)."""
-    from leukemia_tf.data import cnmc
-    try:
-        return [patients.patient_id_from_name(n) for n in names]
-    except cnmc.CnmcError:
-        return None
-
-
-def write_patient_csv(table: pd.DataFrame, threshold: float, output: str):
-    """predict's per-patient CSV (`patients_path(output)`) when every file name carries
-    its patient; a stale one from an earlier run is removed. Returns the path or None."""
-    path = patients_path(output)
-    io.remove(path)
-    ids = name_patient_ids(table["file"]) if len(table) else None
-    if ids is None:
-        return None
-    frame = pd.DataFrame({"patient_id": ids, "probability": table["probability"]})
-    io.write_csv(path, patient_frame(frame, threshold))
-    return path

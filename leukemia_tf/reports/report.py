@@ -2,7 +2,7 @@
 
 Every link is relative to the file that holds it, so a report renders with its pictures
 on GitHub and in a local Markdown viewer opened from its own folder. Files are written
-through leukemia_tf.io (local, gs://, ram://). The figures live in leukemia_tf.plots.
+through leukemia_tf.io (local, gs://, ram://). The figures live in reports.charts.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The evaluation modules reach files only through leukemia_tf.io."""
+"""The evaluation wing's modules reach files only through leukemia_tf.io."""
 import os
 import re
 
@@ -7,9 +7,9 @@ import pytest
 import leukemia_tf
 
 PACKAGE = os.path.dirname(leukemia_tf.__file__)
-# Every module of the evaluation and crossval packages, and the entry points that drive them.
+# Every module of the evaluation wing and crossval packages, and the entry points that drive them.
 MODULES = sorted(os.path.relpath(os.path.join(d, f), PACKAGE)
-                 for pkg in ("evaluation", "crossval")
+                 for pkg in ("metrics", "inference", "reports", "evaluation", "crossval")
                  for d, _, files in os.walk(os.path.join(PACKAGE, pkg))
                  for f in files if f.endswith(".py")) + ["cli/crossval.py", "cli/evaluate.py"]
 # Calls that would bypass io.py for a user path (gs://, ram://) or write non-atomically.

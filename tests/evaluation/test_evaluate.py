@@ -23,7 +23,7 @@ def _report(path):
 @pytest.fixture(scope="module")
 def validation_eval(model_dir, records_dir):
     """The default evaluation (validation, no TTA, threshold 0.5), run once."""
-    return evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir))
+    return evaluate.run(evaluate.EvalConfig(model_dir, records_dir))
 
 
 def test_evaluate_scores_every_image_once_and_writes_outputs(model_dir, records_dir,
@@ -87,10 +87,10 @@ def test_report_starts_with_the_run_context(model_dir, records_dir, validation_e
 
 def test_each_evaluation_keeps_its_own_folder(model_dir, records_dir, validation_eval, capsys):
     first = validation_eval
-    fold2 = evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, split="fold2",
-                                                  progress=True))
+    fold2 = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, split="fold2",
+                                             progress=True))
     assert "score fold2: scored 16 images" in capsys.readouterr().err
-    tta = evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, tta="dihedral8"))
+    tta = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, tta="dihedral8"))
     assert [os.path.basename(m["eval_dir"]) for m in (first, fold2, tta)] == [
         "validation", "fold2", "validation-dihedral8"]
     assert os.path.exists(first["report"])            # fold2 did not erase validation
@@ -118,8 +118,8 @@ def test_tta_averages_the_views(model_dir):
 
 
 def test_trained_on_split_is_labelled(model_dir, records_dir, tmp_path):
-    m = evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, split="fold0",
-                                              out_dir=str(tmp_path / "ev")))
+    m = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, split="fold0",
+                                         out_dir=str(tmp_path / "ev")))
     assert m["eval_dir"] == str(tmp_path / "ev" / "fold0")     # --out_dir: the root
     assert check_links(str(tmp_path / "ev" / "index.md")) == ["fold0/report.md"]
     on_disk = json.load(open(os.path.join(m["eval_dir"], "metrics.json")))
@@ -129,15 +129,15 @@ def test_trained_on_split_is_labelled(model_dir, records_dir, tmp_path):
 
 
 def test_threshold_chosen_on_a_held_out_fold(model_dir, records_dir):
-    m = evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, threshold="youden"))
+    m = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, threshold="youden"))
     assert m["threshold_chosen_on"] == "fold2" and m["threshold_split_role"] == "held-out"
     assert 0 <= m["threshold"] <= 1 and not m["threshold_biased"]
     assert m["eval_dir"].endswith(os.path.join("eval", "validation-thr_youden_fold2"))
     assert f"| threshold (ALL if p >= t) | {m['threshold']:.4f} (youden, chosen on fold2: " \
            "held-out) |" in _report(m["report"])
     with pytest.raises(ValueError, match="must differ"):
-        evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, threshold="f1",
-                                              threshold_split="validation"))
+        evaluate.run(evaluate.EvalConfig(model_dir, records_dir, threshold="f1",
+                                         threshold_split="validation"))
 
 
 def test_threshold_on_a_trained_on_fold_is_refused(model_dir, records_dir):
@@ -145,8 +145,8 @@ def test_threshold_on_a_trained_on_fold_is_refused(model_dir, records_dir):
                               threshold_split="fold1")
     with pytest.raises(ValueError, match="refusing to choose the threshold on fold1: the "
                                          "model was trained on it"):
-        evaluate.evaluate(cfg)
-    m = evaluate.evaluate(dataclasses.replace(cfg, allow_biased_threshold=True))
+        evaluate.run(cfg)
+    m = evaluate.run(dataclasses.replace(cfg, allow_biased_threshold=True))
     assert m["threshold_biased"] and m["threshold_split_role"] == "trained-on"
     assert any("chosen on fold1 (trained-on" in w for w in m["warnings"])
     assert "chosen on fold1 (trained-on" in _report(m["report"])
@@ -154,7 +154,7 @@ def test_threshold_on_a_trained_on_fold_is_refused(model_dir, records_dir):
 
 def test_evaluate_refuses_unlabeled_test(model_dir, records_dir):
     with pytest.raises(ValueError, match="--split must be 'validation' or 'fold<k>'"):
-        evaluate.evaluate(evaluate.EvalConfig(model_dir, records_dir, split="test"))
+        evaluate.run(evaluate.EvalConfig(model_dir, records_dir, split="test"))
 
 
 def test_evaluate_a_model_under_ram(model_dir, records_dir, tmp_path, monkeypatch):
@@ -165,7 +165,7 @@ def test_evaluate_a_model_under_ram(model_dir, records_dir, tmp_path, monkeypatc
     local = tmp_path / "copy"       # the model dir without the other tests' evaluations
     shutil.copytree(model_dir, local, ignore=shutil.ignore_patterns("eval"))
     io.copytree(str(local), remote)
-    m = evaluate.evaluate(evaluate.EvalConfig(remote, records_dir, split="fold2"))
+    m = evaluate.run(evaluate.EvalConfig(remote, records_dir, split="fold2"))
     assert m["eval_dir"] == remote + "/eval/fold2" and m["split_role"] == "held-out"
     for name in ("metrics.json", "predictions.csv", "per_patient.csv", "report.md",
                  "training_curves.png", "confusion_matrix.png", "roc_pr.png"):

@@ -52,7 +52,7 @@ def test_evaluate_refuses_other_records_unless_asked(finished, records_dir, tmp_
         assert f"sha256 {now[:12]}" in message and f"sha256 {recorded[:12]}" in message
         assert str(md / "trained_on.json") in message
     assert not (md / "eval").exists()
-    m = evaluate.evaluate(dataclasses.replace(cfg, allow_other_records=True))
+    m = evaluate.run(dataclasses.replace(cfg, allow_other_records=True))
     on_disk = _metrics(m)
     assert on_disk["other_records"] is True
     assert on_disk["records_trained_on_sha256"] == [recorded]
@@ -63,7 +63,7 @@ def test_evaluate_refuses_other_records_unless_asked(finished, records_dir, tmp_
     index = (md / "eval" / "index.md").read_text()
     assert "**other records**" in index and "--allow_other_records" in index
     # Its own records: no such words.
-    own = _metrics(evaluate.evaluate(_eval_config(md, records_dir, split="fold0")))
+    own = _metrics(evaluate.run(_eval_config(md, records_dir, split="fold0")))
     assert own["other_records"] is False and own["provenance_warnings"] == []
 
 
@@ -76,14 +76,14 @@ def test_evaluate_refuses_a_dir_a_trainer_holds_and_marks_stale_reports(
     lock.acquire()
     try:
         with pytest.raises(provenance.ProvenanceError) as refused:
-            evaluate.evaluate(cfg)
+            evaluate.run(cfg)
     finally:
         lock.release()
     message = str(refused.value)
     assert "\n" not in message and str(md / "train.lock") in message
     assert "wait for the trainer" in message and "evaluate a copy" in message
     assert not (md / "eval").exists()
-    m = evaluate.evaluate(cfg)  # the trainer is gone
+    m = evaluate.run(cfg)  # the trainer is gone
     assert _metrics(m)["model_sha256"] == io.sha256(str(md / "model.keras"))
     index = md / "eval" / "index.md"
     assert "stale" not in index.read_text()
@@ -112,7 +112,7 @@ def test_another_model_keras_is_refused_or_named(finished, records_dir, foreign_
     shutil.copyfile(foreign, md / "model.keras")
     now = io.sha256(str(md / "model.keras"))
     cfg = _eval_config(md, records_dir)
-    refusals = [lambda: evaluate.evaluate(cfg),
+    refusals = [lambda: evaluate.run(cfg),
                 lambda: predict.predict(str(md), [records_dir], split="validation")]
     for refusal in refusals:
         with pytest.raises(provenance.ProvenanceError) as refused:
@@ -121,7 +121,7 @@ def test_another_model_keras_is_refused_or_named(finished, records_dir, foreign_
         assert "\n" not in message and "--allow_other_model" in message
         assert f"sha256 {now[:12]}" in message and f"model_sha256 {exported[:12]}" in message
         assert str(md / "summary.json") in message
-    m = evaluate.evaluate(dataclasses.replace(cfg, allow_other_model=True))
+    m = evaluate.run(dataclasses.replace(cfg, allow_other_model=True))
     on_disk = _metrics(m)
     assert on_disk["other_model"] is True and on_disk["model_sha256"] == now
     assert on_disk["loaded_model"] == {"name": "seed_cnn", "params": params}

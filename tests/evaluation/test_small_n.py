@@ -132,8 +132,8 @@ def test_report_shows_na_banner_and_interval(tmp_path):
 
 
 def test_evaluate_one_image_split_end_to_end(real_records, untrained_export, capsys):
-    m = evaluation.evaluate(evaluation.EvalConfig(untrained_export, real_records,
-                                                  split="validation"))
+    m = evaluation.run(evaluation.EvalConfig(untrained_export, real_records,
+                                             split="validation"))
     on_disk = json.load(open(os.path.join(m["eval_dir"], "metrics.json")))
     assert on_disk["num_examples"] == 1
     assert on_disk["macro_f1"] is None and on_disk["recall_hem"] is None
@@ -148,8 +148,8 @@ def test_evaluate_one_image_split_end_to_end(real_records, untrained_export, cap
 
 
 def test_evaluate_reports_patient_bootstrap(real_records, untrained_export):
-    m = evaluation.evaluate(evaluation.EvalConfig(untrained_export, real_records,
-                                                  split="fold0"))
+    m = evaluation.run(evaluation.EvalConfig(untrained_export, real_records,
+                                             split="fold0"))
     ci = json.load(open(os.path.join(m["eval_dir"], "metrics.json")))["confidence_intervals"]
     assert ci["unit"] == "patients" and ci["units"] == 3  # patients 1, 3 and H6
     assert ci["weighted_f1"]["estimate"] == pytest.approx(m["weighted_f1"])

@@ -78,7 +78,7 @@ def test_missing_shard_is_named_by_evaluate_and_predict(copies):
     shard = _shard(rec, "validation")
     shard.unlink()
     with pytest.raises(UserError, match=rf"^shard {shard} is missing \(listed in "):
-        evaluate.evaluate(EvalConfig(str(md), str(rec)))
+        evaluate.run(EvalConfig(str(md), str(rec)))
     with pytest.raises(UserError, match=rf"^shard {shard} is missing"):
         predict.predict(str(md), [str(rec)], split="validation")
 

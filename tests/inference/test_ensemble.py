@@ -89,9 +89,9 @@ def test_evaluate_and_predict_take_several_model_dirs(records_dir, members, tmp_
                                (single[0]["probability"] + single[1]["probability"]) / 2,
                                atol=1e-6)
     with pytest.raises(ValueError, match="give --out_dir"):
-        evaluate.evaluate(evaluate.EvalConfig(",".join(dirs), records_dir))
-    m = evaluate.evaluate(evaluate.EvalConfig(",".join(dirs), records_dir,
-                                              out_dir=str(tmp_path / "ens_eval")))
+        evaluate.run(evaluate.EvalConfig(",".join(dirs), records_dir))
+    m = evaluate.run(evaluate.EvalConfig(",".join(dirs), records_dir,
+                                         out_dir=str(tmp_path / "ens_eval")))
     assert m["members"] == [f"{d}/model.keras" for d in dirs]
     assert m["num_examples"] == len(both)
     scored = pd.read_csv(tmp_path / "ens_eval" / m["eval_name"] / "predictions.csv")

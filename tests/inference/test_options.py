@@ -1,5 +1,4 @@
 """Inference options through evaluate on the tiny records, and their wiring."""
-import dataclasses
 import hashlib
 import json
 import os
@@ -18,9 +17,10 @@ from tests.helpers import check_links
 
 
 def _eval(model_dir, records_dir, tmp_path, **kw):
+    chosen = {k: kw.pop(k) for k in ("adapt_bn", "calibrate", "neighbour_vote") if k in kw}
     cfg = evaluation.EvalConfig(model_dir, records_dir, out_dir=str(tmp_path), batch_size=16,
-                                **kw)
-    m = evaluation.evaluate(cfg)
+                                inference=C.InferenceConfig(**chosen), **kw)
+    m = evaluation.run(cfg)
     on_disk = json.load(open(os.path.join(m["eval_dir"], "metrics.json")))
     preds = pd.read_csv(os.path.join(m["eval_dir"], "predictions.csv"))
     return m, on_disk, preds, open(m["report"], encoding="utf-8").read()
@@ -166,7 +166,7 @@ def test_neighbour_vote_flips_an_isolated_wrong_cell(tmp_path):
                           "probability": probs})
     shuffled = [3, 7, 0, 11, 5, 8, 1, 10, 2, 6, 9, 4]   # read back in another order
     out, notes, info = options.transform(
-        frame, options.Options(neighbour_vote=5), predictor=_Saved(path), tta="none",
+        frame, C.InferenceConfig(neighbour_vote=5), predictor=_Saved(path), tta="none",
         batch_size=4, read_images=lambda: (images[shuffled], [f"c{i}" for i in shuffled]))
     assert out["probability"][5] >= 0.5 > probs[5]
     assert ((out["probability"] >= 0.5) == np.array([True] * 6 + [False] * 6)).all()
@@ -183,7 +183,7 @@ def test_temperature_lowers_ece_of_an_over_confident_model():
                              "label": y, "probability": np.where(right == (y == 1), 0.99, 0.01)})
     evaluated = scores(400)
     out, _, info = options.transform(
-        evaluated, options.Options(calibrate="fold1"), predictor=None, tta="none",
+        evaluated, C.InferenceConfig(calibrate="fold1"), predictor=None, tta="none",
         batch_size=8, read_images=None, split="validation", score_split=lambda s: scores(400))
     assert info["temperature"]["fitted_on"] == "fold1" and info["temperature"]["temperature"] > 1
     m = options.measurements(out, 0.5, calibrated=True)["calibration"]
@@ -220,22 +220,20 @@ def test_probe_fits_training_cells_and_scores_evaluated_ones(monkeypatch, size_i
 
 def test_options_config_checks():
     with pytest.raises(UserError, match="adapt_bn"):
-        options.from_config(dataclasses.replace(
-            evaluation.EvalConfig("m", "r"), adapt_bn="batch"))
+        C.check(evaluation.EvalConfig("m", "r", inference=C.InferenceConfig(adapt_bn="batch")))
 
 
 def test_predict_applies_options_and_writes_patient_csv(model_dir, records_dir, tmp_path):
-    from leukemia_tf.reports import option_sections as options_report
     from leukemia_tf.evaluation import predict as prediction
     plain, _ = prediction.predict(model_dir, [records_dir], split="fold0", batch_size=16)
     table, _ = prediction.predict(model_dir, [records_dir], split="fold0", batch_size=16,
-                                  opts=options.Options(calibrate="run"))
+                                  opts=C.InferenceConfig(calibrate="run"))
     assert list(table.columns) == list(prediction.COLUMNS)
     t = stored_calibration.load(model_dir)["temperature"]
     assert np.allclose(table["probability"],
                        calibration.apply_temperature(plain["probability"], t), atol=1e-6)
     out = str(tmp_path / "p.csv")
-    path = options_report.write_patient_csv(table, 0.5, out)
+    path = prediction.write_patient_csv(table, 0.5, out)
     assert path == str(tmp_path / "p.patients.csv")
     per_patient = pd.read_csv(path, dtype={"patient": str})
     assert {"patient", "cells", "fraction_called_all", "mean_probability", "call"} <= set(
@@ -243,7 +241,7 @@ def test_predict_applies_options_and_writes_patient_csv(model_dir, records_dir, 
     assert per_patient["cells"].sum() == len(table) == 16
     # the final test's numbered files carry no patient: no CSV, and a stale one goes
     test_table, _ = prediction.predict(model_dir, [records_dir], split="test", batch_size=16)
-    assert options_report.write_patient_csv(test_table, 0.5, out) is None
+    assert prediction.write_patient_csv(test_table, 0.5, out) is None
     assert not os.path.exists(path)
 
 
@@ -269,9 +267,10 @@ def test_evaluate_flags_reach_the_config():
     fv(["x", "--model_dir=m", "--records_dir=r", "--adapt_bn=patient", "--calibrate=fold2",
         "--neighbour_vote=5", "--noshortcut_probe"])
     cfg = cli.config_from_flags(fv)
-    assert (cfg.adapt_bn, cfg.calibrate, cfg.neighbour_vote, cfg.shortcut_probe) == (
+    assert (cfg.inference.adapt_bn, cfg.inference.calibrate, cfg.inference.neighbour_vote,
+            cfg.shortcut_probe) == (
         "patient", "fold2", 5, False)
-    assert options.from_config(cfg).needs_network
+    assert options.needs_network(cfg.inference)
 
 
 def test_calibration_json_belongs_to_the_run(tmp_path):

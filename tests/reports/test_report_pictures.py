@@ -8,6 +8,7 @@ import pytest
 from leukemia_tf import config as C
 from leukemia_tf.data import pipeline
 from leukemia_tf.evaluation import evaluate as evaluation
+from leukemia_tf.inference import cells
 from leukemia_tf.metrics import patients
 from leukemia_tf.reports import cell_gallery as pictures, charts as plots
 from leukemia_tf.data import manifest as manifest_lib
@@ -60,15 +61,15 @@ def test_read_cells_gives_the_evaluated_pixels(real_records):
                                manifest=manifest, batch_size=8, with_metadata=True)
     batch = next(iter(ds))
     paths = [p.decode() for p in batch["source_path"].numpy()]
-    got = pictures.read_cells(real_records, "fold0", paths[2:4])
+    got = cells.read_cells(real_records, "fold0", paths[2:4])
     assert sorted(got) == sorted(paths[2:4])
     for i in (2, 3):
         np.testing.assert_array_equal(got[paths[i]], batch["image"][i].numpy())
 
 
 def test_report_shows_mistakes_and_patients(real_records, untrained_export, tmp_path):
-    m = evaluation.evaluate(evaluation.EvalConfig(untrained_export, real_records,
-                                                  split="fold0", out_dir=str(tmp_path)))
+    m = evaluation.run(evaluation.EvalConfig(untrained_export, real_records,
+                                             split="fold0", out_dir=str(tmp_path)))
     out = m["eval_dir"]
     preds = pd.read_csv(os.path.join(out, "predictions.csv"))
     wrong = int((preds.prediction != preds.label).sum())
