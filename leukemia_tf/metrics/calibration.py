@@ -1,5 +1,5 @@
 """Probability calibration of the ALL-vs-hem classifier: temperature scaling, ECE, Brier
-score and the reliability diagram.
+score and the reliability bins (drawn by reports.charts.plot_reliability).
 
 Temperature scaling (Guo et al. 2017) divides the logit by one scalar T > 0 fitted on a
 labeled split (normally the validation split, never the one being reported): T > 1 softens
@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from leukemia_tf import io
 from leukemia_tf.errors import UserError
 
 # Probabilities are clipped to [EPS, 1 - EPS] before the logit: a float32 sigmoid returns
@@ -150,41 +149,3 @@ def calibration_summary(probs, labels, n_bins: int = 15) -> dict:
     p, y = _labels_probs(probs, labels)
     return {"ece": expected_calibration_error(p, y, n_bins), "ece_bins": int(n_bins),
             "brier": brier_score(p, y), "nll": _nll(to_logits(p), y)}
-
-
-def plot_reliability(bins: pd.DataFrame, path, title: str = "reliability") -> str:
-    """Draws a reliability diagram from `reliability_bins` and writes it as PNG.
-
-    Top: accuracy per bin as bars against the diagonal (perfect calibration), with the
-    ECE in the legend. Bottom: the number of images per bin. Written through
-    leukemia_tf.io.write_figure on a pyplot-free Agg figure, like leukemia_tf's other
-    plots, so gs:// and ram:// work.
-
-    Returns:
-      path as a string.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = str(path)
-    used = bins[bins["count"] > 0]
-    ece = float((used["count"] * used["gap"].abs()).sum() / max(int(used["count"].sum()), 1))
-    fig = Figure(figsize=(5.0, 6.0), dpi=100)
-    FigureCanvasAgg(fig)
-    top = fig.add_subplot(2, 1, 1)
-    bottom = fig.add_subplot(2, 1, 2, sharex=top)
-    width = (bins["high"] - bins["low"]).to_numpy()
-    top.bar(bins["low"], np.nan_to_num(bins["accuracy"].to_numpy()), width=width,
-            align="edge", edgecolor="black", label=f"accuracy (ECE {ece:.4f})")
-    top.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle="--", label="perfect")
-    top.plot(used["confidence"], used["accuracy"], "o", color="red", markersize=4,
-             label="(mean confidence, accuracy)")
-    top.set(ylabel="accuracy of the call", ylim=(0.0, 1.02), title=title)
-    top.legend(loc="upper left", fontsize=8)
-    bottom.bar(bins["low"], bins["count"], width=width, align="edge", edgecolor="black")
-    bottom.set(xlabel="confidence max(p, 1 - p)", ylabel="images", xlim=(0.5, 1.0))
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    io.write_figure(path, fig)
-    return path

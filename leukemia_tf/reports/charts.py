@@ -317,3 +317,36 @@ def plot_patient_fractions(table: pd.DataFrame, out_png, threshold: float = 0.5)
            xlabel="patient (cells)", title="per patient: fraction of cells called ALL")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out_png)
+
+
+def plot_reliability(bins: pd.DataFrame, path, title: str = "reliability") -> str:
+    """Draws a reliability diagram from `calibration.reliability_bins` and writes it as PNG.
+
+    Top: accuracy per bin as bars against the diagonal (perfect calibration), with the
+    ECE in the legend. Bottom: the number of images per bin.
+
+    Returns:
+      path as a string.
+    """
+    path = str(path)
+    used = bins[bins["count"] > 0]
+    ece = float((used["count"] * used["gap"].abs()).sum() / max(int(used["count"].sum()), 1))
+    fig = Figure(figsize=(5.0, 6.0), dpi=100)
+    FigureCanvasAgg(fig)
+    top = fig.add_subplot(2, 1, 1)
+    bottom = fig.add_subplot(2, 1, 2, sharex=top)
+    width = (bins["high"] - bins["low"]).to_numpy()
+    top.bar(bins["low"], np.nan_to_num(bins["accuracy"].to_numpy()), width=width,
+            align="edge", edgecolor="black", label=f"accuracy (ECE {ece:.4f})")
+    top.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle="--", label="perfect")
+    top.plot(used["confidence"], used["accuracy"], "o", color="red", markersize=4,
+             label="(mean confidence, accuracy)")
+    top.set(ylabel="accuracy of the call", ylim=(0.0, 1.02), title=title)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(bins["low"], bins["count"], width=width, align="edge", edgecolor="black")
+    bottom.set(xlabel="confidence max(p, 1 - p)", ylabel="images", xlim=(0.5, 1.0))
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    io.write_figure(path, fig)
+    return path

@@ -10,6 +10,7 @@ import pandas as pd
 
 from leukemia_tf import io
 from leukemia_tf.metrics import calibration, patients
+from leukemia_tf.reports import charts
 from leukemia_tf.wording import count
 
 PATIENTS_CSV = "patients.csv"
@@ -65,8 +66,8 @@ def calibration_section(frame: pd.DataFrame, cal: dict, out_dir: str) -> List[st
     """ECE / Brier / NLL (before and after the temperature when one was applied) and the
     reliability diagram of the final probabilities, written to out_dir."""
     bins = calibration.reliability_bins(frame["probability"], frame["label"])
-    calibration.plot_reliability(bins, io.join(out_dir, RELIABILITY_PNG),
-                                 title="reliability of the reported probabilities")
+    charts.plot_reliability(bins, io.join(out_dir, RELIABILITY_PNG),
+                            title="reliability of the reported probabilities")
     rows = [("reported probabilities", cal)]
     if "uncalibrated" in cal:
         rows = [("before the temperature", cal["uncalibrated"]),

@@ -4,6 +4,7 @@ import pytest
 
 from leukemia_tf import io
 from leukemia_tf.metrics import calibration as cal
+from leukemia_tf.reports import charts
 
 # Confidences 0.95, 0.85, 0.75, 0.65, 0.55, 0.55 (none on a bin edge); calls at 0.5 are
 # right, wrong, right, wrong, right, wrong.
@@ -84,6 +85,6 @@ def test_summary_and_plot(tmp_path):
     assert summary["brier"] == pytest.approx(1.715 / 6)
     assert summary["nll"] == pytest.approx(-np.mean(np.log([0.95, 0.15, 0.75, 0.35, 0.55,
                                                             0.45])))
-    out = cal.plot_reliability(cal.reliability_bins(HAND_P, HAND_Y, 5),
-                               tmp_path / "sub" / "reliability.png")
+    out = charts.plot_reliability(cal.reliability_bins(HAND_P, HAND_Y, 5),
+                                  tmp_path / "sub" / "reliability.png")
     assert io.read_bytes(out)[:8] == b"\x89PNG\r\n\x1a\n"
