@@ -109,7 +109,7 @@ def run_facts(model_dir: str) -> dict:
 
 # ------------------------------------------------------------- the model file a run exported
 def keras_file(model_path: str) -> Optional[str]:
-    """The .keras file `export.load_model` loads for `model_path`; None for a SavedModel."""
+    """The .keras file `loading.load_model` loads for `model_path`; None for a SavedModel."""
     path = str(model_path).rstrip("/") or str(model_path)
     if path.endswith(".keras"):
         return path

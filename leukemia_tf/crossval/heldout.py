@@ -23,7 +23,7 @@ from leukemia_tf.config import Config
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data import pipeline
 from leukemia_tf.inference import adapt_bn, options, scoring
-from leukemia_tf.model import export
+from leukemia_tf.inference import loading
 
 EPOCH_SCORES = "epoch_scores.csv"
 VARIANTS = "variants.csv"
@@ -87,7 +87,7 @@ def score_variants(cfg: Config) -> pd.DataFrame:
     cells, once per VARIANT_SPECS entry (the BN ones only for a model with batch norm);
     written to `<model_dir>/variants.csv` with one probability column per variant."""
     md = cfg.train.model_dir
-    model = options.keras_model(export.load_model(md))
+    model = options.keras_model(loading.load_model(md))
     manifest = manifest_lib.load(cfg.data.records_dir)
     data, sel = held_out_data(cfg)
     ds = pipeline.make_dataset(data, sel, training=False, batch_size=cfg.train.batch_size,

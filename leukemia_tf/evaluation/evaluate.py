@@ -101,7 +101,7 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
 
     Args:
       predictor: a callable uint8 [N,S,S,3] -> [N] probabilities with `.image_size` and
-        `.path` (export.Predictor, or an ensemble of them).
+        `.path` (loading.Predictor, or an ensemble of them).
       trained: the run(s) the predictor comes from; their config decides split roles.
       checked: `provenance.check_evaluation`'s answer (the model files and records).
     """

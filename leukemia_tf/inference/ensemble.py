@@ -2,7 +2,7 @@
 
 An ensemble of the k fold models of a grouped cross-validation is the cheapest accuracy
 a from-scratch CNN can buy here (the C-NMC winners all ensembled). `Ensemble` has the
-interface of `export.Predictor` (`image_size`, `path`, `batch_size`, `__call__` on uint8
+interface of `loading.Predictor` (`image_size`, `path`, `batch_size`, `__call__` on uint8
 [N, S, S, 3] -> float32 [N]), so `scoring.score_dataset`, evaluation and prediction take
 it unchanged, and `load("a,b,c")` returns a plain Predictor when given one model.
 
@@ -15,7 +15,7 @@ from typing import List, Sequence, Union
 
 import numpy as np
 
-from leukemia_tf.model import export
+from leukemia_tf.inference import loading
 from leukemia_tf.inference import scoring
 
 
@@ -80,17 +80,17 @@ def load(model_dirs: Union[str, Sequence[str]], batch_size: int = 64,
     """A predictor for one model dir, or an `Ensemble` for several.
 
     Args:
-      model_dirs: "a,b,c", or a list; each entry is whatever `export.load_model` takes.
+      model_dirs: "a,b,c", or a list; each entry is whatever `loading.load_model` takes.
       batch_size: images per forward pass of each member.
       member_tta: TTA inside each member (see the module docstring).
       trust_saved_model: allow SavedModel members (they run their own graph).
 
     Returns:
-      `export.Predictor` for one path without member TTA, else `Ensemble`.
+      `loading.Predictor` for one path without member TTA, else `Ensemble`.
     """
     paths = split_paths(model_dirs)
-    members = [export.load_model(p, batch_size=batch_size,
-                                 trust_saved_model=trust_saved_model) for p in paths]
+    members = [loading.load_model(p, batch_size=batch_size,
+                                  trust_saved_model=trust_saved_model) for p in paths]
     if len(members) == 1 and member_tta == "none":
         return members[0]
     return Ensemble(members, member_tta=member_tta, batch_size=batch_size)

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from leukemia_tf.inference import loading
 from leukemia_tf.model import export
 from leukemia_tf.evaluation import predict as prediction
 from leukemia_tf.config import AugmentConfig, ModelConfig
@@ -123,7 +124,7 @@ def test_model_dir_carries_the_spec(served):
     saved = json.loads(open(os.path.join(served["model_dir"], "preprocessing.json")).read())
     assert saved == {"canvas_size": 450, "image_size": SIZE, "resize_method": "area"}
     for source in (served["model_dir"], os.path.join(served["model_dir"], "export")):
-        assert export.load_model(source, trust_saved_model=True).spec == SPEC
+        assert loading.load_model(source, trust_saved_model=True).spec == SPEC
 
 
 def test_same_probability_through_files_records_and_raw_signature(served):

@@ -9,7 +9,7 @@ import pytest
 
 from leukemia_tf.evaluation import evaluate, predict
 from leukemia_tf.inference import scoring
-from leukemia_tf.model import export
+from leukemia_tf.inference import loading
 from leukemia_tf.data import images
 from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import REPO, build_tree
@@ -108,7 +108,7 @@ def test_each_evaluation_keeps_its_own_folder(model_dir, records_dir, validation
 
 
 def test_tta_averages_the_views(model_dir):
-    predictor = export.load_model(model_dir)
+    predictor = loading.load_model(model_dir)
     batch = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
     views = [batch, batch[:, :, ::-1], batch[:, ::-1], batch[:, ::-1, ::-1]]
     expected = np.mean([predictor(np.ascontiguousarray(v)) for v in views], axis=0)

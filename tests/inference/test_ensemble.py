@@ -9,7 +9,8 @@ from leukemia_tf.evaluation import evaluate, predict
 from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data.pipeline import parser
-from leukemia_tf.model.export import Predictor, export_model, load_model
+from leukemia_tf.inference.loading import Predictor, load_model
+from leukemia_tf.model.export import export_model
 from leukemia_tf.model.registry import build_model
 
 

@@ -14,6 +14,7 @@ from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.errors import UserError
 from leukemia_tf.inference import ensemble
 from leukemia_tf.evaluation import predict as prediction
+from leukemia_tf.inference import loading
 from leukemia_tf.model import export
 from leukemia_tf.model.registry import build_model
 from tests.helpers import REPO
@@ -44,25 +45,25 @@ def test_saved_model_is_loaded_only_when_trusted(model_dir):
     os.remove(model_dir / "model.keras")
     for path in (model_dir, model_dir / "export"):
         with pytest.raises(UserError, match=r"SavedModel.*--trust_saved_model") as err:
-            export.load_model(str(path))
+            loading.load_model(str(path))
         assert str(model_dir / "export") in str(err.value)
         with pytest.raises(UserError, match="--trust_saved_model"):
             ensemble.load(str(path))
-    predictor = export.load_model(str(model_dir), trust_saved_model=True)
+    predictor = loading.load_model(str(model_dir), trust_saved_model=True)
     assert predictor(_images()).shape == (2,)
 
 
 def test_garbled_model_keras_names_the_file(model_dir):
     (model_dir / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(UserError, match=rf"{model_dir / 'model.keras'}") as err:
-        export.load_model(str(model_dir))
+        loading.load_model(str(model_dir))
     assert "\n" not in str(err.value)
 
 
 def test_garbled_preprocessing_json_names_the_file(model_dir):
     (model_dir / "preprocessing.json").write_text('{"canvas_size": 45')
     with pytest.raises(UserError, match=rf"{model_dir / 'preprocessing.json'}"):
-        export.load_model(str(model_dir))
+        loading.load_model(str(model_dir))
 
 
 def test_tampered_preprocessing_json_is_refused(model_dir):
@@ -70,7 +71,7 @@ def test_tampered_preprocessing_json_is_refused(model_dir):
     spec["canvas_size"] = 300
     (model_dir / "preprocessing.json").write_text(json.dumps(spec))
     with pytest.raises(UserError, match=r"preprocessing\.json.*export"):
-        export.load_model(str(model_dir))
+        loading.load_model(str(model_dir))
 
 
 def test_output_that_is_a_directory_is_one_line_and_leaves_nothing(tmp_path):

@@ -1,4 +1,4 @@
-"""Known-answer tests of leukemia_tf.evaluation.metrics; every expected value is worked out
+"""Known-answer tests of leukemia_tf.metrics.classification; every expected value is worked out
 by hand."""
 import json
 

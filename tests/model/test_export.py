@@ -10,7 +10,8 @@ import tf_keras as keras
 
 from leukemia_tf.config import AugmentConfig
 from leukemia_tf.model.augment import Augmentation
-from leukemia_tf.model.export import export_model, load_model
+from leukemia_tf.inference.loading import load_model
+from leukemia_tf.model.export import export_model
 from tests.model.helpers import build, tiny, uint8_batch
 
 

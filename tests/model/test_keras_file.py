@@ -15,6 +15,7 @@ import pytest
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.errors import UserError
+from leukemia_tf.inference import loading
 from leukemia_tf.model import export, keras_file
 from leukemia_tf.model.registry import build_model
 from tests.helpers import REPO
@@ -81,7 +82,7 @@ def _refused(evil, err):
 
 def test_foreign_module_is_refused_before_tf_keras_imports_it(evil):
     with pytest.raises(UserError) as err:
-        export.load_model(str(evil.dir))
+        loading.load_model(str(evil.dir))
     _refused(evil, err)
 
 
@@ -135,7 +136,7 @@ def test_lambda_layer_is_refused_naming_the_file_without_safe_mode_advice(tmp_pa
     path = str(tmp_path / "lambda.keras")
     model.save(path)
     with pytest.raises(UserError) as err:
-        export.load_model(path)
+        loading.load_model(path)
     assert str(err.value).startswith(f"{path}: layer 'double' is a Lambda layer")
     assert "safe_mode" not in str(err.value) and "\n" not in str(err.value)
 
@@ -154,7 +155,7 @@ def test_project_models_with_registered_classes_load(_exported, tmp_path):
     with zipfile.ZipFile(path) as z:
         assert "leukemia_tf>Augmentation" in z.read("config.json").decode()
     assert keras_file.load(path).count_params() == model.count_params()
-    assert export.load_model(str(_exported)).image_size == 32
+    assert loading.load_model(str(_exported)).image_size == 32
 
 
 def test_weights_names_what_it_accepts(_exported, tmp_path):

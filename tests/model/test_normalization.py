@@ -10,7 +10,8 @@ from leukemia_tf import config as C
 from leukemia_tf import presets
 from leukemia_tf.config import AugmentConfig
 from leukemia_tf.model.augment import CellNormalization, build_normalization
-from leukemia_tf.model.export import export_model, load_model
+from leukemia_tf.inference.loading import load_model
+from leukemia_tf.model.export import export_model
 from tests.model.helpers import build, cells, tiny, uint8_batch
 
 

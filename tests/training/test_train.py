@@ -16,7 +16,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf import config as C
-from leukemia_tf.model import export, registry as models
+from leukemia_tf.inference import loading
+from leukemia_tf.model import registry as models
 from leukemia_tf import training
 from tests.helpers import REPO, tiny_config
 
@@ -70,8 +71,8 @@ def test_run_default_strategy_writes_the_contract(records_dir, tmp_path, caplog)
     assert "global batch 8 = 8 per replica" in caplog.text and "devices:" in caplog.text
     # The exported model predicts like the in-memory one would, on uint8 input.
     images = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
-    from_keras = export.load_model(os.path.join(md, "model.keras"))(images)
-    from_saved = export.load_model(os.path.join(md, "export"), trust_saved_model=True)(images)
+    from_keras = loading.load_model(os.path.join(md, "model.keras"))(images)
+    from_saved = loading.load_model(os.path.join(md, "export"), trust_saved_model=True)(images)
     np.testing.assert_allclose(from_keras, from_saved, atol=1e-5)
     # A finished run keeps its last state (to extend it with more epochs), no lock.
     assert tf.train.latest_checkpoint(str(tmp_path / "m" / "backup" / "chief"))
