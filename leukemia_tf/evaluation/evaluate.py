@@ -1,5 +1,9 @@
 """Evaluate an exported model on a labeled split: metrics, per-patient table, plots, report.
 
+`run(cfg)` loads the model (or an ensemble) and its runs (`trained_run`), scores the split
+(`inference.scoring`), applies the inference options (`inference.options`), measures
+(`metrics`) and writes the folder (`reports`).
+
 Every image of the split is scored exactly once (pipeline without drop_remainder or
 repeat; scoring refuses duplicates), optionally averaged over TTA views.
 

@@ -44,7 +44,7 @@ def test_evaluate_refuses_other_records_unless_asked(finished, records_dir, tmp_
     assert recorded == manifest_lib.fingerprint(records_dir)
     now = manifest_lib.fingerprint(str(rec))
     cfg = _eval_config(md, rec)
-    for check in (cli_evaluate.check_inputs, evaluate.evaluate):  # before TF, and the library
+    for check in (cli_evaluate.check_inputs, evaluate.run):  # before TF, and the library
         with pytest.raises(provenance.ProvenanceError) as refused:
             check(cfg)
         message = str(refused.value)
