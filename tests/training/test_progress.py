@@ -14,12 +14,6 @@ from leukemia_tf.training import progress_callback as pc
 from tests.helpers import tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def _fit_with(display, epochs=2, initial_epoch=0):
     model = keras.Sequential([keras.layers.Dense(1, activation="sigmoid", input_shape=(3,))])
     model.compile("sgd", "binary_crossentropy")

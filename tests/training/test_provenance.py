@@ -4,19 +4,12 @@ import json
 import shutil
 
 import pytest
-import tf_keras as keras
 
 from leukemia_tf import config as C
 from leukemia_tf import io, training
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.model import export
 from tests.helpers import tiny_config
-
-
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
 
 
 def _reconvert(rec):
