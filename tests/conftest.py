@@ -1,6 +1,6 @@
 """Shared test fixtures (helpers they use: tests/helpers.py).
 
-Everything read here is in tests/data/ (see its README): the suite never reaches outside
+Everything read here is in tests/fixtures/ (see its README): the suite never reaches outside
 the repository.
 """
 import shutil

@@ -1,7 +1,7 @@
 """Shared test helpers: paths of the shipped test data, tiny C-NMC trees built from the
 eight real sample images, a small training config, and a Markdown link checker.
 
-Everything read here is in tests/data/ (see its README): the suite never reaches outside
+Everything read here is in tests/fixtures/ (see its README): the suite never reaches outside
 the repository. Fixtures live in conftest.py and use these helpers.
 """
 import os
@@ -16,18 +16,18 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 from leukemia_tf.data import images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "tests", "data")
-REAL_SAMPLES = os.path.join(DATA, "real_samples")
-LISTING = os.path.join(DATA, "kaggle_listing.tsv")
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
+REAL_SAMPLES = os.path.join(FIXTURES, "real_samples")
+LISTING = os.path.join(FIXTURES, "kaggle_listing.tsv")
 
 
 def require(path: str) -> str:
-    """The test data ships with the repository (tests/data/README.md): a missing file is a
+    """The test data ships with the repository (tests/fixtures/README.md): a missing file is a
     broken checkout, reported as such rather than skipped or turned into odd errors."""
     if not os.path.exists(path):
         raise FileNotFoundError(
-            f"test data missing: {path} (tests/data/ is part of the repository; "
-            f"see tests/data/README.md)")
+            f"test data missing: {path} (tests/fixtures/ is part of the repository; "
+            f"see tests/fixtures/README.md)")
     return path
 
 
