@@ -83,6 +83,20 @@ def untrained_export(real_records, tmp_path_factory):
     return md
 
 
+@pytest.fixture(scope="session")
+def untrained_32(tmp_path_factory):
+    """An untrained 32 px resnet_small (width 4, no augmentation, no dropout) exported
+    without records: for tests of what loading model files accepts and refuses. Shared by
+    the whole session: tests must not modify it (copy it first)."""
+    from leukemia_tf import config as C
+    from leukemia_tf.model import export, registry
+    path = tmp_path_factory.mktemp("exported") / "m"
+    model = registry.build_model(C.ModelConfig(name="resnet_small", width=4, dropout=0.0,
+                                               augment=C.AugmentConfig(enabled=False)), 32)
+    export.export_model(model, str(path))
+    return path
+
+
 def _copy_run(src, dst):
     """A model dir of the test's own: a copy of a session-wide run and its config."""
     from leukemia_tf import config as C

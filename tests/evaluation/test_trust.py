@@ -10,28 +10,17 @@ import pandas as pd
 import pytest
 
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.errors import UserError
 from leukemia_tf.evaluation import ensemble, predict as prediction
 from leukemia_tf.model import export
-from leukemia_tf.model.registry import build_model
 from tests.helpers import REPO
 
 
-@pytest.fixture(scope="module")
-def _exported(tmp_path_factory):
-    path = tmp_path_factory.mktemp("exported") / "m"
-    model = build_model(ModelConfig(width=4, dropout=0.0,
-                                    augment=AugmentConfig(enabled=False)), 32)
-    export.export_model(model, str(path))
-    return path
-
-
 @pytest.fixture
-def model_dir(_exported, tmp_path):
+def model_dir(untrained_32, tmp_path):
     import shutil
     md = tmp_path / "m"
-    shutil.copytree(_exported, md)
+    shutil.copytree(untrained_32, md)
     return md
 
 
