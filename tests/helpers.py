@@ -132,6 +132,27 @@ def predict_in_plain_tf_keras(keras_path, images, nested_models=0):
     return [float(v) for v in proc.stdout.strip().splitlines()[-1].split()]
 
 
+def run_main(command, *flags):
+    """Runs leukemia_tf.cli.<command>'s main in this process, its flags parsed as its
+    console script parses them. Returns (1, "error: <message>") for a UserError, which the
+    entry point prints as that one line before exiting 1, else (main's return value, "");
+    anything else raises, as it would leave a traceback."""
+    import importlib
+    import pytest
+    from absl import flags as absl_flags
+    from leukemia_tf.cli import common
+    cli = importlib.import_module(f"leukemia_tf.cli.{command}")
+    fv = absl_flags.FlagValues()
+    cli.define_flags(fv)
+    common.parse(fv, [cli.COMMAND.script, *flags])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "FLAGS", fv)
+        try:
+            return cli.main([cli.COMMAND.script]), ""
+        except common.UserError as e:
+            return 1, f"error: {e}"
+
+
 # [text](target) and ![alt](target); targets have no spaces in our reports.
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 

@@ -8,6 +8,7 @@ from absl import flags
 
 from leukemia_tf.cli import common
 from leukemia_tf.cli import train as cli
+from tests.helpers import run_main
 
 AIP = {"AIP_MODEL_DIR": "gs://b/job/model/", "AIP_CHECKPOINT_DIR": "gs://b/job/checkpoints/",
        "AIP_TENSORBOARD_LOG_DIR": "gs://b/job/logs/"}
@@ -42,19 +43,14 @@ def test_flags_win_and_the_model_dir_alone_holds_everything():
 
 @pytest.mark.slow
 def test_a_vertex_job_trains_without_model_dir(records_dir, tmp_path, monkeypatch):
-    """Runs the trainer's main in this process on the job's variables, with the flags
-    parsed as the console script parses them."""
+    """The trainer's main, run in this process, on the job's variables."""
     for var, name in {"AIP_MODEL_DIR": "model", "AIP_CHECKPOINT_DIR": "checkpoints",
                       "AIP_TENSORBOARD_LOG_DIR": "logs"}.items():
         monkeypatch.setenv(var, str(tmp_path / name))
-    fv = flags.FlagValues()
-    cli.define_flags(fv)
-    common.parse(fv, [cli.COMMAND.script, f"--records_dir={records_dir}",
-                      "--model=resnet_small", "--width=8", "--image_size=48",
-                      "--batch_size=8", "--epochs=1", "--steps_per_epoch=2",
-                      "--mixed_precision=float32", "--progress=none"])
-    monkeypatch.setattr(cli, "FLAGS", fv)
-    assert cli.main([cli.COMMAND.script]) == 0
+    assert run_main("train", f"--records_dir={records_dir}", "--model=resnet_small",
+                    "--width=8", "--image_size=48", "--batch_size=8", "--epochs=1",
+                    "--steps_per_epoch=2", "--mixed_precision=float32",
+                    "--progress=none") == (0, "")
     state, served = tmp_path / "checkpoints", tmp_path / "model"
     assert (state / "backup" / "chief" / "checkpoint").exists()
     assert (state / "summary.json").exists() and not (state / "logs").exists()
