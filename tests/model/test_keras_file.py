@@ -89,6 +89,7 @@ def test_options_reload_and_weights_go_through_the_check(evil):
         _refused(evil, err)
 
 
+@pytest.mark.slow
 def test_predict_cli_refuses_in_one_line_from_the_model_dir(evil, tmp_path):
     from leukemia_tf.data import images
     import numpy as np

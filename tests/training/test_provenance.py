@@ -60,6 +60,7 @@ def test_final_scoring_refuses_records_converted_after_the_export(_scored_on_oth
     assert not (md / "summary.json").exists() and not (md / "calibration.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_on_records_converted_again_is_refused(_scored_on_other_records, tmp_path):
     cfg, src, rec, original, _ = _scored_on_other_records
     md = tmp_path / "m"
