@@ -1,6 +1,6 @@
 """Shared test fixtures (helpers they use: tests/helpers.py).
 
-Everything read here is in tests/data/ (see its README): the suite never reaches outside
+Everything read here is in tests/fixtures/ (see its README): the suite never reaches outside
 the repository.
 """
 import shutil
@@ -81,6 +81,20 @@ def untrained_export(real_records, tmp_path_factory):
     model = registry.build_model(C.ModelConfig(name="resnet_small", width=8), 48)
     export.export_model(model, md, parser.records_spec(manifest_lib.load(real_records), 48))
     return md
+
+
+@pytest.fixture(scope="session")
+def untrained_32(tmp_path_factory):
+    """An untrained 32 px resnet_small (width 4, no augmentation, no dropout) exported
+    without records: for tests of what loading model files accepts and refuses. Shared by
+    the whole session: tests must not modify it (copy it first)."""
+    from leukemia_tf import config as C
+    from leukemia_tf.model import export, registry
+    path = tmp_path_factory.mktemp("exported") / "m"
+    model = registry.build_model(C.ModelConfig(name="resnet_small", width=4, dropout=0.0,
+                                               augment=C.AugmentConfig(enabled=False)), 32)
+    export.export_model(model, str(path))
+    return path
 
 
 def _copy_run(src, dst):

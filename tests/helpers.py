@@ -1,7 +1,7 @@
 """Shared test helpers: paths of the shipped test data, tiny C-NMC trees built from the
 eight real sample images, a small training config, and a Markdown link checker.
 
-Everything read here is in tests/data/ (see its README): the suite never reaches outside
+Everything read here is in tests/fixtures/ (see its README): the suite never reaches outside
 the repository. Fixtures live in conftest.py and use these helpers.
 """
 import os
@@ -16,18 +16,18 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 from leukemia_tf.data import images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "tests", "data")
-REAL_SAMPLES = os.path.join(DATA, "real_samples")
-LISTING = os.path.join(DATA, "kaggle_listing.tsv")
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
+REAL_SAMPLES = os.path.join(FIXTURES, "real_samples")
+LISTING = os.path.join(FIXTURES, "kaggle_listing.tsv")
 
 
 def require(path: str) -> str:
-    """The test data ships with the repository (tests/data/README.md): a missing file is a
+    """The test data ships with the repository (tests/fixtures/README.md): a missing file is a
     broken checkout, reported as such rather than skipped or turned into odd errors."""
     if not os.path.exists(path):
         raise FileNotFoundError(
-            f"test data missing: {path} (tests/data/ is part of the repository; "
-            f"see tests/data/README.md)")
+            f"test data missing: {path} (tests/fixtures/ is part of the repository; "
+            f"see tests/fixtures/README.md)")
     return path
 
 
@@ -130,6 +130,27 @@ def predict_in_plain_tf_keras(keras_path, images, nested_models=0):
                               cwd=tmp, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [float(v) for v in proc.stdout.strip().splitlines()[-1].split()]
+
+
+def run_main(command, *flags):
+    """Runs leukemia_tf.cli.<command>'s main in this process, its flags parsed as its
+    console script parses them. Returns (1, "error: <message>") for a UserError, which the
+    entry point prints as that one line before exiting 1, else (main's return value, "");
+    anything else raises, as it would leave a traceback."""
+    import importlib
+    import pytest
+    from absl import flags as absl_flags
+    from leukemia_tf.cli import common
+    cli = importlib.import_module(f"leukemia_tf.cli.{command}")
+    fv = absl_flags.FlagValues()
+    cli.define_flags(fv)
+    common.parse(fv, [cli.COMMAND.script, *flags])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "FLAGS", fv)
+        try:
+            return cli.main([cli.COMMAND.script]), ""
+        except common.UserError as e:
+            return 1, f"error: {e}"
 
 
 # [text](target) and ![alt](target); targets have no spaces in our reports.

@@ -50,3 +50,13 @@ def test_lite_reference_help_says_what_it_needs_and_a_missing_torch_is_one_line(
 def test_study_script_without_its_arguments_is_one_error_line():
     r = _run(["bash", os.path.join(REPO, "tools", "real_patient_study.sh")])
     assert r.returncode == 1 and r.stderr == "error: RECORDS and OUT are required\n", r.stderr
+
+
+def test_study_script_on_missing_records_is_one_error_line(tmp_path):
+    out = tmp_path / "out"
+    r = _run(["bash", os.path.join(REPO, "tools", "real_patient_study.sh"),
+              str(tmp_path / "no_records"), str(out)])
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr == (f"error: {tmp_path / 'no_records'} holds no converted records (no "
+                        "manifest.json; see --help)\n"), r.stderr
+    assert not out.exists()

@@ -23,6 +23,11 @@ fi
 records=$1; out=$2; shift 2
 here="$(cd "$(dirname "$0")/.." && pwd)"
 crossval="${CROSSVAL:-$here/.venv/bin/leukemia-crossval}"
+[[ -f $records/manifest.json ]] || {
+  echo "error: $records holds no converted records (no manifest.json; see --help)" >&2; exit 1; }
+[[ -x $crossval ]] || {
+  echo "error: $crossval is not there: make venv, or CROSSVAL=<path>" >&2; exit 1; }
+mkdir -p "$out"
 common=(--records_dir="$records" --cv=pooled --folds=1 --num_folds=5
         --selection_split=fold0 --seeds="${SEEDS:-0,1,2}" --config=run.train.monitor=last)
 # BN trainable, no head-only epochs (the pretrained preset's fine-tuning otherwise)

@@ -39,7 +39,7 @@ CANVAS = 450          # training and validation images
 TEST_CANVAS = 600     # final-test images: same cell scale, more black around it
 CLASSES = {1: "all", 0: "hem"}
 
-# Real counts (the Kaggle listing, tests/data/kaggle_listing.tsv; see BUILD_NOTES.md).
+# Real counts (the Kaggle listing, tests/fixtures/kaggle_listing.tsv; see BUILD_NOTES.md).
 REAL_TRAIN_ALL = (2397, 2418, 2457)
 REAL_TRAIN_HEM = (1130, 1163, 1096)
 REAL_VAL_ALL, REAL_VAL_HEM = 1219, 648

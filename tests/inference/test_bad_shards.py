@@ -1,10 +1,7 @@
 """evaluate and predict on a corrupt, truncated or missing shard, and on a run dir whose
 config.json is not an object: one line naming the file, exit 1, no traceback."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -12,7 +9,7 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 from leukemia_tf.config import EvalConfig
 from leukemia_tf.errors import UserError
 from leukemia_tf.evaluation import evaluate, predict
-from tests.helpers import REPO
+from tests.helpers import run_main
 
 
 @pytest.fixture(scope="module")
@@ -42,21 +39,11 @@ def _shard(rec, split):
                       if s["split"] == split and s["num_examples"])
 
 
-def _cli(module, *flags):
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": REPO}
-    proc = subprocess.run([sys.executable, "-m", f"leukemia_tf.cli.{module}", *flags],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    return proc.returncode, lines[-1] if lines else ""
-
-
 def test_truncated_validation_shard_in_evaluate_is_one_line(copies):
     md, rec = copies
     shard = _shard(rec, "validation")
     shard.write_bytes(shard.read_bytes()[:-100])
-    code, line = _cli("evaluate", f"--model_dir={md}", f"--records_dir={rec}")
+    code, line = run_main("evaluate", f"--model_dir={md}", f"--records_dir={rec}")
     assert code == 1 and line.startswith(f"error: shard {shard} is "), line
     assert "the manifest says" in line
 
@@ -67,8 +54,8 @@ def test_corrupt_test_shard_in_predict_is_one_line(copies, tmp_path):
     data = bytearray(shard.read_bytes())
     data[12 + 100] ^= 0xFF  # a payload byte of the first record: same size, bad CRC
     shard.write_bytes(bytes(data))
-    code, line = _cli("predict", f"--model_dir={md}", f"--input={rec}",
-                      f"--output={tmp_path / 'p.csv'}")
+    code, line = run_main("predict", f"--model_dir={md}", f"--input={rec}",
+                          f"--output={tmp_path / 'p.csv'}")
     assert code == 1 and line.startswith(f"error: shard {shard} is corrupt after 0 good"), line
     assert not (tmp_path / "p.csv").exists()
 
@@ -86,7 +73,7 @@ def test_missing_shard_is_named_by_evaluate_and_predict(copies):
 def test_run_config_that_is_not_an_object_is_one_line(copies):
     md, rec = copies
     (md / "config.json").write_text("[]")
-    code, line = _cli("evaluate", f"--model_dir={md}", f"--records_dir={rec}")
+    code, line = run_main("evaluate", f"--model_dir={md}", f"--records_dir={rec}")
     assert code == 1 and line == (f"error: {md / 'config.json'} is not a run's config (a "
                                   "JSON object expected): restore it from a copy of the "
                                   "run, or train again"), line

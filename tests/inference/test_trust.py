@@ -2,38 +2,24 @@
 own graph) only when trusted; broken model files and outputs as one line naming them."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.errors import UserError
 from leukemia_tf.inference import ensemble
 from leukemia_tf.evaluation import predict as prediction
 from leukemia_tf.inference import loading
-from leukemia_tf.model import export
-from leukemia_tf.model.registry import build_model
-from tests.helpers import REPO
-
-
-@pytest.fixture(scope="module")
-def _exported(tmp_path_factory):
-    path = tmp_path_factory.mktemp("exported") / "m"
-    model = build_model(ModelConfig(width=4, dropout=0.0,
-                                    augment=AugmentConfig(enabled=False)), 32)
-    export.export_model(model, str(path))
-    return path
+from tests.helpers import run_main
 
 
 @pytest.fixture
-def model_dir(_exported, tmp_path):
+def model_dir(untrained_32, tmp_path):
     import shutil
     md = tmp_path / "m"
-    shutil.copytree(_exported, md)
+    shutil.copytree(untrained_32, md)
     return md
 
 
@@ -92,27 +78,19 @@ def test_input_paths_with_commas_are_kept_whole(tmp_path):
     assert prediction.list_images(items) == expected
 
 
-def _predict_cli(*flags):
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-m", "leukemia_tf.cli.predict", *flags],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    lines = proc.stderr.strip().splitlines()
-    return proc.returncode, lines[-1] if lines else ""
-
-
 def test_predict_cli_one_lines(model_dir, tmp_path):
     img = tmp_path / "1.png"
     from leukemia_tf.data import images
     img.write_bytes(images.encode(_images(1)[0], "png"))
     (tmp_path / "out").mkdir()
-    code, line = _predict_cli(f"--model_dir={model_dir}", f"--input={img}",
-                              f"--output={tmp_path / 'out'}")
+    code, line = run_main("predict", f"--model_dir={model_dir}", f"--input={img}",
+                          f"--output={tmp_path / 'out'}")
     assert code == 1 and line == (f"error: --output {tmp_path / 'out'} is a directory: give "
                                   f"the CSV file to write, e.g. {tmp_path / 'out'}/"
                                   "predictions.csv")
     os.remove(model_dir / "model.keras")
-    code, line = _predict_cli(f"--model_dir={model_dir}", f"--input={img}",
-                              f"--output={tmp_path / 'p.csv'}")
+    code, line = run_main("predict", f"--model_dir={model_dir}", f"--input={img}",
+                          f"--output={tmp_path / 'p.csv'}")
     assert code == 1 and line.startswith("error: ") and "--trust_saved_model" in line
     assert sorted(os.listdir(tmp_path)) == ["1.png", "m", "out"]  # no p.csv, no temporary
     assert os.listdir(tmp_path / "out") == []

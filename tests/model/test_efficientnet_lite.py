@@ -15,10 +15,10 @@ from leukemia_tf.data import images
 from leukemia_tf.errors import UserError
 from leukemia_tf.model import efficientnet_lite as lite
 from leukemia_tf.model.torch_checkpoint import CheckpointError, read_state_dict
+from tests.helpers import FIXTURES, REAL_SAMPLES
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
-REFERENCE = os.path.join(DATA, "efficientnet_lite0_reference.npz")
-CELL = os.path.join(DATA, "real_samples", "C-NMC_Leukemia", "training_data", "fold_0", "hem",
+REFERENCE = os.path.join(FIXTURES, "efficientnet_lite0_reference.npz")
+CELL = os.path.join(REAL_SAMPLES, "C-NMC_Leukemia", "training_data", "fold_0", "hem",
                     "UID_H6_14_1_hem.bmp")
 TOLERANCE = 1e-3  # max abs logit difference, float32 TF vs PyTorch
 
@@ -162,7 +162,7 @@ def test_reader_names_a_truncated_file(tmp_path):
 @pytest.mark.parametrize("fmt", ["legacy", "zip"])
 def test_reader_reads_both_formats_with_views_and_dtypes(fmt):
     # tools/make_lite_reference.py saved these with torch 2.13
-    state = read_state_dict(os.path.join(DATA, f"torch_small_{fmt}.pth"))
+    state = read_state_dict(os.path.join(FIXTURES, f"torch_small_{fmt}.pth"))
     base = np.arange(10, dtype=np.float64)
     expected = {"t": np.arange(12, dtype=np.float32).reshape(3, 4).T,
                 "offset": base[3:7], "shared": base[::3],

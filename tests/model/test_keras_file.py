@@ -16,18 +16,9 @@ import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 from leukemia_tf.config import AugmentConfig, ModelConfig
 from leukemia_tf.errors import UserError
 from leukemia_tf.inference import loading
-from leukemia_tf.model import export, keras_file
+from leukemia_tf.model import keras_file
 from leukemia_tf.model.registry import build_model
 from tests.helpers import REPO
-
-
-@pytest.fixture(scope="module")
-def _exported(tmp_path_factory):
-    path = tmp_path_factory.mktemp("exported") / "m"
-    model = build_model(ModelConfig(name="resnet_small", width=4,
-                                    augment=AugmentConfig(enabled=False)), 32)
-    export.export_model(model, str(path))
-    return path
 
 
 def _rewrite_config(keras_path, change):
@@ -48,11 +39,11 @@ def _first_conv(config):
 
 
 @pytest.fixture
-def evil(_exported, tmp_path, monkeypatch):
+def evil(untrained_32, tmp_path, monkeypatch):
     """A model dir whose model.keras names a module `evil_mod_<random>` beside it, on
     sys.path and in the working dir, which would leave a marker file if imported."""
     md = tmp_path / "m"
-    shutil.copytree(_exported, md)
+    shutil.copytree(untrained_32, md)
     name = f"evil_mod_{uuid.uuid4().hex[:8]}"
     marker = tmp_path / "imported.txt"
     (md / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
@@ -99,6 +90,7 @@ def test_options_reload_and_weights_go_through_the_check(evil):
         _refused(evil, err)
 
 
+@pytest.mark.slow
 def test_predict_cli_refuses_in_one_line_from_the_model_dir(evil, tmp_path):
     from leukemia_tf.data import images
     import numpy as np
@@ -141,7 +133,7 @@ def test_lambda_layer_is_refused_naming_the_file_without_safe_mode_advice(tmp_pa
     assert "safe_mode" not in str(err.value) and "\n" not in str(err.value)
 
 
-def test_project_models_with_registered_classes_load(_exported, tmp_path):
+def test_project_models_with_registered_classes_load(untrained_32, tmp_path):
     import tf_keras as keras
     from leukemia_tf.training import objectives  # noqa: F401  (registers WeightedF1)
     registered = {name: obj.__module__ for name, obj in
@@ -155,22 +147,22 @@ def test_project_models_with_registered_classes_load(_exported, tmp_path):
     with zipfile.ZipFile(path) as z:
         assert "leukemia_tf>Augmentation" in z.read("config.json").decode()
     assert keras_file.load(path).count_params() == model.count_params()
-    assert loading.load_model(str(_exported)).image_size == 32
+    assert loading.load_model(str(untrained_32)).image_size == 32
 
 
-def test_weights_names_what_it_accepts(_exported, tmp_path):
+def test_weights_names_what_it_accepts(untrained_32, tmp_path):
     accepted = ("--weights takes none, imagenet, a model dir holding model.keras, a .keras "
                 "or .h5 file, or a TensorFlow checkpoint prefix (its .index file beside it)")
     (tmp_path / "empty").mkdir()
-    for path, problem in ((_exported / "export", "is a SavedModel (an export/ dir), whose "
-                           "weights are not read back"),
+    for path, problem in ((untrained_32 / "export",
+                           "is a SavedModel (an export/ dir), whose weights are not read back"),
                           (tmp_path / "empty", "is a folder without model.keras"),
                           (tmp_path / "nothing.h5", "does not exist")):
         with pytest.raises(UserError) as err:
             keras_file.weights_path(str(path))
         assert str(err.value) == f"--weights={path} {problem}: {accepted}"
-    assert keras_file.weights_path(str(_exported)) == str(_exported / "model.keras")
-    cfg = ModelConfig(name="resnet_small", width=4, weights=str(_exported / "export"),
+    assert keras_file.weights_path(str(untrained_32)) == str(untrained_32 / "model.keras")
+    cfg = ModelConfig(name="resnet_small", width=4, weights=str(untrained_32 / "export"),
                       augment=AugmentConfig(enabled=False))
     with pytest.raises(UserError, match="is a SavedModel"):
         build_model(cfg, 32)

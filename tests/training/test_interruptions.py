@@ -18,12 +18,6 @@ from leukemia_tf.training import distribution, loop, rundir
 from tests.helpers import tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def _cfg(records_dir, md, **train):
     train.setdefault("epochs", 2)
     train.setdefault("steps_per_epoch", 2)

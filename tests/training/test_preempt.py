@@ -21,12 +21,6 @@ from leukemia_tf.training import rundir
 from tests.helpers import REPO
 
 
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def _cfg(records_dir, md, **train):
     """seed_cnn without dropout or augmentation, deterministic: nothing random but the
     seeded input stream, so a resumed run can equal an uninterrupted one bit for bit."""

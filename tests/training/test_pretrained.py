@@ -27,12 +27,6 @@ SIZE = 48  # the session records are stored at 48 px
 BACKBONE = "efficientnet_lite0_backbone"
 
 
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 @pytest.fixture(scope="module")
 def imagenet():
     """The Lite0 checkpoint's tensors (numpy, PyTorch layout)."""

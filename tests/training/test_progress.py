@@ -14,12 +14,6 @@ from leukemia_tf.training import progress_callback as pc
 from tests.helpers import tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def _fit_with(display, epochs=2, initial_epoch=0):
     model = keras.Sequential([keras.layers.Dense(1, activation="sigmoid", input_shape=(3,))])
     model.compile("sgd", "binary_crossentropy")
@@ -151,6 +145,7 @@ def test_run_prints_phases_and_a_summary(records_dir, tmp_path, capsys):
     assert f"model: {tmp_path / 'm'}/export" in tail and "leukemia-evaluate" in tail
 
 
+@pytest.mark.slow
 def test_fold_validated_run_names_its_split_and_what_it_trains(
         records_dir, tmp_path, capsys, caplog):
     from leukemia_tf.cli import train as cli_train
@@ -186,6 +181,7 @@ def test_summary_of_monitor_last_calls_its_split_held_out(tmp_path):
     assert "on fold2 (held-out split): --monitor=last kept the final epoch" in text
 
 
+@pytest.mark.slow
 def test_keras_progress_brings_back_keras_output(records_dir, tmp_path, capsys):
     cfg = tiny_config(records_dir, tmp_path / "m", epochs=1, verbose=2)
     cfg = C.replace(cfg, train={"keras_progress": True})

@@ -4,19 +4,12 @@ import json
 import shutil
 
 import pytest
-import tf_keras as keras
 
 from leukemia_tf import config as C
 from leukemia_tf import io, training
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.model import export
 from tests.helpers import tiny_config
-
-
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
 
 
 def _reconvert(rec):
@@ -67,6 +60,7 @@ def test_final_scoring_refuses_records_converted_after_the_export(_scored_on_oth
     assert not (md / "summary.json").exists() and not (md / "calibration.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_on_records_converted_again_is_refused(_scored_on_other_records, tmp_path):
     cfg, src, rec, original, _ = _scored_on_other_records
     md = tmp_path / "m"

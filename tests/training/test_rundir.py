@@ -19,12 +19,6 @@ from leukemia_tf.training import rundir
 from tests.helpers import tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def _quick(records_dir, model_dir, **train):
     train.setdefault("epochs", 1)
     train.setdefault("steps_per_epoch", 2)

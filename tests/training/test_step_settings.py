@@ -16,12 +16,6 @@ from leukemia_tf.training import step_settings
 from tests.helpers import REPO, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def test_resolve_jit_rule():
     assert step_settings.resolve_jit("auto", "CPU", "float32") is False
     assert step_settings.resolve_jit("auto", "GPU", "mixed_bfloat16") is True

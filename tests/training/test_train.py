@@ -22,12 +22,6 @@ from leukemia_tf import training
 from tests.helpers import REPO, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def _history(model_dir):
     with open(os.path.join(model_dir, "history.csv")) as f:
         return list(csv.DictReader(f))

@@ -8,18 +8,11 @@ import subprocess
 import sys
 
 import pytest
-import tf_keras as keras
 
 from leukemia_tf import config as C
 from leukemia_tf import training
 from leukemia_tf.training import distribution, inputs
 from tests.helpers import REPO, tiny_config
-
-
-@pytest.fixture(autouse=True)
-def _float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture
