@@ -10,8 +10,8 @@
 
 The measurement (input, peers, train, convert or all) is required. Without --data_dir
 and --records_dir a synthetic tree (--num_images, --full) is generated in --work_dir and
-converted there; both are reused by later runs. (`python tools/benchmark.py` takes the
-same arguments.)
+converted there; both are reused by later runs. (`python -m leukemia_tf.cli.bench`
+takes the same arguments.)
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Compare pooled studies (absl entry point; no TensorFlow).
 
-  python tools/compare_studies.py --studies=S/lite_bn_8ep_96,S/resnet_small_20ep_96
+  leukemia-compare --studies=S/lite_bn_8ep_96,S/resnet_small_20ep_96
       --ensembles=lite_bn_8ep_96+resnet_small_20ep_96 --out_dir=S/compare
 
 Each study is a folder written by `leukemia-crossval --cv=pooled`. Writes
@@ -29,7 +29,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 
 def main(argv):
     if len(argv) > 1:
-        raise common.UserError(f"unexpected arguments {argv[1:]}; compare_studies.py takes "
+        raise common.UserError(f"unexpected arguments {argv[1:]}; leukemia-compare takes "
                                "flags only")
     if len(FLAGS.studies) < 1 or not FLAGS.out_dir:
         raise common.UserError("--studies (one or more pooled study folders) and --out_dir "

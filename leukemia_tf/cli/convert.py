@@ -2,7 +2,7 @@
 
   leukemia-convert --data_dir=<C-NMC_Leukemia root> --output_dir=<dir>
   leukemia-convert --output_dir=<dir> --verify
-  (or python tools/convert_to_tfrecords.py with the same flags)
+  (or python -m leukemia_tf.cli.convert with the same flags)
 """
 import dataclasses
 import sys

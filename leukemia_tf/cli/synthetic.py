@@ -2,7 +2,7 @@
 
     leukemia-synthetic --output_dir=demo_out/data             # demo size
     leukemia-synthetic --output_dir=D --full                  # real counts
-    (or python tools/make_synthetic_cnmc.py with the same flags)
+    (or python -m leukemia_tf.cli.synthetic with the same flags)
 
 With --full, the size flags given explicitly still override the real counts.
 """

@@ -48,7 +48,7 @@ def test_a_vertex_job_trains_without_model_dir(records_dir, tmp_path):
     dirs = {"AIP_MODEL_DIR": "model", "AIP_CHECKPOINT_DIR": "checkpoints",
             "AIP_TENSORBOARD_LOG_DIR": "logs"}
     env = dict(os.environ, PYTHONPATH=REPO, **{k: str(tmp_path / v) for k, v in dirs.items()})
-    cmd = [sys.executable, "-m", "leukemia_tf.train", f"--records_dir={records_dir}",
+    cmd = [sys.executable, "-m", "leukemia_tf.cli.train", f"--records_dir={records_dir}",
            "--model=resnet_small", "--width=8", "--image_size=48", "--batch_size=8",
            "--epochs=1", "--steps_per_epoch=2", "--mixed_precision=float32",
            "--progress=none"]

@@ -109,7 +109,7 @@ def test_unexpected_errors_keep_their_traceback():
 def test_cli_prints_one_error_line_and_exits_1(records_dir, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     env.pop("TF_CONFIG", None)
-    base = [sys.executable, "-m", "leukemia_tf.train", f"--model_dir={tmp_path / 'm'}",
+    base = [sys.executable, "-m", "leukemia_tf.cli.train", f"--model_dir={tmp_path / 'm'}",
             "--notensorboard", "--verbose=0"]
     cases = [([f"--records_dir={tmp_path / 'missing'}"], f"records dir {tmp_path / 'missing'}"),
              ([f"--records_dir={records_dir}", "--batch_size=-8"],
