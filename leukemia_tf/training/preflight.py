@@ -28,7 +28,7 @@ from leukemia_tf.data import duplicates, grouping
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.model import registry
 from leukemia_tf.training import distribution, objectives
-from leukemia_tf.training.errors import InputError
+from leukemia_tf.training.trainer_errors import InputError
 
 log = logging.getLogger("leukemia_tf.training")
 

@@ -1,4 +1,8 @@
-"""Failures a user can act on, and the one line an entry point prints for them.
+"""The trainer's expected failures, and the one line its entry point prints for them.
+
+`leukemia_tf.errors` holds what every command shares (UserError, the disk-error line);
+this module adds the trainer's own: a model dir it may not use, records it cannot read,
+a worker lost under multi-worker training.
 
 Expected failures (a bad flag, a missing or corrupt record, a model dir that belongs to
 another run or is in use, a full or read-only disk) end a command with
