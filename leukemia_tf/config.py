@@ -5,7 +5,7 @@ Each command has one root, a tree of frozen dataclasses: `Config` (train), `Eval
 and determinism live in `DataConfig` (the pipeline, which takes only the data section,
 needs all three; the model builder and the trainer read them from there).
 
-Flags reach a root generically (leukemia_tf/cli/common.py): `override(cfg, "train.epochs",
+Flags reach a root generically (leukemia_tf/cli/flag_table.py): `override(cfg, "train.epochs",
 "3")` parses the text by the field's annotation, and an unknown path is one error that
 lists the close matches. Named presets live in leukemia_tf/presets.py.
 This module imports no TensorFlow, so a bad flag is reported in a fraction of a second.

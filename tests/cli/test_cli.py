@@ -12,7 +12,7 @@ from absl import flags
 
 from leukemia_tf import config as C
 from leukemia_tf import presets
-from leukemia_tf.cli import common
+from leukemia_tf.cli import flag_table, runner
 from tests.helpers import REPO
 
 BIN = os.path.dirname(sys.executable)
@@ -97,15 +97,15 @@ def test_noise_filter_keeps_real_messages():
     ]
     kept = ["W0000 some_op.cc:12] Out of memory while trying to allocate 4GiB",
             "Traceback (most recent call last):", "ValueError: bad shard"]
-    assert all(common.NOISE.search(line) for line in noise)
-    assert not any(common.NOISE.search(line) for line in kept)
+    assert all(runner.NOISE.search(line) for line in noise)
+    assert not any(runner.NOISE.search(line) for line in kept)
 
 
 @pytest.mark.parametrize("argv,verbose", [
     (["prog"], False), (["prog", "--verbosity=1"], True), (["prog", "-v", "1"], True),
     (["prog", "--verbosity=0"], False), (["prog", "-v=2"], True)])
 def test_verbosity_brings_noise_back(argv, verbose):
-    assert common.wants_verbose(argv) is verbose
+    assert runner.wants_verbose(argv) is verbose
 
 
 def test_expected_failure_is_one_error_line_without_cpp_noise(tmp_path):
@@ -127,7 +127,7 @@ def _parse(module, *args):
     cli = importlib.import_module(f"leukemia_tf.cli.{module}")
     fv = flags.FlagValues()
     cli.define_flags(fv)
-    common.parse(fv, [cli.COMMAND.script, *args])
+    flag_table.parse(fv, [cli.COMMAND.script, *args])
     return cli.config_from_flags(fv)
 
 
@@ -142,7 +142,7 @@ def test_every_short_flag_names_a_setting_of_its_root(module):
     known = C.fields(type(cmd.base()))
     for name, alias in cmd.aliases.items():
         assert alias.derive is not None or alias.path in known, (module, name, alias.path)
-        assert alias.group in common.GROUPS, (module, name)
+        assert alias.group in flag_table.GROUPS, (module, name)
 
 
 def test_short_flags_and_dotted_overrides_reach_one_home():
@@ -355,7 +355,7 @@ def test_bench_help_is_grouped_and_answers_before_tensorflow():
 def test_help_never_breaks_a_word():
     fv = flags.FlagValues()
     importlib.import_module("leukemia_tf.cli.train").define_flags(fv)
-    text = common._flag_line(fv["model"])
+    text = flag_table._flag_line(fv["model"])
     assert all(len(line) <= 100 for line in text.splitlines()), text
     from leukemia_tf import model as model_names
     assert all(name in text for name in model_names.NAMES), text  # none split by a break
@@ -373,7 +373,7 @@ def test_bench_without_a_subcommand_prints_a_short_usage():
 
 def test_console_log_lines_have_no_absl_prefix():
     import logging
-    fmt = common.PlainFormatter("%(message)s")
+    fmt = runner.PlainFormatter("%(message)s")
     info = logging.LogRecord("leukemia_tf.training", logging.INFO, "loop.py", 236,
                              "epoch 1/3", None, None)
     warn = logging.LogRecord("leukemia_tf.training", logging.WARNING, "loop.py", 236,
