@@ -12,6 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from leukemia_tf.config import Config
+from leukemia_tf.model import registry
 
 SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("adam", "adamw")
@@ -146,7 +147,6 @@ def _scaled_backbone(cfg: Config, model) -> list:
         return []
     if model is None:
         return []
-    from leukemia_tf.model import registry
     backbone = registry.backbone_variables(model)
     if not backbone:
         raise ValueError(f"--freeze_backbone_epochs/--backbone_lr_multiplier need a model "

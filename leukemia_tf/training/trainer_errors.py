@@ -15,6 +15,7 @@ import re
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from leukemia_tf import cluster
 from leukemia_tf.errors import UserError, file_error, one_line
 
 
@@ -67,7 +68,6 @@ def lost_worker(exc: BaseException) -> Optional[str]:
 def _own_task() -> Tuple[Optional[Tuple[str, int]], List[Tuple[str, int]]]:
     """((job, index) of this process, [(job, index) of every other task]) from
     TF_CONFIG; (None, []) when it does not say."""
-    from leukemia_tf import cluster
     try:
         tf_config = cluster.parse()
         task = tf_config.get("task") or {}
