@@ -128,7 +128,7 @@ class TrainConfig:
     weight_decay: float = _field(1e-4, minimum=0)  # AdamW only
     loss: str = _field("bce", choices=("bce", "focal"))
     focal_gamma: float = _field(2.0, minimum=0)
-    label_smoothing: float = _field(0.0, minimum=0)
+    label_smoothing: float = _field(0.0, minimum=0, below=1)
     strategy: str = _field("auto", choices=("auto", "default", "one_device", "mirrored",
                                             "multi_worker"))
     mixed_precision: str = _field("auto", choices=("auto", "float32", "mixed_float16",
@@ -247,6 +247,11 @@ def fields(cls, prefix: str = "") -> Dict[str, dataclasses.Field]:
         else:
             out[prefix + f.name] = f
     return out
+
+
+def choices(cls, name: str) -> Tuple[str, ...]:
+    """The values setting `name` of section class `cls` allows, as its field declares."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"]
 
 
 def setting_type(cls, path: str) -> Any:

@@ -15,7 +15,7 @@ import tf_keras as keras
 
 from leukemia_tf import io, provenance, signals
 from leukemia_tf.config import Config
-from leukemia_tf.data import duplicates
+from leukemia_tf.data import duplicates, grouping
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data import pipeline
 from leukemia_tf.data.pipeline import parser, reader
@@ -181,12 +181,13 @@ def _export(cfg, strategy, model, chief, manifest, display=None):
     return plain
 
 
-def run(cfg: Config, callbacks=()) -> dict:
+def run(cfg: Config, callbacks=(), inputs: preflight.Inputs = None) -> dict:
     """Train `cfg.model` on `cfg.data`, export it and return the summary.
 
     `callbacks`: more Keras callbacks for the chief (a study's per-epoch scoring,
     crossval.heldout), called after each epoch's best-weights save and before its
-    backup.
+    backup. `inputs`: the records as `preflight.prepare` checked them for this `cfg`
+    (the entry point checks them before TensorFlow loads); None: checked here.
 
     Writes (chief only) into cfg.train.model_dir: train.lock (while running),
     config.json, trained_on.json, history.csv, best/, backup/ (the last state), logs/,
@@ -205,16 +206,16 @@ def run(cfg: Config, callbacks=()) -> dict:
     phase = ["before training"]
     with signals.handled():
         try:
-            return _run(cfg, callbacks, phase)
+            return _run(cfg, callbacks, phase, inputs)
         except signals.Stopped as e:
             e.where = e.where or phase[0]
             raise
 
 
-def _run(cfg: Config, callbacks, phase: list) -> dict:
+def _run(cfg: Config, callbacks, phase: list, inputs) -> dict:
     """`run` inside the signal handlers; `phase[0]` says what it is doing."""
     t, d = cfg.train, cfg.data
-    preflight.validate_config(cfg)
+    preflight.check_config(cfg)
     start = time.time()
     strategy, precision = _setup(cfg)
     signals.reinstall()  # after the strategy: multi-worker start-up replaces SIGTERM's
@@ -224,9 +225,9 @@ def _run(cfg: Config, callbacks, phase: list) -> dict:
         log.info("%s already holds a finished run of these settings (%s): nothing to do; "
                  "--overwrite trains it again", t.model_dir, rundir.SUMMARY)
         return {**state.summary, "status": "finished", "chief": chief}
-    data = preflight.prepare(cfg)
+    data = inputs if inputs is not None else preflight.prepare(cfg)
     steps = t.steps_per_epoch or data.num_train // t.batch_size
-    weights = preflight.class_weights(data, d)
+    weights = objectives.class_weights(grouping.label_counts(data.manifest, data.train_sel, d))
     plan = _cache_plan(cfg, data)
     warnings = dist.log_startup(strategy, precision, t.batch_size, steps)
     for w in duplicates.leak_warnings(data.leaked_groups, d.train_folds, d.val_split):
