@@ -34,7 +34,8 @@ import pandas as pd
 from leukemia_tf import io
 from leukemia_tf import lock as lock_lib
 from leukemia_tf import signals
-from leukemia_tf.data import cnmc, encode, images, output_dir, streaming
+from leukemia_tf.data import cnmc, images
+from leukemia_tf.data.conversion import encode, output_dir, streaming
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data.manifest import PROGRESS_DIR
 from leukemia_tf.progress import Progress

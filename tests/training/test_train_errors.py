@@ -12,7 +12,7 @@ import tf_keras as keras
 
 from leukemia_tf import config as C
 from leukemia_tf import training
-from leukemia_tf.training import distribution, inputs
+from leukemia_tf.training import distribution, preflight
 from tests.helpers import REPO, tiny_config
 
 
@@ -82,7 +82,7 @@ def test_truncated_shard_and_wrong_counts_fail_before_writing(records_copy, tmp_
 def test_count_records_reads_the_framing(records_dir):
     manifest = json.loads(open(os.path.join(records_dir, "manifest.json")).read())
     for shard in manifest["shards"]:
-        n, problem = inputs.count_records(os.path.join(records_dir, shard["path"]))
+        n, problem = preflight.count_records(os.path.join(records_dir, shard["path"]))
         assert (n, problem) == (shard["num_examples"], None)
 
 
