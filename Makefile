@@ -28,16 +28,16 @@ $(STAMP): setup.cfg pyproject.toml
 # numbers and pictures regenerate exactly on the same CPU family and TensorFlow build.
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/python tools/make_synthetic_cnmc.py --output_dir=$(DEMO)/data --seed=0
-	$(BIN)/python tools/convert_to_tfrecords.py --data_dir=$(DEMO)/data/C-NMC_Leukemia \
+	$(BIN)/leukemia-synthetic --output_dir=$(DEMO)/data --seed=0
+	$(BIN)/leukemia-convert --data_dir=$(DEMO)/data/C-NMC_Leukemia \
 	    --output_dir=$(DEMO)/records
-	$(BIN)/python tools/convert_to_tfrecords.py --output_dir=$(DEMO)/records --verify
-	$(BIN)/python -m leukemia_tf.train --records_dir=$(DEMO)/records --model_dir=$(DEMO)/model \
+	$(BIN)/leukemia-convert --output_dir=$(DEMO)/records --verify
+	$(BIN)/leukemia-train --records_dir=$(DEMO)/records --model_dir=$(DEMO)/model \
 	    --model=resnet_small --image_size=96 --epochs=15 --batch_size=32 --learning_rate=3e-3 \
 	    --seed=0 --deterministic --mixed_precision=float32 --verbose=2
-	$(BIN)/python -m leukemia_tf.evaluate --model_dir=$(DEMO)/model --records_dir=$(DEMO)/records \
+	$(BIN)/leukemia-evaluate --model_dir=$(DEMO)/model --records_dir=$(DEMO)/records \
 	    --tta=flips
-	$(BIN)/python -m leukemia_tf.predict --model_dir=$(DEMO)/model --input=$(DEMO)/records \
+	$(BIN)/leukemia-predict --model_dir=$(DEMO)/model --input=$(DEMO)/records \
 	    --output=$(DEMO)/test_predictions.csv
 	@echo "Report: $(DEMO)/model/eval/validation-flips/report.md (all evaluations: $(DEMO)/model/eval/index.md)"
 
@@ -55,7 +55,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 bench: $(STAMP)
-	$(BIN)/python tools/benchmark.py all --json_out=bench_out/all.json
+	$(BIN)/leukemia-bench all --json_out=bench_out/all.json
 
 lint: $(STAMP)
 	$(BIN)/python -m flake8 leukemia_tf tools tests

@@ -5,7 +5,7 @@ Each command has one root, a tree of frozen dataclasses: `Config` (train), `Eval
 and determinism live in `DataConfig` (the pipeline, which takes only the data section,
 needs all three; the model builder and the trainer read them from there).
 
-Flags reach a root generically (leukemia_tf/cli/common.py): `override(cfg, "train.epochs",
+Flags reach a root generically (leukemia_tf/cli/flag_table.py): `override(cfg, "train.epochs",
 "3")` parses the text by the field's annotation, and an unknown path is one error that
 lists the close matches. Named presets live in leukemia_tf/presets.py.
 This module imports no TensorFlow, so a bad flag is reported in a fraction of a second.
@@ -128,7 +128,7 @@ class TrainConfig:
     weight_decay: float = _field(1e-4, minimum=0)  # AdamW only
     loss: str = _field("bce", choices=("bce", "focal"))
     focal_gamma: float = _field(2.0, minimum=0)
-    label_smoothing: float = _field(0.0, minimum=0)
+    label_smoothing: float = _field(0.0, minimum=0, below=1)
     strategy: str = _field("auto", choices=("auto", "default", "one_device", "mirrored",
                                             "multi_worker"))
     mixed_precision: str = _field("auto", choices=("auto", "float32", "mixed_float16",
@@ -252,6 +252,11 @@ def fields(cls, prefix: str = "") -> Dict[str, dataclasses.Field]:
         else:
             out[prefix + f.name] = f
     return out
+
+
+def choices(cls, name: str) -> Tuple[str, ...]:
+    """The values setting `name` of section class `cls` allows, as its field declares."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"]
 
 
 def setting_type(cls, path: str) -> Any:

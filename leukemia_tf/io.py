@@ -23,6 +23,8 @@ import posixpath
 import shutil
 from typing import Any, Iterator, List, Sequence, Tuple
 
+from leukemia_tf.errors import JsonFileError, one_line
+
 
 def is_url(path: str) -> bool:
     """True for `scheme://…` paths (gs://, ram://, s3://, hdfs://)."""
@@ -140,8 +142,12 @@ def read_text(path: str) -> str:
 def read_json(path: str) -> Any:
     """The parsed JSON of `path`; a file that does not parse (torn, garbled, not UTF-8)
     raises `errors.JsonFileError` (a ValueError) whose one-line message names it."""
-    from leukemia_tf.errors import JsonFileError, one_line
-    data = read_bytes(path)
+    return parse_json(read_bytes(path), path)
+
+
+def parse_json(data: bytes, path: str) -> Any:
+    """`data` (the bytes of `path`) parsed as JSON; `errors.JsonFileError` naming `path`
+    when it does not parse."""
     try:
         return json.loads(data.decode("utf-8-sig"))
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError

@@ -140,16 +140,17 @@ def run_main(command, *flags):
     import importlib
     import pytest
     from absl import flags as absl_flags
-    from leukemia_tf.cli import common
+    from leukemia_tf.cli import flag_table
+    from leukemia_tf.errors import UserError
     cli = importlib.import_module(f"leukemia_tf.cli.{command}")
     fv = absl_flags.FlagValues()
     cli.define_flags(fv)
-    common.parse(fv, [cli.COMMAND.script, *flags])
+    flag_table.parse(fv, [cli.COMMAND.script, *flags])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cli, "FLAGS", fv)
         try:
             return cli.main([cli.COMMAND.script]), ""
-        except common.UserError as e:
+        except UserError as e:
             return 1, f"error: {e}"
 
 

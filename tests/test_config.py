@@ -86,7 +86,8 @@ def test_json_round_trip_and_older_layout():
 
 def test_config_imports_no_tensorflow():
     import subprocess
-    code = ("import sys, leukemia_tf.config, leukemia_tf.cli.common, leukemia_tf.cli.splits;"
+    code = ("import sys, leukemia_tf.config, leukemia_tf.cli.flag_table, "
+            "leukemia_tf.cli.runner, leukemia_tf.cli.splits;"
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr

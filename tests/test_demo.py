@@ -14,12 +14,12 @@ from tests.helpers import REPO
 _SIZE = ("--records_dir", "--model_dir", "--image_size", "--epochs", "--batch_size")
 
 
-def demo_flags(module: str) -> list:
-    """The flags of the `make demo` command that runs `python -m <module>`."""
+def demo_flags(script: str) -> list:
+    """The flags of the `make demo` command that runs the console script `script`."""
     text = open(os.path.join(REPO, "Makefile"), encoding="utf-8").read()
     demo = text[text.index("\ndemo:"):]
     demo = demo[:demo.index("\n\n")].replace("\\\n", " ")
-    line = next(row for row in demo.splitlines() if f"-m {module} " in row)
+    line = next(row for row in demo.splitlines() if f"/{script} " in row)
     return [arg for arg in line.split() if arg.startswith("--")]
 
 
@@ -41,9 +41,9 @@ for run in ("a", "b"):
 
 @pytest.mark.slow
 def test_demo_trains_deterministically(records_dir, tmp_path):
-    train = demo_flags("leukemia_tf.train")
+    train = demo_flags("leukemia-train")
     assert "--deterministic" in train and "--seed=0" in train
-    evaluate = demo_flags("leukemia_tf.evaluate")
+    evaluate = demo_flags("leukemia-evaluate")
     tta = next(a.split("=", 1)[1] for a in evaluate if a.startswith("--tta="))
     argv = [a for a in train if not a.startswith(_SIZE)]
     argv += ["--image_size=48", "--epochs=2", "--batch_size=8"]

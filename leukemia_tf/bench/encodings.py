@@ -14,7 +14,7 @@ import os
 from typing import Dict, Sequence
 
 from leukemia_tf import io
-from leukemia_tf.bench.rates import parse_encoding
+from leukemia_tf.bench.rates import parse_encoding, pipeline_rate
 from leukemia_tf.bench.settings import FIRST_PASS_ENCODINGS  # noqa: F401  (its home)
 from leukemia_tf.data import convert
 from leukemia_tf.data import manifest as manifest_lib
@@ -36,7 +36,6 @@ def records_for(tree: str, work_dir: str, text: str, image_size: int, workers: i
 def first_pass_rate(records_dir: str, image_size: int, batch: int, min_batches: int,
                     min_seconds: float) -> dict:
     """The project's first pass over `records_dir` and its stored bytes per image."""
-    from leukemia_tf.bench.plan import pipeline_rate
     out = pipeline_rate(records_dir, image_size, batch, "none", min_batches, min_seconds)
     manifest = manifest_lib.load(records_dir)
     shards = manifest_lib.shards_for(manifest, records_dir, manifest_lib.Selection("train"))

@@ -30,11 +30,9 @@ import hashlib
 import json
 import math
 import os
-from typing import Callable, Dict, List
-
+from typing import Dict, List
 
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tensorflow as tf
 
 from leukemia_tf import config as C
 from leukemia_tf import io
@@ -44,16 +42,15 @@ from leukemia_tf.bench import limits
 from leukemia_tf.bench import train as train_bench
 from leukemia_tf.bench.rates import (CPU_WORK,  # noqa: F401
                                      ceiling_rates, convert_rate, idfd_rate, measure,
-                                     measure_all, parse_encoding, read_rate, seed_numpy_rate,
-                                     time_batches)
+                                     measure_all, parse_encoding, pipeline_rate, read_rate,
+                                     seed_numpy_rate)
 from leukemia_tf.bench.settings import COMMANDS, BenchConfig  # noqa: F401
 from leukemia_tf.bench.report import (attach_limits, format_table,  # noqa: F401
                                       machine_info, ratios, targets)
-from leukemia_tf.data import cnmc, convert, pipeline, synthetic
+from leukemia_tf.data import cnmc, convert, synthetic
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.data.pipeline import decoder, parser, reader
+from leukemia_tf.model import registry
 
-AUTOTUNE = tf.data.AUTOTUNE
 _SYNTHETIC_DEFAULT_TOTAL = 510  # images in a default SyntheticConfig tree
 
 
@@ -127,83 +124,6 @@ def training_files(tree: str) -> List[str]:
     """The training images of a tree (the set every peer reads), in path order."""
     table, _ = cnmc.discover(tree)
     return sorted(table[table["split"] == "train"]["path"])
-
-
-# ------------------------------------------------------------------ measuring
-def cpu_augment_fn(kind: str) -> Callable:
-    """Per-example augmentation on uint8 [S, S, 3] as a tf.data map would run it.
-
-    flip_rot90: random flips and quarter turns (exact, copies only); rotate: the model's
-    flips, quarter turns and +-15 degree bilinear rotation (`augment.random_geometry`).
-    """
-    if kind == "flip_rot90":
-        def fn(image):
-            image = tf.image.random_flip_left_right(image)
-            image = tf.image.random_flip_up_down(image)
-            return tf.image.rot90(image, tf.random.uniform([], 0, 4, tf.int32))
-        return fn
-    if kind == "rotate":
-        from leukemia_tf.model import augment
-
-        def fn(image):
-            x = tf.cast(image, tf.float32)[None]
-            x = augment.random_geometry(x, flip=True, rot90=True, rotate_degrees=15.0,
-                                        zoom=0.0)
-            return tf.cast(tf.clip_by_value(tf.round(x[0]), 0, 255), tf.uint8)
-        return fn
-    raise ValueError(f"unknown cpu work {kind!r}; choose from {CPU_WORK}")
-
-
-def cpu_work_dataset(data: C.DataConfig, manifest: dict, batch: int,
-                     kind: str) -> tf.data.Dataset:
-    """The training pipeline of `pipeline.make_dataset` (cached), with per-example CPU
-    augmentation mapped after the cache, as a tf.data-side augmentation would be."""
-    spec = parser.records_spec(manifest, data.image_size)
-    files = [s["full_path"] for s in manifest_lib.shards_for(manifest, data.records_dir,
-                                                             manifest_lib.Selection("train"))]
-    decode = decoder.make_decoder(manifest["settings"])
-    to_input = parser.example_parser(spec, int(manifest["settings"]["stored_size"] or 0))
-    work = cpu_augment_fn(kind)
-
-    def parse(serialized):
-        return to_input(decode(serialized))
-
-    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files))
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), 16)),
-                       num_parallel_calls=AUTOTUNE, deterministic=False)
-    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
-    ds = ds.cache()
-    ds = ds.shuffle(data.shuffle_buffer).repeat()
-    ds = ds.map(lambda e: {"image": work(e["image"]), "label": e["label"]},
-                num_parallel_calls=AUTOTUNE, deterministic=False)
-    ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda b: (b["image"], tf.cast(b["label"], tf.float32)[:, None]),
-                num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
-
-
-def pipeline_rate(records_dir: str, image_size: int, batch: int, cache: str,
-                  min_batches: int, min_seconds: float, cpu_work: str = "") -> dict:
-    """Images/s of the training pipeline: cache "none" decodes every pass (the first-pass
-    rate); "memory" is timed after a warm-up that fills the cache (the steady state)."""
-    manifest = manifest_lib.load(records_dir)
-    data = C.DataConfig(records_dir=records_dir, image_size=image_size)
-    sel = manifest_lib.Selection("train")
-    n = manifest_lib.count_examples(manifest, sel)
-    if cpu_work:
-        ds = cpu_work_dataset(data, manifest, batch, cpu_work)
-    else:
-        ds = pipeline.make_dataset(data, sel, training=True, batch_size=batch,
-                                   manifest=manifest, cache=cache)
-    # Cached: one epoch fills the cache, the shuffle buffer holds up to 2048 more.
-    warmup = (math.ceil((n + data.shuffle_buffer) / batch) + 2
-              if cache == "memory" else 2)
-    out = time_batches(iter(ds), warmup, min_batches, min_seconds)
-    out.update(num_examples=n, cache=cache, cpu_work=cpu_work or None,
-               stored=f"{manifest['settings']['encoding']}@{manifest['settings']['stored_size']}",
-               cache_mb=(reader.cache_bytes(n, image_size) / 1.1 / 2 ** 20
-                         if cache == "memory" else 0.0))
-    return out
 
 
 def input_jobs(cfg: BenchConfig, data: Data) -> Dict[str, tuple]:
@@ -314,7 +234,6 @@ def run(command: str, cfg: BenchConfig) -> dict:
     dict that the CLI prints and writes as JSON."""
     if command not in COMMANDS + ("all",):
         raise ValueError(f"unknown benchmark {command!r}; choose from {COMMANDS + ('all',)}")
-    from leukemia_tf.model import registry
     unknown = [m for m in cfg.models if m not in registry.MODELS]
     if unknown:
         raise ValueError(f"unknown models {unknown}; registered: {sorted(registry.MODELS)}")

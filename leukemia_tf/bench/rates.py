@@ -1,5 +1,6 @@
-"""Benchmark machinery: per-measurement processes, batch timing, and the rates of
-the peers (keras, seed approach, decode ceiling) and of conversion.
+"""Benchmark machinery: per-measurement processes, batch timing, and the rates of the
+project's training pipeline, of its peers (keras, seed approach, decode ceiling) and of
+conversion.
 
 leukemia_tf.bench.plan plans the runs; this module, limits.py, train.py and encodings.py
 measure; report.py compares.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
+import math
 import multiprocessing
 import os
 import resource
@@ -21,11 +23,13 @@ import numpy as np
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
+from leukemia_tf import config as C
 from leukemia_tf import io
 from leukemia_tf.bench.settings import CPU_WORK  # noqa: F401  (its home)
-from leukemia_tf.data import cnmc, convert, images, preprocess, records
+from leukemia_tf.data import cnmc, convert, images, pipeline, preprocess, records
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.data.pipeline import parser
+from leukemia_tf.data.pipeline import decoder, parser, reader
+from leukemia_tf.model import augment
 
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -199,6 +203,81 @@ def decode_rate(encoded: List[bytes], fmt: str, stored: int, spec: preprocess.Sp
     out = time_batches(iter(ds), 2, min_batches, min_seconds, count=lambda b: int(b.shape[0]))
     out.update(encoding=fmt, stored_size=stored,
                bytes_per_image=float(np.mean([len(e) for e in encoded])))
+    return out
+
+
+# ------------------------------------------------------------------ the training pipeline
+def cpu_augment_fn(kind: str) -> Callable:
+    """Per-example augmentation on uint8 [S, S, 3] as a tf.data map would run it.
+
+    flip_rot90: random flips and quarter turns (exact, copies only); rotate: the model's
+    flips, quarter turns and +-15 degree bilinear rotation (`augment.random_geometry`).
+    """
+    if kind == "flip_rot90":
+        def fn(image):
+            image = tf.image.random_flip_left_right(image)
+            image = tf.image.random_flip_up_down(image)
+            return tf.image.rot90(image, tf.random.uniform([], 0, 4, tf.int32))
+        return fn
+    if kind == "rotate":
+        def fn(image):
+            x = tf.cast(image, tf.float32)[None]
+            x = augment.random_geometry(x, flip=True, rot90=True, rotate_degrees=15.0,
+                                        zoom=0.0)
+            return tf.cast(tf.clip_by_value(tf.round(x[0]), 0, 255), tf.uint8)
+        return fn
+    raise ValueError(f"unknown cpu work {kind!r}; choose from {CPU_WORK}")
+
+
+def cpu_work_dataset(data: C.DataConfig, manifest: dict, batch: int,
+                     kind: str) -> tf.data.Dataset:
+    """The training pipeline of `pipeline.make_dataset` (cached), with per-example CPU
+    augmentation mapped after the cache, as a tf.data-side augmentation would be."""
+    spec = parser.records_spec(manifest, data.image_size)
+    files = [s["full_path"] for s in manifest_lib.shards_for(manifest, data.records_dir,
+                                                             manifest_lib.Selection("train"))]
+    decode = decoder.make_decoder(manifest["settings"])
+    to_input = parser.example_parser(spec, int(manifest["settings"]["stored_size"] or 0))
+    work = cpu_augment_fn(kind)
+
+    def parse(serialized):
+        return to_input(decode(serialized))
+
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files))
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), 16)),
+                       num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.cache()
+    ds = ds.shuffle(data.shuffle_buffer).repeat()
+    ds = ds.map(lambda e: {"image": work(e["image"]), "label": e["label"]},
+                num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda b: (b["image"], tf.cast(b["label"], tf.float32)[:, None]),
+                num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def pipeline_rate(records_dir: str, image_size: int, batch: int, cache: str,
+                  min_batches: int, min_seconds: float, cpu_work: str = "") -> dict:
+    """Images/s of the training pipeline: cache "none" decodes every pass (the first-pass
+    rate); "memory" is timed after a warm-up that fills the cache (the steady state)."""
+    manifest = manifest_lib.load(records_dir)
+    data = C.DataConfig(records_dir=records_dir, image_size=image_size)
+    sel = manifest_lib.Selection("train")
+    n = manifest_lib.count_examples(manifest, sel)
+    if cpu_work:
+        ds = cpu_work_dataset(data, manifest, batch, cpu_work)
+    else:
+        ds = pipeline.make_dataset(data, sel, training=True, batch_size=batch,
+                                   manifest=manifest, cache=cache)
+    # Cached: one epoch fills the cache, the shuffle buffer holds up to 2048 more.
+    warmup = (math.ceil((n + data.shuffle_buffer) / batch) + 2
+              if cache == "memory" else 2)
+    out = time_batches(iter(ds), warmup, min_batches, min_seconds)
+    out.update(num_examples=n, cache=cache, cpu_work=cpu_work or None,
+               stored=f"{manifest['settings']['encoding']}@{manifest['settings']['stored_size']}",
+               cache_mb=(reader.cache_bytes(n, image_size) / 1.1 / 2 ** 20
+                         if cache == "memory" else 0.0))
     return out
 
 

@@ -25,6 +25,8 @@ from leukemia_tf.bench import limits
 from leukemia_tf.data import pipeline
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data.pipeline import reader
+from leukemia_tf.model import registry as models
+from leukemia_tf.training import distribution, objectives, step_settings
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -56,7 +58,6 @@ def parse_threads(text: str) -> Tuple[int, int]:
 def sweep_rows(models: Sequence[str], precisions: Sequence[str], jit: Sequence[str],
                spe: Sequence[int], threads: Sequence[str]) -> List[StepSettings]:
     """Every combination, bfloat16 only where this CPU or GPU runs it natively."""
-    from leukemia_tf.training import distribution
     native_bf16 = distribution.resolve_precision("auto") == "mixed_bfloat16"
     rows = []
     for m, p, j, s, t in itertools.product(models, precisions, jit, spe, threads):
@@ -111,8 +112,6 @@ def _time_steps(step, its: Dict[str, object], per_call: int, steps: int, rounds:
 
 def _build(cfg: C.Config, steps_per_epoch: int, precision: str):
     import tf_keras as keras  # noqa: F401  (the policy is set by the caller)
-    from leukemia_tf.model import registry as models
-    from leukemia_tf.training import objectives, step_settings
     model = models.build_model(cfg.model, cfg.data.image_size)
     kwargs = step_settings.compile_kwargs(cfg.train, precision)
     model.compile(optimizer=objectives.make_optimizer(cfg, steps_per_epoch, precision),
@@ -127,7 +126,6 @@ def train_rates(records_dir: str, settings: StepSettings, image_size: int, batch
     device-resident synthetic batch; FLOPs per image and this machine's dense FLOP/s,
     so `flop_utilisation` is the fraction of the machine the step uses."""
     import tf_keras as keras
-    from leukemia_tf.training import step_settings
     s = settings
     t = C.TrainConfig(batch_size=batch, mixed_precision=s.precision, jit_compile=s.jit_compile,
                       steps_per_execution=s.steps_per_execution,
@@ -176,7 +174,6 @@ def _batches(cfg: C.Config, manifest: dict, n: int, synthetic_only: bool):
     its = {"synthetic": iter(_synthetic_batch(batch, cfg.data.image_size))}
     if synthetic_only:
         return its, "none"
-    from leukemia_tf.training import objectives
     sel = manifest_lib.Selection("train")
     cache = reader.cache_plan(cfg.data, [("train", n)])["train"][0]
     counts = manifest_lib.label_counts(manifest, cfg.data.records_dir, sel)

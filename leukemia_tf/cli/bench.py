@@ -10,18 +10,18 @@
 
 The measurement (input, peers, train, convert or all) is required. Without --data_dir
 and --records_dir a synthetic tree (--num_images, --full) is generated in --work_dir and
-converted there; both are reused by later runs. (`python tools/benchmark.py` takes the
-same arguments.)
+converted there; both are reused by later runs. (`python -m leukemia_tf.cli.bench`
+takes the same arguments.)
 """
 from __future__ import annotations
 
 from absl import app, flags
 
 from leukemia_tf.bench import settings
-from leukemia_tf.cli import common
+from leukemia_tf.cli import flag_table, runner
 
 FLAGS = flags.FLAGS
-A = common.Alias
+A = flag_table.Alias
 _ENCODINGS = ("png", "raw", "bmp", "jpeg")
 
 # The short flags: flag -> BenchConfig field. Types and defaults come from the field.
@@ -91,19 +91,19 @@ ALIASES = {
 }
 _MEASUREMENTS = settings.COMMANDS + ("all",)
 
-COMMAND = common.Command(
+COMMAND = flag_table.Command(
     script="leukemia-bench", doc=__doc__, base=settings.BenchConfig, aliases=ALIASES,
     usage=f"<{'|'.join(_MEASUREMENTS)}> (required) [--json_out=FILE] [flags]")
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    common.define_flags(fv, COMMAND)
+    flag_table.define_flags(fv, COMMAND)
 
 
 def config_from_flags(fv: flags.FlagValues = FLAGS) -> settings.BenchConfig:
     """BenchConfig from the flags given (short or dotted)."""
-    return common.config_from_flags(fv, COMMAND)
+    return flag_table.config_from_flags(fv, COMMAND)
 
 
 def main(argv):
@@ -111,7 +111,7 @@ def main(argv):
         raise app.UsageError(f"usage: leukemia-bench <{'|'.join(_MEASUREMENTS)}> "
                              f"[--flags]; got {argv[1:]}")
     cfg = config_from_flags(FLAGS)
-    common.import_tensorflow_quietly()  # the benchmarks' own: start-up noise dropped
+    runner.import_tensorflow_quietly()  # the benchmarks' own: start-up noise dropped
     from leukemia_tf.bench import plan as bench
     result = bench.run(argv[1], cfg)
     print(bench.format_table(result))
@@ -122,7 +122,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__, command=COMMAND)
+    runner.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

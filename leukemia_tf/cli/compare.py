@@ -1,6 +1,6 @@
 """Compare pooled studies (absl entry point; no TensorFlow).
 
-  python tools/compare_studies.py --studies=S/lite_bn_8ep_96,S/resnet_small_20ep_96
+  leukemia-compare --studies=S/lite_bn_8ep_96,S/resnet_small_20ep_96
       --ensembles=lite_bn_8ep_96+resnet_small_20ep_96 --out_dir=S/compare
 
 Each study is a folder written by `leukemia-crossval --cv=pooled`. Writes
@@ -13,7 +13,8 @@ seeds).
 from absl import flags
 
 from leukemia_tf import io
-from leukemia_tf.cli import common
+from leukemia_tf.cli import runner
+from leukemia_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 
@@ -29,35 +30,35 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 
 def main(argv):
     if len(argv) > 1:
-        raise common.UserError(f"unexpected arguments {argv[1:]}; compare_studies.py takes "
-                               "flags only")
+        raise UserError(f"unexpected arguments {argv[1:]}; leukemia-compare takes "
+                        "flags only")
     if len(FLAGS.studies) < 1 or not FLAGS.out_dir:
-        raise common.UserError("--studies (one or more pooled study folders) and --out_dir "
-                               "are required")
+        raise UserError("--studies (one or more pooled study folders) and --out_dir "
+                        "are required")
     from leukemia_tf.crossval import compare
     studies = []
     for folder in FLAGS.studies:
         try:
             studies.append(compare.Study(folder))
         except FileNotFoundError as e:
-            raise common.UserError(f"--studies: {e}") from None
+            raise UserError(f"--studies: {e}") from None
     names = {s.name for s in studies}
     pairs = [tuple(p.split("+", 1)) for p in FLAGS.ensembles]
     bad = [p for p in FLAGS.ensembles if "+" not in p or not set(p.split("+", 1)) <= names]
     if bad:
-        raise common.UserError(f"--ensembles: {', '.join(bad)} is not A+B of study names "
-                               f"({', '.join(sorted(names))})")
+        raise UserError(f"--ensembles: {', '.join(bad)} is not A+B of study names "
+                        f"({', '.join(sorted(names))})")
     try:
         rows, seeds = compare.compare(studies, pairs=pairs)
     except ValueError as e:
-        raise common.UserError(f"--studies: {e}") from None
+        raise UserError(f"--studies: {e}") from None
     paths = compare.write(FLAGS.out_dir, rows, seeds)
     print(io.read_text(paths["md"]))
     return 0
 
 
 def console_main():
-    common.run(main, define_flags, __doc__, uses_tensorflow=False)
+    runner.run(main, define_flags, __doc__, uses_tensorflow=False)
 
 
 if __name__ == "__main__":

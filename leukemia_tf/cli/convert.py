@@ -2,7 +2,7 @@
 
   leukemia-convert --data_dir=<C-NMC_Leukemia root> --output_dir=<dir>
   leukemia-convert --output_dir=<dir> --verify
-  (or python tools/convert_to_tfrecords.py with the same flags)
+  (or python -m leukemia_tf.cli.convert with the same flags)
 """
 import dataclasses
 import sys
@@ -11,11 +11,12 @@ from absl import flags
 
 from leukemia_tf import errors
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.cli import common
+from leukemia_tf.cli import flag_table, runner
+from leukemia_tf.errors import UserError
 from leukemia_tf.data import cnmc, convert
 
 FLAGS = flags.FLAGS
-A = common.Alias
+A = flag_table.Alias
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,19 +59,19 @@ ALIASES = {
                      "distribution"),
 }
 
-COMMAND = common.Command(
+COMMAND = flag_table.Command(
     script="leukemia-convert", doc=__doc__, base=ConvertRun, aliases=ALIASES,
     usage="--data_dir=DIR --output_dir=DIR [flags]   |   --output_dir=DIR --verify")
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    common.define_flags(fv, COMMAND)
+    flag_table.define_flags(fv, COMMAND)
 
 
 def config_from_flags(fv: flags.FlagValues) -> ConvertRun:
     """ConvertRun from the flags given (short or dotted)."""
-    return common.config_from_flags(fv, COMMAND)
+    return flag_table.config_from_flags(fv, COMMAND)
 
 
 def check_inputs(run: ConvertRun) -> None:
@@ -89,13 +90,13 @@ def check_inputs(run: ConvertRun) -> None:
 
 
 def main(argv):
-    common.no_arguments(argv, COMMAND)
+    flag_table.no_arguments(argv, COMMAND)
     try:
         run = config_from_flags(FLAGS)
         check_inputs(run)
-        common.import_tensorflow_quietly()  # the records writer's; its start-up noise dropped
+        runner.import_tensorflow_quietly()  # the records writer's; its start-up noise dropped
         return _run(run)
-    except (cnmc.CnmcError, convert.ConvertError, common.UserError) as e:
+    except (cnmc.CnmcError, convert.ConvertError, UserError) as e:
         return _fail(str(e))
     except Exception as e:  # a full, read-only or missing disk path (local or gs://)
         message = errors.file_error(e, paths=True)
@@ -130,7 +131,7 @@ def _run(run: ConvertRun) -> int:
 
 
 def console_main():
-    common.run(main, define_flags, __doc__, command=COMMAND)
+    runner.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ import leukemia_tf  # noqa: F401
 from leukemia_tf import config as config_lib
 from leukemia_tf import io
 from leukemia_tf import model as model_names
-from leukemia_tf.cli import common, splits
+from leukemia_tf.cli import flag_table, runner, splits
+from leukemia_tf.errors import UserError
 
 FLAGS = flags.FLAGS
-A = common.Alias
+A = flag_table.Alias
 
 ALIASES = {
     "records_dir": A("run.data.records_dir", "Converted records.", "data", required=True),
@@ -62,7 +63,7 @@ ALIASES = {
     "out_dir": A("out_dir", "Where runs and the comparison go.", "output", required=True),
 }
 
-COMMAND = common.Command(
+COMMAND = flag_table.Command(
     script="leukemia-crossval", doc=__doc__, base=config_lib.CrossvalConfig,
     aliases=ALIASES, usage="--records_dir=DIR --out_dir=DIR [--models=A,B] [flags]",
     presets=True, preset_at="run")
@@ -70,42 +71,42 @@ COMMAND = common.Command(
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    common.define_flags(fv, COMMAND)
+    flag_table.define_flags(fv, COMMAND)
 
 
 def config_from_flags(fv: flags.FlagValues) -> config_lib.CrossvalConfig:
     """CrossvalConfig from the flags given (short or dotted)."""
-    return common.config_from_flags(fv, COMMAND)
+    return flag_table.config_from_flags(fv, COMMAND)
 
 
 def check_inputs(cfg: config_lib.CrossvalConfig) -> None:
     """Model names and folds, without TensorFlow."""
     unknown = [m for m in cfg.models if m not in model_names.NAMES]
     if unknown:
-        raise common.UserError(f"--models: no model {', '.join(unknown)}; models: "
-                               f"{', '.join(model_names.NAMES)}")
+        raise UserError(f"--models: no model {', '.join(unknown)}; models: "
+                        f"{', '.join(model_names.NAMES)}")
     folds = splits.manifest_folds(cfg.run.data.records_dir)
     missing = [f for f in cfg.folds if folds is not None and f not in folds]
     if missing:
-        raise common.UserError(
+        raise UserError(
             f"--folds: there is no fold {', '.join(map(str, missing))} in "
             f"{cfg.run.data.records_dir} (folds: {', '.join(map(str, folds))})")
     if cfg.cv == "pooled":
         if not cfg.selection_split:
-            raise common.UserError("--cv=pooled needs --selection_split (a split of other "
-                                   "patients that chooses each fold's epoch, e.g. fold0)")
+            raise UserError("--cv=pooled needs --selection_split (a split of other "
+                            "patients that chooses each fold's epoch, e.g. fold0)")
         splits.check(cfg.selection_split, folds, "--selection_split",
                      cfg.run.data.records_dir, ("validation", "fold"))
         if cfg.selection_split in {f"fold{k}" for k in cfg.folds}:
-            raise common.UserError(f"--selection_split={cfg.selection_split} is one of "
-                                   "the --folds that are regrouped and held out")
+            raise UserError(f"--selection_split={cfg.selection_split} is one of "
+                            "the --folds that are regrouped and held out")
 
 
 def main(argv):
-    common.no_arguments(argv, COMMAND)
+    flag_table.no_arguments(argv, COMMAND)
     cfg = config_from_flags(FLAGS)
     check_inputs(cfg)
-    common.import_tensorflow_quietly()
+    runner.import_tensorflow_quietly()
     from leukemia_tf.crossval import run as crossval
     result = crossval.run(cfg.run, list(cfg.models), cfg.out_dir, folds=list(cfg.folds),
                           include_validation=cfg.with_validation,
@@ -120,7 +121,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__, command=COMMAND)
+    runner.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

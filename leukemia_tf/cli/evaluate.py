@@ -16,12 +16,13 @@ from absl import flags
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
 from leukemia_tf import io, provenance
-from leukemia_tf.cli import common, splits
+from leukemia_tf.cli import flag_table, runner, splits
+from leukemia_tf.errors import UserError
 from leukemia_tf.evaluation import destinations
 from leukemia_tf.wording import count
 
 FLAGS = flags.FLAGS
-A = common.Alias
+A = flag_table.Alias
 
 ALIASES = {
     "model_dir": A("model_dir", "Training model dir, export/ dir or .keras file; several, "
@@ -66,7 +67,7 @@ ALIASES = {
                         "output"),
 }
 
-COMMAND = common.Command(
+COMMAND = flag_table.Command(
     script="leukemia-evaluate", doc=__doc__,
     base=lambda: config_lib.EvalConfig(model_dir="", records_dir="", progress=True),
     aliases=ALIASES, usage="--model_dir=DIR --records_dir=DIR [--split=NAME] [flags]")
@@ -74,19 +75,19 @@ COMMAND = common.Command(
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    common.define_flags(fv, COMMAND)
+    flag_table.define_flags(fv, COMMAND)
 
 
 def config_from_flags(fv: flags.FlagValues) -> config_lib.EvalConfig:
     """EvalConfig from the flags given (short or dotted)."""
-    return common.config_from_flags(fv, COMMAND)
+    return flag_table.config_from_flags(fv, COMMAND)
 
 
 def check_model_paths(model_dir: str) -> None:
     """Each comma-separated local model path exists (URLs are checked when loaded)."""
     for path in (p.strip() for p in model_dir.split(",") if p.strip()):
         if "://" not in path and not io.exists(path):
-            raise common.UserError(f"--model_dir: {path} does not exist")
+            raise UserError(f"--model_dir: {path} does not exist")
 
 
 def check_inputs(cfg: config_lib.EvalConfig) -> None:
@@ -105,23 +106,23 @@ def check_inputs(cfg: config_lib.EvalConfig) -> None:
         except ValueError:
             ok = False
         if not ok:
-            raise common.UserError(f"--threshold={cfg.threshold} is neither a value in "
-                                   "[0, 1] nor youden or f1")
+            raise UserError(f"--threshold={cfg.threshold} is neither a value in "
+                            "[0, 1] nor youden or f1")
     if cfg.out_dir or "," not in cfg.model_dir:
         destinations.check(destinations.eval_root(cfg.model_dir, cfg.out_dir),
                            destinations.EVALUATE_HINT)
 
 
 def main(argv):
-    common.no_arguments(argv, COMMAND)
+    flag_table.no_arguments(argv, COMMAND)
     cfg = config_from_flags(FLAGS)
     check_inputs(cfg)
-    common.import_tensorflow_quietly()
+    runner.import_tensorflow_quietly()
     from leukemia_tf.evaluation import evaluate as evaluation
     try:
         m = evaluation.run(cfg)
     except (ValueError, FileNotFoundError) as e:
-        raise common.UserError(str(e)) from e
+        raise UserError(str(e)) from e
     except OSError as e:  # a disk that became full or read-only while writing
         raise destinations.refusal(e, destinations.eval_root(cfg.model_dir, cfg.out_dir),
                                    destinations.EVALUATE_HINT) or e
@@ -143,7 +144,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__, command=COMMAND)
+    runner.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,15 @@ from absl import flags
 import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import config as config_lib
 from leukemia_tf import io, provenance
-from leukemia_tf.cli import common, splits
+from leukemia_tf.cli import flag_table, runner, splits
+from leukemia_tf.errors import UserError
 from leukemia_tf.cli.evaluate import check_model_paths
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import destinations, output_rules
 from leukemia_tf.wording import count
 
 FLAGS = flags.FLAGS
-A = common.Alias
+A = flag_table.Alias
 
 ALIASES = {
     "model_dir": A("model_dir", "Training model dir, export/ dir or .keras file; several, "
@@ -63,19 +64,19 @@ ALIASES = {
                         "features (transductive).", "model"),
 }
 
-COMMAND = common.Command(
+COMMAND = flag_table.Command(
     script="leukemia-predict", doc=__doc__, base=config_lib.PredictConfig, aliases=ALIASES,
     usage="--model_dir=DIR --input=PATH[,PATH] --output=FILE.csv [flags]")
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    common.define_flags(fv, COMMAND)
+    flag_table.define_flags(fv, COMMAND)
 
 
 def config_from_flags(fv: flags.FlagValues) -> config_lib.PredictConfig:
     """PredictConfig from the flags given (short or dotted)."""
-    return common.config_from_flags(fv, COMMAND)
+    return flag_table.config_from_flags(fv, COMMAND)
 
 
 def check_inputs(cfg: config_lib.PredictConfig) -> None:
@@ -86,10 +87,10 @@ def check_inputs(cfg: config_lib.PredictConfig) -> None:
                             cfg.allow_other_model)
     for path in io.rejoin_commas(cfg.input):
         if "://" not in path and not io.exists(path):
-            raise common.UserError(f"--input: {path} does not exist")
+            raise UserError(f"--input: {path} does not exist")
     output_rules.check(cfg.output, cfg.input, cfg.overwrite)
     if not 0.0 <= cfg.threshold <= 1.0:
-        raise common.UserError(f"--threshold={cfg.threshold} is not in [0, 1]")
+        raise UserError(f"--threshold={cfg.threshold} is not in [0, 1]")
     if (len(cfg.input) == 1 and "://" not in cfg.input[0]
             and io.exists(manifest_lib.manifest_path(cfg.input[0]))):
         folds = splits.manifest_folds(cfg.input[0])
@@ -98,15 +99,15 @@ def check_inputs(cfg: config_lib.PredictConfig) -> None:
 
 
 def main(argv):
-    common.no_arguments(argv, COMMAND)
+    flag_table.no_arguments(argv, COMMAND)
     cfg = config_from_flags(FLAGS)
     check_inputs(cfg)
-    common.import_tensorflow_quietly()
+    runner.import_tensorflow_quietly()
     from leukemia_tf.evaluation import predict as prediction
     try:
         table, errors = prediction.run(cfg)
     except (ValueError, FileNotFoundError) as e:
-        raise common.UserError(str(e)) from e
+        raise UserError(str(e)) from e
     try:
         path, by_patient = prediction.write(cfg, table, errors)
     except OSError as e:  # a disk that became full or read-only while writing
@@ -124,7 +125,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__, command=COMMAND)
+    runner.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ One vocabulary for every command: `--split` names a split (`validation`, `fold<k
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from leukemia_tf import io
 from leukemia_tf.data import cnmc
@@ -24,6 +24,13 @@ def manifest_folds(records_dir: str) -> Optional[List[int]]:
     """The training folds a local records dir holds (UserError naming the dir or file if
     there is no usable manifest); None for a URL (reading it would load TensorFlow: the
     library checks it later)."""
+    loaded = local_manifest(records_dir)
+    return None if loaded is None else manifest_lib.train_folds(loaded[0])
+
+
+def local_manifest(records_dir: str) -> Optional[Tuple[dict, str]]:
+    """(manifest, sha256 of its bytes) of a local records dir, read once (UserError
+    naming the dir or file if there is no usable manifest); None for a URL."""
     if "://" in records_dir:
         return None
     if not io.isdir(records_dir):
@@ -34,9 +41,7 @@ def manifest_folds(records_dir: str) -> Optional[List[int]]:
                         f"records: convert it first (leukemia-convert --data_dir="
                         f"{records_dir} --output_dir=<records dir>) and pass that "
                         "--records_dir")
-    manifest = manifest_lib.load(records_dir)
-    return sorted({int(s["fold"]) for s in manifest["shards"]
-                   if s["split"] == "train" and s.get("fold") is not None})
+    return manifest_lib.load_pinned(records_dir)
 
 
 def _is_image_tree(path: str) -> bool:

@@ -2,7 +2,7 @@
 
     leukemia-synthetic --output_dir=demo_out/data             # demo size
     leukemia-synthetic --output_dir=D --full                  # real counts
-    (or python tools/make_synthetic_cnmc.py with the same flags)
+    (or python -m leukemia_tf.cli.synthetic with the same flags)
 
 With --full, the size flags given explicitly still override the real counts.
 """
@@ -13,11 +13,11 @@ import time
 
 from absl import flags
 
-from leukemia_tf.cli import common
+from leukemia_tf.cli import flag_table, runner
 from leukemia_tf.data import synthetic
 
 FLAGS = flags.FLAGS
-A = common.Alias
+A = flag_table.Alias
 _DEFAULT = synthetic.SyntheticConfig()
 
 
@@ -66,18 +66,18 @@ ALIASES = {
                     "output", required=True),
 }
 
-COMMAND = common.Command(script="leukemia-synthetic", doc=__doc__, base=SyntheticRun,
-                         aliases=ALIASES, usage="--output_dir=DIR [--full] [flags]")
+COMMAND = flag_table.Command(script="leukemia-synthetic", doc=__doc__, base=SyntheticRun,
+                             aliases=ALIASES, usage="--output_dir=DIR [--full] [flags]")
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """This entry point's flags, defined into `fv` (by the entry point or a test)."""
-    common.define_flags(fv, COMMAND)
+    flag_table.define_flags(fv, COMMAND)
 
 
 def config_from_flags(fv: flags.FlagValues) -> SyntheticRun:
     """SyntheticRun from the flags given (short or dotted)."""
-    return common.config_from_flags(fv, COMMAND)
+    return flag_table.config_from_flags(fv, COMMAND)
 
 
 def summary_lines(summary: dict) -> list:
@@ -97,7 +97,7 @@ def summary_lines(summary: dict) -> list:
 
 
 def main(argv):
-    common.no_arguments(argv, COMMAND)
+    flag_table.no_arguments(argv, COMMAND)
     run = config_from_flags(FLAGS)
     start = time.perf_counter()
     summary = synthetic.make_tree(run.output_dir, run.tree)
@@ -107,7 +107,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__, uses_tensorflow=False, command=COMMAND)
+    runner.run(main, define_flags, __doc__, uses_tensorflow=False, command=COMMAND)
 
 
 if __name__ == "__main__":

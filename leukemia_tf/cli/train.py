@@ -11,6 +11,7 @@ Flags, the records' manifest and the requested folds are checked before TensorFl
 import json
 import os
 import re
+from typing import Optional
 
 from absl import flags
 
@@ -18,12 +19,16 @@ import leukemia_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf import cluster
 from leukemia_tf import config as config_lib
 from leukemia_tf import model as model_names
-from leukemia_tf.cli import common, splits
+from leukemia_tf.cli import flag_table, runner, splits
+from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.errors import UserError
 from leukemia_tf.metrics import split_roles
 from leukemia_tf.model import keras_file
+from leukemia_tf.training import preflight, rundir
+from leukemia_tf.training.trainer_errors import expected_error
 
 FLAGS = flags.FLAGS
-A = common.Alias
+A = flag_table.Alias
 _AUG = config_lib.AugmentConfig()
 _JITTER = ("brightness", "contrast", "hue", "saturation")
 _PROGRESS = {"none": 0, "bar": 1, "lines": 2, "auto": 3}
@@ -146,7 +151,7 @@ ALIASES = {
                         "instead of the trainer's bar, lines and summary.", "output"),
 }
 
-COMMAND = common.Command(
+COMMAND = flag_table.Command(
     script="leukemia-train", doc=__doc__, base=config_lib.Config, aliases=ALIASES,
     usage="--records_dir=DIR --model_dir=DIR [--preset=NAME] [flags]", presets=True)
 
@@ -174,50 +179,51 @@ def from_environment(fv: flags.FlagValues, environ=None) -> tuple:
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """The trainer's flags, defined into `fv` (called by the entry point, or a test)."""
-    common.define_flags(fv, COMMAND)
+    flag_table.define_flags(fv, COMMAND)
 
 
 def config_from_flags(fv: flags.FlagValues) -> config_lib.Config:
     """The preset, overridden by every flag given (short or dotted, or in a flagfile)."""
-    return common.config_from_flags(fv, COMMAND)
+    return flag_table.config_from_flags(fv, COMMAND)
 
 
-def check_inputs(cfg: config_lib.Config) -> None:
-    """What can be checked without TensorFlow: the manifest, the folds, the split, the
-    --weights file, TF_CONFIG, and a local --model_dir's config.json against these
-    settings."""
+def check_inputs(cfg: config_lib.Config) -> Optional[preflight.Inputs]:
+    """The trainer's pre-flight check, without TensorFlow: the manifest (read once, passed
+    to the trainer), the folds, the split, the --weights file, TF_CONFIG, a local
+    --model_dir's config.json against these settings, then the records' shards
+    (`preflight.prepare`). None: the records are a URL (the trainer reads them) or the
+    model dir holds this run finished."""
     d = cfg.data
-    folds = splits.manifest_folds(d.records_dir)
-    missing = [f for f in d.train_folds if folds is not None and f not in folds]
-    if missing:
-        raise common.UserError(
-            f"--train_folds: there is no fold {', '.join(map(str, missing))} in "
-            f"{d.records_dir} (folds: {', '.join(map(str, folds))})")
+    try:
+        preflight.check_config(cfg)
+    except ValueError as e:
+        raise UserError(flag_names(expected_error(e))) from None
+    loaded = splits.local_manifest(d.records_dir)
+    folds = None if loaded is None else manifest_lib.train_folds(loaded[0])
+    preflight.check_folds(d, folds)
     splits.check(d.val_split, folds, "--split", d.records_dir, ("validation", "fold", "cv"))
-    fold = split_roles.split_fold(d.val_split)
-    if fold is not None and fold in d.train_folds and not d.cv_assignment:
-        rest = ",".join(str(f) for f in d.train_folds if f != fold)
-        raise common.UserError(
-            f"--split={d.val_split} is also a training fold (--train_folds="
-            f"{','.join(map(str, d.train_folds))}): a split that chooses the best epoch "
-            f"must not be trained on; use "
-            f"{f'--train_folds={rest}' if rest else 'other --train_folds'} or another --split")
+    state = None
     if "://" not in cfg.train.model_dir:  # a URL is read by TensorFlow: the trainer checks it
-        from leukemia_tf.training import rundir
         try:
-            rundir.inspect(cfg)
+            state = rundir.inspect(cfg)
         except rundir.RunDirError as e:
-            raise common.UserError(flag_names(str(e))) from None
+            raise UserError(flag_names(str(e))) from None
     keras_file.weights_path(cfg.model.weights)
     cluster.check(cluster.parse())
     cluster.timeout_s()
+    if loaded is None or (state is not None and state.status == "finished"):
+        return None
+    try:
+        return preflight.prepare(cfg, loaded)
+    except (UserError, ValueError) as e:
+        raise UserError(flag_names(expected_error(e))) from None
 
 
 def flag_names(message: str) -> str:
     """A trainer message with each setting (`data.val_split: …`) named by its flag
     (`--split: …`), as the user gives it."""
     return re.sub(r"(?<![\w/.\\-])(?:data|model|train)\.[\w.]+(?=:)",
-                  lambda m: common.flag_for(COMMAND, m.group(0)), message)
+                  lambda m: flag_table.flag_for(COMMAND, m.group(0)), message)
 
 
 def last_line(cfg: config_lib.Config, summary: dict) -> str:
@@ -236,21 +242,21 @@ def last_line(cfg: config_lib.Config, summary: dict) -> str:
 
 
 def main(argv):
-    common.no_arguments(argv, COMMAND)
+    flag_table.no_arguments(argv, COMMAND)
     platform = from_environment(FLAGS)
     cfg = config_from_flags(FLAGS)
     if platform:
         cfg = config_lib.replace(cfg, train={"from_environment": platform})
-    check_inputs(cfg)
-    common.import_tensorflow_quietly()
+    inputs = check_inputs(cfg)
+    runner.import_tensorflow_quietly()
     from leukemia_tf import training
     try:
-        summary = training.run(cfg)
+        summary = training.run(cfg, inputs=inputs)
     except Exception as e:  # expected failures: one line; anything else: traceback
         message = training.expected_error(e)
         if message is None:
             raise
-        raise common.UserError(flag_names(message)) from e
+        raise UserError(flag_names(message)) from e
     # A finished run of the same settings is logged by the trainer ("nothing to do").
     if summary.get("chief", True) and "validation" in summary:
         print(last_line(cfg, summary))
@@ -260,7 +266,7 @@ def main(argv):
 
 
 def console_main():
-    common.run(main, define_flags, __doc__, command=COMMAND)
+    runner.run(main, define_flags, __doc__, command=COMMAND)
 
 
 if __name__ == "__main__":

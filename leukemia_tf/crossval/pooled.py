@@ -100,7 +100,7 @@ def threshold(kind: str, run: dict) -> float:
 def read_run(run_dir: str) -> dict:
     """What a finished study run wrote: its per-epoch scores, exported-model variants,
     summary facts (best epoch, prior, minutes, load)."""
-    from leukemia_tf.crossval import heldout
+    from leukemia_tf.crossval import heldout  # lazy: loads TensorFlow; studies are read without it
     summary = io.read_json(io.join(run_dir, "summary.json"))
     scores = io.read_csv(io.join(run_dir, heldout.EPOCH_SCORES), dtype={"patient_id": str})
     variants = io.read_csv(io.join(run_dir, heldout.VARIANTS), dtype={"patient_id": str})

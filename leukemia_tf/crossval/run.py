@@ -26,7 +26,7 @@ import pandas as pd
 
 from leukemia_tf import config as config_lib
 from leukemia_tf import io, training
-from leukemia_tf.crossval import pooled_report
+from leukemia_tf.crossval import heldout, pooled_report
 from leukemia_tf.crossval import report as crossval_report
 from leukemia_tf.data import duplicates, grouping
 from leukemia_tf.data import manifest as manifest_lib
@@ -197,7 +197,6 @@ STUDY_RUN = "study_run.json"
 def _train_pooled(cfg: config_lib.Config) -> dict:
     """One pooled-study run: train with the held-out/selection scores of every epoch,
     then score the exported model's variants, then record minutes and load (once)."""
-    from leukemia_tf.crossval import heldout
     summary = training.run(cfg, callbacks=[heldout.EpochScores(cfg)])
     md = cfg.train.model_dir
     if io.exists(io.join(md, STUDY_RUN)) and io.exists(io.join(md, heldout.VARIANTS)):

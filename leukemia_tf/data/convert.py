@@ -34,7 +34,8 @@ import pandas as pd
 from leukemia_tf import io
 from leukemia_tf import lock as lock_lib
 from leukemia_tf import signals
-from leukemia_tf.data import cnmc, encode, images, output_dir, streaming
+from leukemia_tf.data import cnmc, images
+from leukemia_tf.data.conversion import encode, output_dir, streaming
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data.manifest import PROGRESS_DIR
 from leukemia_tf.progress import Progress
@@ -106,7 +107,8 @@ class ConvertConfig:
 
 def _plan(table: pd.DataFrame, cfg: ConvertConfig, avg_bytes: float) -> List[dict]:
     """Shuffle each split/fold group with the seed and cut it into shards."""
-    from leukemia_tf.data import records
+    from leukemia_tf.data import records  # lazy: loads TensorFlow; convert.py imports
+    # without it (its workers are forked)
     shards = []
     prefixes = sorted({records.shard_prefix(s, f) for s, f in
                        zip(table["split"], table["fold"].fillna(-1))})
@@ -219,7 +221,7 @@ def _write_shard(cfg: ConvertConfig, out: output_dir.OutputDir, shard: dict, res
                  bar: Progress) -> None:
     """Write one shard under a temporary name, rename it, then its progress record."""
     import tensorflow as tf
-    from leukemia_tf.data import records
+    from leukemia_tf.data import records  # lazy: TensorFlow, as above
     tmp = io.join(out.dir, PROGRESS_DIR, f"{shard['path']}.tmp-{os.getpid()}")
     settings = cfg.output_settings()
     examples, skipped, shas = [], [], []
@@ -346,7 +348,7 @@ def _convert(cfg: ConvertConfig, root: str, out: output_dir.OutputDir, start: fl
                  images_per_sec=round(n_encoded / seconds, 1) if seconds else None)
     # stored_size 0: every image stored at its own size, as decoded (the canvas rule and
     # the resize run when the records are read, by data/preprocess.py).
-    from leukemia_tf.data import preprocess
+    from leukemia_tf.data import preprocess  # lazy: TensorFlow, as in _plan
     settings = {**cfg.output_settings(), "shard_size_mb": cfg.shard_size_mb,
                 "num_shards": cfg.num_shards, "stored_size": cfg.image_size,
                 "resize_method": preprocess.RESIZE_METHOD}
@@ -367,7 +369,7 @@ def verify(records_dir: str) -> dict:
     Returns a report dict; raises ConvertError listing every problem found.
     """
     import tensorflow as tf
-    from leukemia_tf.data import records
+    from leukemia_tf.data import records  # lazy: TensorFlow, as in _plan
     manifest = manifest_lib.load(records_dir)
     problems, counted = [], {}
     for shard in manifest["shards"]:

@@ -11,6 +11,7 @@ last, under a temporary name renamed into place, so a reader never sees half of 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -80,18 +81,25 @@ def load(records_dir: str) -> dict:
     Raises:
       ManifestError: no manifest (no complete conversion), unreadable or inconsistent.
     """
+    return load_pinned(records_dir)[0]
+
+
+def load_pinned(records_dir: str) -> Tuple[dict, str]:
+    """(`load`'s manifest, the sha256 of the bytes it was parsed from): one read, so a
+    reader pins the fingerprint of the very manifest it uses (`fingerprint`)."""
     path = manifest_path(records_dir)
     if not io.exists(path):
         raise ManifestError(f"no complete conversion (manifest.json not found; convert "
                             f"the images with leukemia-convert), {path}")
+    data = io.read_bytes(path)
     try:
-        manifest = io.read_json(path)
+        manifest = io.parse_json(data, path)
     except JsonFileError as e:
         raise ManifestError(f"manifest.json is not valid JSON ({e.detail}), {path}") from None
     validate(manifest, path)
     for i, shard in enumerate(manifest["shards"]):
         inside(records_dir, shard["path"], f"shard entry {i}", path)
-    return manifest
+    return manifest, hashlib.sha256(data).hexdigest()
 
 
 def validate(manifest, where: str = MANIFEST) -> None:

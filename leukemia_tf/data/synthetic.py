@@ -75,7 +75,7 @@ def full_config(**changes) -> SyntheticConfig:
     """The real counts: 73 training subjects (47 ALL, 26 healthy), 1867 validation, 2586 test.
 
     The subject counts of the validation and test sets are not published; these are guesses.
-    Run: python tools/make_synthetic_cnmc.py --full --output_dir=D
+    Run: leukemia-synthetic --full --output_dir=D
     """
     cfg = SyntheticConfig(
         train_all=REAL_TRAIN_ALL, train_hem=REAL_TRAIN_HEM,

@@ -117,7 +117,7 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
                                      cfg.batch_size, cfg.progress)
     if (scores["label"] < 0).any():
         raise ValueError(f"{cfg.split} has unlabeled images: evaluate labeled data; use "
-                         "leukemia_tf.predict for the final test set")
+                         "leukemia-predict for the final test set")
     threshold = _threshold(cfg, predictor, manifest, threshold_split)
     scores, notes, option_metrics = options.apply_inference_options(
         predictor, scores, cfg, trained, manifest, sel, threshold)

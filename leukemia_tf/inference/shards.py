@@ -1,9 +1,9 @@
 """The shards evaluate and predict read, checked and named as the trainer does.
 
 Before a selection is read, every shard of it must exist, have the manifest's size and
-(local shards) its record count (`training.inputs.check_shards`); a corrupt record met
+(local shards) its record count (`data.shard_check`); a corrupt record met
 while reading (`DataLossError`, which names no file) is traced to its shard by reading
-the selection's shards again (`training.inputs.corrupt_shard_error`). Either way the
+the selection's shards again (`data.shard_check`). Either way the
 command ends with one line naming the shard file, never a TensorFlow traceback.
 """
 from __future__ import annotations
@@ -13,18 +13,18 @@ import contextlib
 import tensorflow as tf
 
 from leukemia_tf.data import manifest as manifest_lib
-from leukemia_tf.training import inputs as inputs_lib
+from leukemia_tf.data import shard_check
 
 
 def check(records_dir: str, manifest: dict, sel) -> None:
-    """InputError naming the first shard of `sel` that is missing, truncated or holds
+    """ShardError naming the first shard of `sel` that is missing, truncated or holds
     another number of records than the manifest says."""
-    inputs_lib.check_shards(records_dir, manifest_lib.shards_for(manifest, records_dir, sel))
+    shard_check.check_shards(records_dir, manifest_lib.shards_for(manifest, records_dir, sel))
 
 
 @contextlib.contextmanager
 def named(records_dir: str, manifest: dict, sel):
-    """Inside: a DataLossError (or a shard gone since `check`) becomes the InputError
+    """Inside: a DataLossError (or a shard gone since `check`) becomes the ShardError
     naming the shard."""
     try:
         yield
@@ -33,7 +33,7 @@ def named(records_dir: str, manifest: dict, sel):
         if isinstance(e, tf.errors.NotFoundError):
             check(records_dir, manifest, sel)
             raise
-        error = inputs_lib.corrupt_shard_error(records_dir, shards, e)
+        error = shard_check.corrupt_shard_error(shards)
         if error is None:
             raise
         raise error from e

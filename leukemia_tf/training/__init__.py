@@ -4,13 +4,15 @@
     summary = training.run(cfg)
 
 Split by concern, in the order a run uses them:
-  inputs.py        config and records checks before anything is written
+  trainer_errors.py the trainer's expected failures (model dir, records, a lost worker) and
+                   the one line its entry point prints for them
+  preflight.py     config and records checks before anything is written
   rundir.py        the model dir a run owns: config check, lock, resume, --overwrite
   distribution.py  devices, strategy, precision, the chief, the start-up log
   objectives.py    optimizer, loss, metrics (WeightedF1)
   step_settings.py jit_compile auto|on|off, steps_per_execution, TensorFlow's thread pools
-  callbacks.py     NaN guard, progress, history.csv, best checkpoint, backup
-  progress_callback.py  what the user sees: bar / log lines per epoch, phases, SUMMARY
+  callbacks.py     NaN guard, throughput (images/s), history.csv, best checkpoint, backup
+  console.py       what the user sees: bar / log lines per epoch, phases, SUMMARY
   loop.py          run(cfg)
 
 Importing the package loads no TensorFlow: its names below are looked up on first use,
@@ -21,9 +23,9 @@ import importlib
 _EXPORTS = {
     "distribution": ("cpu_has_bf16", "is_chief", "make_strategy", "resolve_precision",
                      "split_cpu", "strategy_name"),
-    "errors": ("InputError", "RunDirError", "TrainingError", "expected_error"),
     "loop": ("run",),
     "objectives": ("WeightedF1", "make_loss", "make_metrics", "make_optimizer"),
+    "trainer_errors": ("InputError", "RunDirError", "TrainingError", "expected_error"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -1,4 +1,4 @@
-"""The callbacks of a run: NaN guard, progress, history.csv, best checkpoint, backup.
+"""The callbacks of a run: NaN guard, throughput, history.csv, best checkpoint, backup.
 
 Order matters and is set in `loop.make_callbacks`: the NaN guard first (so nothing after
 it saves weights of a diverged step), the backup last (so an epoch's backup is taken after
@@ -58,7 +58,7 @@ class NanGuard(keras.callbacks.Callback):
         return not self.tripped and weights_finite(model)
 
 
-class Progress(keras.callbacks.Callback):
+class Throughput(keras.callbacks.Callback):
     """Training images/s and the point a resumed run continues from.
 
     Throughput is the time between consecutive step ends within an epoch, so it covers

@@ -14,11 +14,9 @@ from typing import List, Sequence
 import tensorflow as tf
 
 from leukemia_tf import cluster, io
+from leukemia_tf.config import TrainConfig, choices
 
 log = logging.getLogger("leukemia_tf.training")
-
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 def split_cpu(num_devices: int) -> None:
@@ -107,7 +105,7 @@ def resolve_precision(name: str, model: str = "") -> str:
     AVX-512-BF16/AMX (float32 there for the depthwise-convolution models of
     CPU_FLOAT32_MODELS), else float32."""
     if name != "auto":
-        if name not in PRECISIONS:
+        if name not in choices(TrainConfig, "mixed_precision"):
             raise ValueError(f"unknown mixed precision policy {name!r}")
         return name
     gpus = tf.config.list_physical_devices("GPU")

@@ -15,7 +15,7 @@ import tf_keras as keras
 
 from leukemia_tf import io, provenance, signals
 from leukemia_tf.config import Config
-from leukemia_tf.data import duplicates
+from leukemia_tf.data import duplicates, grouping, shard_check
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.data import pipeline
 from leukemia_tf.data.pipeline import parser, reader
@@ -24,10 +24,10 @@ from leukemia_tf.inference import scoring, stored_calibration
 from leukemia_tf.model import export, registry
 from leukemia_tf.training import callbacks as cb
 from leukemia_tf.training import distribution as dist
-from leukemia_tf.training import inputs as inputs_lib
+from leukemia_tf.training import preflight
 from leukemia_tf.training import objectives, rundir, step_settings
-from leukemia_tf.training import progress_callback as shown_progress
-from leukemia_tf.training.errors import InputError, RunDirError
+from leukemia_tf.training import console
+from leukemia_tf.training.trainer_errors import InputError, RunDirError
 from leukemia_tf.wording import count
 
 log = logging.getLogger("leukemia_tf.training")
@@ -74,10 +74,10 @@ def _claim(cfg: Config, strategy, chief: bool, lock: rundir.Lock, data) -> rundi
 
 
 def make_callbacks(cfg: Config, chief: bool):
-    """(callback list, guard, progress) in the order their saves must happen."""
+    """(callback list, guard, throughput) in the order their saves must happen."""
     t = cfg.train
-    guard, progress = cb.NanGuard(), cb.Progress(t.batch_size)
-    out = [guard, progress, cb.BestCheckpoint(t.model_dir, t.monitor, chief, guard)]
+    guard, throughput = cb.NanGuard(), cb.Throughput(t.batch_size)
+    out = [guard, throughput, cb.BestCheckpoint(t.model_dir, t.monitor, chief, guard)]
     if chief:
         out.append(cb.CsvHistory(io.join(t.model_dir, "history.csv")))
         if t.tensorboard:
@@ -92,7 +92,7 @@ def make_callbacks(cfg: Config, chief: bool):
     every = t.backup_every_steps and max(1, t.backup_every_steps // t.steps_per_execution)
     out.append(cb.Backup(io.join(t.model_dir, rundir.BACKUP),
                          every or cb.Backup.EPOCH_ENDS_ONLY, guard))
-    return out, guard, progress
+    return out, guard, throughput
 
 
 def _nan_message(cfg: Config, nan_at) -> str:
@@ -132,8 +132,8 @@ def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):
     if cfg.train.steps_per_execution > 1:  # Keras then needs the number of val batches
         val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
             -(-data.num_val // cfg.train.batch_size)))
-    callbacks, guard, progress = make_callbacks(cfg, chief)
-    callbacks.insert(0, inputs_lib.manifest_pin(cfg.data.records_dir, data.manifest_sha256))
+    callbacks, guard, throughput = make_callbacks(cfg, chief)
+    callbacks.insert(0, preflight.manifest_pin(cfg.data.records_dir, data.manifest_sha256))
     # The caller's callbacks before the backup: an epoch whose extra work was cut short
     # is repeated on resume, not skipped.
     callbacks[-1:-1] = list(extra) if chief else []
@@ -143,17 +143,17 @@ def _fit(cfg, model, data, steps, weights, plan, chief, display=None, extra=()):
             history = model.fit(keras.utils.experimental.DatasetCreator(train_input),
                                 epochs=cfg.train.epochs, steps_per_epoch=steps,
                                 validation_data=val_ds, callbacks=callbacks,
-                                verbose=shown_progress.keras_verbose(cfg, chief))
+                                verbose=console.keras_verbose(cfg, chief))
     except tf.errors.DataLossError as e:
         shards = [s for sel in (data.train_sel, data.val_sel)
                   for s in manifest_lib.shards_for(data.manifest, cfg.data.records_dir, sel)]
-        named = inputs_lib.corrupt_shard_error(cfg.data.records_dir, shards, e)
+        named = shard_check.corrupt_shard_error(shards, error=InputError)
         if named is None:
             raise
         raise named from e
     if guard.tripped:
         raise FloatingPointError(_nan_message(cfg, guard.nan_at))
-    return history, progress
+    return history, throughput
 
 
 def _export(cfg, strategy, model, chief, manifest, display=None):
@@ -182,12 +182,13 @@ def _export(cfg, strategy, model, chief, manifest, display=None):
     return plain
 
 
-def run(cfg: Config, callbacks=()) -> dict:
+def run(cfg: Config, callbacks=(), inputs: preflight.Inputs = None) -> dict:
     """Train `cfg.model` on `cfg.data`, export it and return the summary.
 
     `callbacks`: more Keras callbacks for the chief (a study's per-epoch scoring,
     crossval.heldout), called after each epoch's best-weights save and before its
-    backup.
+    backup. `inputs`: the records as `preflight.prepare` checked them for this `cfg`
+    (the entry point checks them before TensorFlow loads); None: checked here.
 
     Writes (chief only) into cfg.train.model_dir: train.lock (while running),
     config.json, trained_on.json, history.csv, best/, backup/ (the last state), logs/,
@@ -206,16 +207,16 @@ def run(cfg: Config, callbacks=()) -> dict:
     phase = ["before training"]
     with signals.handled():
         try:
-            return _run(cfg, callbacks, phase)
+            return _run(cfg, callbacks, phase, inputs)
         except signals.Stopped as e:
             e.where = e.where or phase[0]
             raise
 
 
-def _run(cfg: Config, callbacks, phase: list) -> dict:
+def _run(cfg: Config, callbacks, phase: list, inputs) -> dict:
     """`run` inside the signal handlers; `phase[0]` says what it is doing."""
     t, d = cfg.train, cfg.data
-    inputs_lib.validate_config(cfg)
+    preflight.check_config(cfg)
     start = time.time()
     strategy, precision = _setup(cfg)
     signals.reinstall()  # after the strategy: multi-worker start-up replaces SIGTERM's
@@ -225,45 +226,45 @@ def _run(cfg: Config, callbacks, phase: list) -> dict:
         log.info("%s already holds a finished run of these settings (%s): nothing to do; "
                  "--overwrite trains it again", t.model_dir, rundir.SUMMARY)
         return {**state.summary, "status": "finished", "chief": chief}
-    data = inputs_lib.prepare(cfg)
+    data = inputs if inputs is not None else preflight.prepare(cfg)
     steps = t.steps_per_epoch or data.num_train // t.batch_size
-    weights = inputs_lib.class_weights(data, d)
+    weights = objectives.class_weights(grouping.label_counts(data.manifest, data.train_sel, d))
     plan = _cache_plan(cfg, data)
     warnings = dist.log_startup(strategy, precision, t.batch_size, steps)
     for w in duplicates.leak_warnings(data.leaked_groups, d.train_folds, d.val_split):
         log.warning("%s", w)
         warnings.append(w)
     model = _build(cfg, strategy, steps, precision)
-    for line in shown_progress.model_lines(cfg, model, precision):
+    for line in console.model_lines(cfg, model, precision):
         log.info("%s", line)
     lock = rundir.Lock(t.model_dir)
     try:
         state = _claim(cfg, strategy, chief, lock, data)
         if state.status == "finished":  # finished by another trainer while we started
             return {**rundir.read_summary(t.model_dir), "status": "finished", "chief": chief}
-        display = shown_progress.display_for(cfg, chief, steps, data.num_val, plan)
+        display = console.display_for(cfg, chief, steps, data.num_val, plan)
         if display is None and chief and plan.get("train", ("none",))[0] != "none":
             log.info("the first epoch of this run reads, decodes and preprocesses %s once "
                      "and caches them (slower); later epochs read the cache",
                      count(data.num_train, "training image"))
         phase[0] = "while training"
-        history, progress = _fit(cfg, model, data, steps, weights, plan, chief,
-                                 display, callbacks)
-        inputs_lib.check_pinned(d.records_dir, data.manifest_sha256)
+        history, throughput = _fit(cfg, model, data, steps, weights, plan, chief,
+                                   display, callbacks)
+        preflight.check_pinned(d.records_dir, data.manifest_sha256)
         phase[0] = "while exporting (the export is redone)"
         plain = _export(cfg, strategy, model, chief, data.manifest, display)
-        summary = _run_summary(cfg, strategy, precision, chief, steps, progress, plan,
+        summary = _run_summary(cfg, strategy, precision, chief, steps, throughput, plan,
                                weights, data, model, warnings)
         if not chief:
             return summary
-        _say(display, f"scoring the exported model on {shown_progress.scored_split(cfg)}, "
+        _say(display, f"scoring the exported model on {console.scored_split(cfg)}, "
              f"{count(data.num_val, 'image')}, and bootstrapping intervals")
         phase[0] = "while scoring the exported model (export and scoring are redone)"
         _score(cfg, data, plain, summary)
         summary["seconds"] = round(time.time() - start, 1)
         summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
         io.write_json(io.join(t.model_dir, rundir.SUMMARY), summary)
-        shown_progress.print_summary(cfg, summary)
+        console.print_summary(cfg, summary)
         return summary
     finally:
         if lock.held:  # a failed save's temporaries (weights_temp/) are ours to remove
@@ -271,14 +272,14 @@ def _run(cfg: Config, callbacks, phase: list) -> dict:
         lock.release()
 
 
-def _run_summary(cfg: Config, strategy, precision: str, chief: bool, steps: int, progress,
+def _run_summary(cfg: Config, strategy, precision: str, chief: bool, steps: int, throughput,
                  plan: dict, weights: dict, data, model, warnings: list) -> dict:
     """summary.json's facts about the run (the scores are added by `_score`)."""
     t = cfg.train
     return {"status": "ok", "model": cfg.model.name, "strategy": dist.strategy_name(strategy),
             "replicas": strategy.num_replicas_in_sync, "precision": precision,
             "chief": chief, "epochs": t.epochs, "steps_per_epoch": steps,
-            **_progress_summary(progress, t.model_dir),
+            **_progress_summary(throughput, t.model_dir),
             "cache": {k: v[0] for k, v in plan.items()}, "class_weights": weights,
             "num_train": data.num_train, "num_val": data.num_val,
             "val_split": cfg.data.val_split, "monitor": t.monitor,
@@ -295,11 +296,11 @@ def _build(cfg: Config, strategy, steps: int, precision: str) -> keras.Model:
     return model
 
 
-def _progress_summary(progress: cb.Progress, model_dir: str) -> dict:
+def _progress_summary(throughput: cb.Throughput, model_dir: str) -> dict:
     """Where this invocation started (epochs from 1), its speed and the best epoch."""
-    out = {"first_epoch": progress.first_epoch,
-           "resumed_from_step": progress.resumed_from_step,
-           "train_images_per_sec": progress.images_per_sec}
+    out = {"first_epoch": throughput.first_epoch,
+           "resumed_from_step": throughput.resumed_from_step,
+           "train_images_per_sec": throughput.images_per_sec}
     best = rundir.best_state(model_dir)
     if best:
         out["best_epoch"] = best["epoch"]
@@ -309,7 +310,7 @@ def _progress_summary(progress: cb.Progress, model_dir: str) -> dict:
 def _cache_plan(cfg: Config, data) -> dict:
     plan = reader.cache_plan(cfg.data, [("train", data.num_train),
                                         ("validation", data.num_val)])
-    shown = {"train": "the training folds", "validation": shown_progress.scored_split(cfg)}
+    shown = {"train": "the training folds", "validation": console.scored_split(cfg)}
     for name, (mode, why) in plan.items():
         log.info("cache for %s: %s (%s)", shown.get(name, name), mode, why)
     return plan

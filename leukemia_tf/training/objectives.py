@@ -11,11 +11,8 @@ from typing import Dict
 import tensorflow as tf
 import tf_keras as keras
 
-from leukemia_tf.config import Config
-
-SCHEDULES = ("cosine", "constant")
-OPTIMIZERS = ("adam", "adamw")
-LOSSES = ("bce", "focal")
+from leukemia_tf.config import Config, TrainConfig, choices
+from leukemia_tf.model import registry
 
 
 @keras.saving.register_keras_serializable(package="leukemia_tf")
@@ -121,7 +118,7 @@ def make_optimizer(cfg: Config, steps_per_epoch: int, precision: str, model=None
         lr = t.learning_rate
     else:
         raise ValueError(f"unknown schedule {t.schedule!r}")
-    if t.optimizer not in OPTIMIZERS:
+    if t.optimizer not in choices(TrainConfig, "optimizer"):
         raise ValueError(f"unknown optimizer {t.optimizer!r}")
     backbone = _scaled_backbone(cfg, model)
     if backbone:
@@ -146,7 +143,6 @@ def _scaled_backbone(cfg: Config, model) -> list:
         return []
     if model is None:
         return []
-    from leukemia_tf.model import registry
     backbone = registry.backbone_variables(model)
     if not backbone:
         raise ValueError(f"--freeze_backbone_epochs/--backbone_lr_multiplier need a model "

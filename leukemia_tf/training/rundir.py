@@ -41,7 +41,7 @@ from leukemia_tf import lock as lock_lib
 from leukemia_tf import provenance
 from leukemia_tf.config import Config, from_dict
 from leukemia_tf.config import upgrade as config_upgrade
-from leukemia_tf.training.errors import RunDirError
+from leukemia_tf.training.trainer_errors import RunDirError, lost_worker
 
 log = logging.getLogger("leukemia_tf.training")
 
@@ -348,7 +348,6 @@ def _first_line(exc: BaseException) -> str:
 
 def unreadable_backup(backup_dir: str, exc: BaseException) -> BaseException:
     """The error for a backup that cannot be restored (torn or garbled checkpoint)."""
-    from leukemia_tf.training.errors import lost_worker
     if lost_worker(exc) is not None:
         return exc
     return RunDirError(

@@ -261,11 +261,11 @@ def test_convert(tiny):
 
 
 def test_cli_json_contract(tiny, tmp_path):
-    """python tools/benchmark.py peers --data_dir --records_dir --json_out: the contract."""
+    """python -m leukemia_tf.cli.bench peers --data_dir --records_dir --json_out: the contract."""
     cfg, data = tiny
     out = tmp_path / "peers.json"
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "peers",
+        [sys.executable, "-m", "leukemia_tf.cli.bench", "peers",
          f"--data_dir={data.tree}", f"--records_dir={data.records_dir}",
          f"--json_out={out}", f"--work_dir={tmp_path / 'work'}", "--image_size=32",
          "--batch_size=8", "--min_seconds=0.05", "--min_batches=2", "--noisolate",

@@ -56,7 +56,7 @@ def test_cli_with_default_flags(tmp_path, command):
     through the CLI, each measurement in its own process as by default."""
     out = tmp_path / "out.json"
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "benchmark.py"), command,
+        [sys.executable, "-m", "leukemia_tf.cli.bench", command,
          f"--work_dir={tmp_path / 'work'}", f"--json_out={out}", *TIMING_FLAGS],
         capture_output=True, text=True, timeout=600, cwd=REPO,
         env={**os.environ, "PYTHONPATH": REPO})  # this checkout, not an installed copy

@@ -12,30 +12,32 @@ from absl import flags
 
 from leukemia_tf import config as C
 from leukemia_tf import presets
-from leukemia_tf.cli import common
+from leukemia_tf.cli import flag_table, runner
 from tests.helpers import REPO
 
 BIN = os.path.dirname(sys.executable)
 
-# entry point -> (console script, tools/ script or `-m` module, flags its --help must list)
+# entry point -> (console script, its `-m` module, flags its --help must list)
 ENTRY_POINTS = {
-    "train": ("leukemia-train", "-m leukemia_tf.train",
+    "train": ("leukemia-train", "-m leukemia_tf.cli.train",
               ["records_dir", "model_dir", "model", "epochs", "batch_size", "image_size",
                "strategy", "mixed_precision", "learning_rate", "cache", "split", "progress",
                "preset"]),
-    "evaluate": ("leukemia-evaluate", "-m leukemia_tf.evaluate",
+    "evaluate": ("leukemia-evaluate", "-m leukemia_tf.cli.evaluate",
                  ["model_dir", "records_dir", "split", "tta", "threshold"]),
-    "predict": ("leukemia-predict", "-m leukemia_tf.predict",
+    "predict": ("leukemia-predict", "-m leukemia_tf.cli.predict",
                 ["model_dir", "input", "output", "tta", "threshold"]),
-    "convert": ("leukemia-convert", "tools/convert_to_tfrecords.py",
+    "convert": ("leukemia-convert", "-m leukemia_tf.cli.convert",
                 ["data_dir", "output_dir", "encoding", "canvas_size", "on_error",
                  "verify", "num_workers"]),
-    "synthetic": ("leukemia-synthetic", "tools/make_synthetic_cnmc.py",
+    "synthetic": ("leukemia-synthetic", "-m leukemia_tf.cli.synthetic",
                   ["output_dir", "seed", "full", "num_validation"]),
-    "bench": ("leukemia-bench", "tools/benchmark.py",
+    "bench": ("leukemia-bench", "-m leukemia_tf.cli.bench",
               ["data_dir", "records_dir", "json_out", "image_size", "batch_size"]),
-    "crossval": ("leukemia-crossval", "tools/crossval.py",
+    "crossval": ("leukemia-crossval", "-m leukemia_tf.cli.crossval",
                  ["records_dir", "out_dir", "models", "folds", "epochs"]),
+    "compare": ("leukemia-compare", "-m leukemia_tf.cli.compare",
+                ["studies", "ensembles", "out_dir"]),
 }
 
 
@@ -77,9 +79,6 @@ def test_entry_points_import_together_and_define_into_own_flag_values():
     before = set(flags.FLAGS)
     for module in ENTRY_POINTS:
         importlib.import_module(f"leukemia_tf.cli.{module}")
-    importlib.import_module("leukemia_tf.train")
-    importlib.import_module("leukemia_tf.evaluate")
-    importlib.import_module("leukemia_tf.predict")
     assert set(flags.FLAGS) == before, "importing an entry point defined flags"
     for module, (_, _, names) in ENTRY_POINTS.items():
         fv = flags.FlagValues()
@@ -98,20 +97,20 @@ def test_noise_filter_keeps_real_messages():
     ]
     kept = ["W0000 some_op.cc:12] Out of memory while trying to allocate 4GiB",
             "Traceback (most recent call last):", "ValueError: bad shard"]
-    assert all(common.NOISE.search(line) for line in noise)
-    assert not any(common.NOISE.search(line) for line in kept)
+    assert all(runner.NOISE.search(line) for line in noise)
+    assert not any(runner.NOISE.search(line) for line in kept)
 
 
 @pytest.mark.parametrize("argv,verbose", [
     (["prog"], False), (["prog", "--verbosity=1"], True), (["prog", "-v", "1"], True),
     (["prog", "--verbosity=0"], False), (["prog", "-v=2"], True)])
 def test_verbosity_brings_noise_back(argv, verbose):
-    assert common.wants_verbose(argv) is verbose
+    assert runner.wants_verbose(argv) is verbose
 
 
 def test_expected_failure_is_one_error_line_without_cpp_noise(tmp_path):
     missing = tmp_path / "no_such_records"
-    r = _run([sys.executable, "-m", "leukemia_tf.evaluate", f"--model_dir={tmp_path}",
+    r = _run([sys.executable, "-m", "leukemia_tf.cli.evaluate", f"--model_dir={tmp_path}",
               f"--records_dir={missing}"])
     assert r.returncode == 1, (r.returncode, r.stderr)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
@@ -128,7 +127,7 @@ def _parse(module, *args):
     cli = importlib.import_module(f"leukemia_tf.cli.{module}")
     fv = flags.FlagValues()
     cli.define_flags(fv)
-    common.parse(fv, [cli.COMMAND.script, *args])
+    flag_table.parse(fv, [cli.COMMAND.script, *args])
     return cli.config_from_flags(fv)
 
 
@@ -143,7 +142,7 @@ def test_every_short_flag_names_a_setting_of_its_root(module):
     known = C.fields(type(cmd.base()))
     for name, alias in cmd.aliases.items():
         assert alias.derive is not None or alias.path in known, (module, name, alias.path)
-        assert alias.group in common.GROUPS, (module, name)
+        assert alias.group in flag_table.GROUPS, (module, name)
 
 
 def test_short_flags_and_dotted_overrides_reach_one_home():
@@ -329,7 +328,7 @@ def test_unknown_flag_is_one_line_without_help(tmp_path):
 
 # ---------------------------------------------------------------- help and usage
 def test_help_is_grouped_marks_required_and_names_the_console_script():
-    r = _run([sys.executable, "-m", "leukemia_tf.train", "--help"])
+    r = _run([sys.executable, "-m", "leukemia_tf.cli.train", "--help"])
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "usage: leukemia-train --records_dir=DIR --model_dir=DIR" in out
@@ -347,7 +346,7 @@ def test_bench_help_is_grouped_and_answers_before_tensorflow():
     out = r.stdout
     assert out.splitlines()[-1] == "exit 0 raised [] tf False", (out[-500:], r.stderr)
     assert "usage: leukemia-bench <input|peers|train|convert|all> (required)" in out
-    assert "python tools/benchmark.py" not in out.split("usage:")[1]
+    assert "python -m" not in out.split("usage:")[1]
     heads = [line for line in out.splitlines() if line.endswith(":") and " " not in line]
     assert heads == ["data:", "measure:", "train:", "convert:", "output:"], heads
     assert re.search(r"--json_out +Write the results JSON", out)
@@ -356,7 +355,7 @@ def test_bench_help_is_grouped_and_answers_before_tensorflow():
 def test_help_never_breaks_a_word():
     fv = flags.FlagValues()
     importlib.import_module("leukemia_tf.cli.train").define_flags(fv)
-    text = common._flag_line(fv["model"])
+    text = flag_table._flag_line(fv["model"])
     assert all(len(line) <= 100 for line in text.splitlines()), text
     from leukemia_tf import model as model_names
     assert all(name in text for name in model_names.NAMES), text  # none split by a break
@@ -365,7 +364,7 @@ def test_help_never_breaks_a_word():
 def test_bench_without_a_subcommand_prints_a_short_usage():
     r = _run([os.path.join(BIN, "leukemia-bench")]
              if os.path.exists(os.path.join(BIN, "leukemia-bench")) else
-             [sys.executable, "tools/benchmark.py"])
+             [sys.executable, "-m", "leukemia_tf.cli.bench"])
     assert r.returncode == 1
     lines = [line for line in r.stderr.strip().splitlines() if "oneDNN" not in line]
     assert len(lines) == 1 and lines[0].startswith("error: usage: leukemia-bench <"), lines
@@ -374,7 +373,7 @@ def test_bench_without_a_subcommand_prints_a_short_usage():
 
 def test_console_log_lines_have_no_absl_prefix():
     import logging
-    fmt = common.PlainFormatter("%(message)s")
+    fmt = runner.PlainFormatter("%(message)s")
     info = logging.LogRecord("leukemia_tf.training", logging.INFO, "loop.py", 236,
                              "epoch 1/3", None, None)
     warn = logging.LogRecord("leukemia_tf.training", logging.WARNING, "loop.py", 236,

@@ -6,7 +6,7 @@ import os
 import pytest
 from absl import flags
 
-from leukemia_tf.cli import common
+from leukemia_tf.cli import flag_table
 from leukemia_tf.cli import train as cli
 from tests.helpers import run_main
 
@@ -17,7 +17,7 @@ AIP = {"AIP_MODEL_DIR": "gs://b/job/model/", "AIP_CHECKPOINT_DIR": "gs://b/job/c
 def _config(environ, *args):
     fv = flags.FlagValues()
     cli.define_flags(fv)
-    common.parse(fv, [cli.COMMAND.script, "--records_dir=R", *args])
+    flag_table.parse(fv, [cli.COMMAND.script, "--records_dir=R", *args])
     notes = cli.from_environment(fv, environ)
     return cli.config_from_flags(fv), notes
 

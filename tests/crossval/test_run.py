@@ -94,9 +94,9 @@ def test_pooled_study_end_to_end_and_compared(records_dir, tmp_path):
 def test_compare_studies_bad_folder_is_one_line(tmp_path):
     import subprocess
     import sys
-    script = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "compare_studies.py")
-    r = subprocess.run([sys.executable, script, f"--studies={tmp_path}",
-                        f"--out_dir={tmp_path}/o"], capture_output=True, text=True)
+    repo = os.path.join(os.path.dirname(__file__), "..", "..")
+    r = subprocess.run([sys.executable, "-m", "leukemia_tf.cli.compare", f"--studies={tmp_path}",
+                        f"--out_dir={tmp_path}/o"], capture_output=True, text=True, cwd=repo)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: --studies: {tmp_path}: no "
                                                         "cv_assignment.csv")

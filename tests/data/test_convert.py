@@ -176,7 +176,7 @@ def test_bad_tree_entries_are_recorded_in_the_manifest(tiny_tree, tmp_path):
 def test_cli_exit_status_and_kill9_resume(tmp_path):
     tree = build_tree(str(tmp_path / "data"), per_class_per_fold=2, n_val=4, n_test=2)
     out = tmp_path / "rec"
-    cmd = [sys.executable, os.path.join(REPO, "tools", "convert_to_tfrecords.py"),
+    cmd = [sys.executable, "-m", "leukemia_tf.cli.convert",
            f"--data_dir={tree}", f"--output_dir={out}", "--num_shards=4", "--num_workers=1",
            "--png_compression=9", "--noprogress"]
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -200,10 +200,10 @@ def test_cli_exit_status_and_kill9_resume(tmp_path):
     assert manifest["stats"]["reused_shards"] >= done - 1 >= 1
     assert manifest["splits"]["train"]["num_examples"] == 12
     assert not [n for n in os.listdir(out) + os.listdir(progress) if ".tmp-" in n]
-    verify = subprocess.run(cmd[:2] + [f"--output_dir={out}", "--verify"], env=env,
+    verify = subprocess.run(cmd[:3] + [f"--output_dir={out}", "--verify"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0 and "verified" in verify.stdout
-    bad = subprocess.run(cmd[:2] + [f"--data_dir={tmp_path}/nothing", f"--output_dir={out}2"],
+    bad = subprocess.run(cmd[:3] + [f"--data_dir={tmp_path}/nothing", f"--output_dir={out}2"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.splitlines()[-1] == (

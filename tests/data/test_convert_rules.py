@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from leukemia_tf import io, progress
-from leukemia_tf.data import cnmc, convert, encode, images, records, streaming
+from leukemia_tf.data import cnmc, convert, images, records
+from leukemia_tf.data.conversion import encode, streaming
 from leukemia_tf.data import manifest as manifest_lib
 
 

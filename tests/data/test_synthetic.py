@@ -271,7 +271,7 @@ def test_full_config_counts():
 def test_cli(tmp_path):
     out = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "make_synthetic_cnmc.py"),
+        [sys.executable, "-m", "leukemia_tf.cli.synthetic",
          f"--output_dir={out}", "--train_per_fold_all=3", "--train_per_fold_hem=2",
          "--patients_per_fold_all=1", "--patients_per_fold_hem=1", "--num_validation=4",
          "--num_test=2", "--num_duplicates=1", "--nov5_validation"],

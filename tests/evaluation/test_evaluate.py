@@ -213,7 +213,7 @@ def test_predict_cli(model_dir, records_dir, tmp_path):
     stale = tmp_path / "p.errors.csv"
     stale.write_text("file,path,reason\nold.bmp,old.bmp,from an earlier run\n")
     repo = REPO
-    r = subprocess.run([sys.executable, "-m", "leukemia_tf.predict", f"--model_dir={model_dir}",
+    r = subprocess.run([sys.executable, "-m", "leukemia_tf.cli.predict", f"--model_dir={model_dir}",
                         f"--input={records_dir}", f"--output={out}"], capture_output=True,
                        text=True, env=dict(os.environ, PYTHONPATH=repo), timeout=200)
     assert r.returncode == 0, r.stderr[-2000:]

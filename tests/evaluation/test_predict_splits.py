@@ -51,7 +51,7 @@ def test_readme_predict_commands_on_a_tree_without_testing_data(real_records,
     def predict(*extra):
         out = tmp_path / "p.csv"
         return out, subprocess.run(
-            [sys.executable, "-m", "leukemia_tf.predict", f"--model_dir={untrained_export}",
+            [sys.executable, "-m", "leukemia_tf.cli.predict", f"--model_dir={untrained_export}",
              f"--input={real_records}", f"--output={out}", *extra], capture_output=True,
             text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
     _, r = predict()

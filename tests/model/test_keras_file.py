@@ -98,7 +98,7 @@ def test_predict_cli_refuses_in_one_line_from_the_model_dir(evil, tmp_path):
     img.write_bytes(images.encode(np.zeros((32, 32, 3), np.uint8), "png"))
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": REPO}
-    proc = subprocess.run([sys.executable, "-m", "leukemia_tf.predict", "--model_dir=.",
+    proc = subprocess.run([sys.executable, "-m", "leukemia_tf.cli.predict", "--model_dir=.",
                            f"--input={img}", f"--output={tmp_path / 'p.csv'}"],
                           cwd=evil.dir, env=env, capture_output=True, text=True, timeout=300)
     lines = proc.stderr.strip().splitlines()

@@ -45,7 +45,7 @@ def test_nan_guard_leaves_a_finite_run_alone():
 
 def test_progress_and_history_number_epochs_from_one(tmp_path):
     model = _model()
-    progress = cb.Progress(global_batch=4)
+    progress = cb.Throughput(global_batch=4)
     path = str(tmp_path / "history.csv")
     x, y = _data()
     model.fit(x, y, batch_size=4, epochs=2, callbacks=[progress, cb.CsvHistory(path)],

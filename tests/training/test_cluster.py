@@ -97,7 +97,7 @@ def test_watchdog_is_quiet_once_the_cluster_answered(capsys):
 
 
 def test_lost_peer_line_names_the_other_worker_not_this_one():
-    from leukemia_tf.training.errors import lost_peer_line
+    from leukemia_tf.training.trainer_errors import lost_peer_line
     message = ("Collective ops is aborted by: failed to connect to all addresses\n"
                "[[{{node CollectiveReduceV2}}]] on /job:worker/replica:0/task:0/device:CPU:0"
                "\nAdditional GRPC error information from remote target "

@@ -139,7 +139,7 @@ def test_sigterm_during_export_keeps_the_training_and_the_restart_exports(
 def test_the_command_line_says_one_line_and_exits_with_the_signal_status(
         records_dir, tmp_path, signum):
     md = tmp_path / "m"
-    cmd = [sys.executable, "-m", "leukemia_tf.train", f"--records_dir={records_dir}",
+    cmd = [sys.executable, "-m", "leukemia_tf.cli.train", f"--records_dir={records_dir}",
            f"--model_dir={md}", "--preset=seed_cnn", "--image_size=48", "--width=4",
            "--batch_size=8", "--epochs=2", "--steps_per_epoch=400",
            "--backup_every_steps=2", "--notensorboard", "--progress=none"]

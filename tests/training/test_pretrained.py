@@ -222,7 +222,7 @@ def test_lite0_imagenet_trains_offline_and_lr0_exports_the_checkpoint(records_di
                             capture_output=True, text=True, env=env, timeout=60)
     assert no_net.returncode != 0  # the namespace really has no network
     md = tmp_path / "m"
-    cmd = [sys.executable, "-m", "leukemia_tf.train", f"--records_dir={records_dir}",
+    cmd = [sys.executable, "-m", "leukemia_tf.cli.train", f"--records_dir={records_dir}",
            f"--model_dir={md}", "--model=efficientnet_lite0", "--weights=imagenet",
            f"--image_size={SIZE}", "--epochs=1", "--batch_size=8", "--learning_rate=0",
            "--mixed_precision=float32", "--notensorboard", "--verbose=0"]
@@ -279,7 +279,7 @@ def test_preset_resumes_after_kills_on_both_sides_of_the_head_only_phase(
     killed again in epoch 3, resumed to the end: every backup up to update 12 holds the
     ImageNet backbone, every later one a fine-tuned backbone, and the history is whole."""
     md = tmp_path / "m"
-    cmd = [sys.executable, "-m", "leukemia_tf.train", "--preset=pretrained",
+    cmd = [sys.executable, "-m", "leukemia_tf.cli.train", "--preset=pretrained",
            f"--records_dir={records_dir}", f"--model_dir={md}", f"--image_size={SIZE}",
            "--epochs=3", "--freeze_backbone_epochs=2", "--steps_per_epoch=6",
            "--batch_size=8", "--backup_every_steps=2", "--mixed_precision=float32",

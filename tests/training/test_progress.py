@@ -10,7 +10,7 @@ import tf_keras as keras
 
 from leukemia_tf import config as C
 from leukemia_tf import training
-from leukemia_tf.training import progress_callback as pc
+from leukemia_tf.training import console as pc
 from tests.helpers import tiny_config
 
 

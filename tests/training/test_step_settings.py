@@ -63,7 +63,7 @@ def test_steps_per_execution_with_callbacks_and_mirrored(records_dir, tmp_path):
 
 
 def test_progress_counts_steps_not_calls():
-    p = cb.Progress(global_batch=8)
+    p = cb.Throughput(global_batch=8)
     p._last, p._epoch_steps, p._epoch_seconds = None, 0, 0.0  # on_epoch_begin needs a model
     for end in (3, 7, 11):  # calls of 4 steps each end at these steps
         p.on_train_batch_end(end)

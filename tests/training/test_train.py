@@ -140,7 +140,7 @@ def test_held_out_fold_validation(records_dir, tmp_path):
 
 
 def _train_cmd(records_dir, model_dir, *extra):
-    return [sys.executable, "-m", "leukemia_tf.train", f"--records_dir={records_dir}",
+    return [sys.executable, "-m", "leukemia_tf.cli.train", f"--records_dir={records_dir}",
             f"--model_dir={model_dir}", "--model=resnet_small", "--width=8",
             "--image_size=48", "--batch_size=8", "--mixed_precision=float32",
             "--notensorboard", "--verbose=0", *extra]

@@ -11,7 +11,8 @@ import pytest
 
 from leukemia_tf import config as C
 from leukemia_tf import training
-from leukemia_tf.training import distribution, inputs
+from leukemia_tf.data import shard_check
+from leukemia_tf.training import distribution
 from tests.helpers import REPO, tiny_config
 
 
@@ -75,7 +76,7 @@ def test_truncated_shard_and_wrong_counts_fail_before_writing(records_copy, tmp_
 def test_count_records_reads_the_framing(records_dir):
     manifest = json.loads(open(os.path.join(records_dir, "manifest.json")).read())
     for shard in manifest["shards"]:
-        n, problem = inputs.count_records(os.path.join(records_dir, shard["path"]))
+        n, problem = shard_check.count_records(os.path.join(records_dir, shard["path"]))
         assert (n, problem) == (shard["num_examples"], None)
 
 
@@ -102,7 +103,7 @@ def test_unexpected_errors_keep_their_traceback():
 def test_cli_prints_one_error_line_and_exits_1(records_dir, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     env.pop("TF_CONFIG", None)
-    base = [sys.executable, "-m", "leukemia_tf.train", f"--model_dir={tmp_path / 'm'}",
+    base = [sys.executable, "-m", "leukemia_tf.cli.train", f"--model_dir={tmp_path / 'm'}",
             "--notensorboard", "--verbose=0"]
     cases = [([f"--records_dir={tmp_path / 'missing'}"], f"records dir {tmp_path / 'missing'}"),
              ([f"--records_dir={records_dir}", "--batch_size=-8"],

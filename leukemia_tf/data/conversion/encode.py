@@ -50,7 +50,7 @@ def finish_one(result: Optional[dict], s: dict) -> Optional[dict]:
     """Parent side of pre-resizing: the model-input pixels via `preprocess`, encoded."""
     if result is None or "pixels" not in result:
         return result
-    from leukemia_tf.data import preprocess  # TensorFlow: parent process only, never workers
+    from leukemia_tf.data import preprocess  # lazy: TensorFlow, parent process only, never workers
     spec = preprocess.Spec(canvas_size=s["canvas_size"], image_size=s["image_size"])
     out = preprocess.function_for(spec)(result.pop("pixels")).numpy()
     result["encoded"] = images.encode(out, s["encoding"], s["jpeg_quality"],

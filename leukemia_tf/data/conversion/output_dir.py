@@ -115,7 +115,7 @@ def remove_stale(out: OutputDir, keep: set) -> None:
     for name in io.listdir(progress):
         if ".tfrecord.tmp-" in name:
             io.remove(io.join(progress, name))
-    from leukemia_tf.data import records
+    from leukemia_tf.data import records  # lazy: loads TensorFlow, which this module does not
     foreign = sorted(n for n in out.names if records.parse_shard_name(n) and
                      n not in out.owned and n not in keep)
     if foreign:

@@ -1,4 +1,8 @@
-"""Failures a user can act on, and the one line an entry point prints for them.
+"""The trainer's expected failures, and the one line its entry point prints for them.
+
+`leukemia_tf.errors` holds what every command shares (UserError, the disk-error line);
+this module adds the trainer's own: a model dir it may not use, records it cannot read,
+a worker lost under multi-worker training.
 
 Expected failures (a bad flag, a missing or corrupt record, a model dir that belongs to
 another run or is in use, a full or read-only disk) end a command with
@@ -11,6 +15,7 @@ import re
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from leukemia_tf import cluster
 from leukemia_tf.errors import UserError, file_error, one_line
 
 
@@ -63,7 +68,6 @@ def lost_worker(exc: BaseException) -> Optional[str]:
 def _own_task() -> Tuple[Optional[Tuple[str, int]], List[Tuple[str, int]]]:
     """((job, index) of this process, [(job, index) of every other task]) from
     TF_CONFIG; (None, []) when it does not say."""
-    from leukemia_tf import cluster
     try:
         tf_config = cluster.parse()
         task = tf_config.get("task") or {}

@@ -27,7 +27,8 @@ from typing import List, Optional, TextIO
 import tf_keras as keras
 
 from leukemia_tf import io
-from leukemia_tf.metrics import split_roles
+from leukemia_tf.metrics import classification as metrics, split_roles
+from leukemia_tf.model import registry
 from leukemia_tf.progress import can_draw
 from leukemia_tf.wording import count
 
@@ -217,7 +218,6 @@ def keras_verbose(cfg, chief: bool):
 def model_lines(cfg, model, precision: str) -> List[str]:
     """What a run trains, for its log: the model and its size, the weights it starts
     from, the precision, and the fine-tuning phases."""
-    from leukemia_tf.model import registry
     m = cfg.model
     backbone = sum(int(v.shape.num_elements()) for v in registry.backbone_variables(model))
     inside = f" ({backbone:,} in the pretrained backbone)" if backbone else ""
@@ -296,7 +296,6 @@ def format_summary(cfg, summary: dict, max_patients: int = 20) -> str:
     """The end-of-training summary: best epoch, the scored split's weighted F1 and
     ROC AUC with bootstrap intervals, the per-patient table, where the model is and how
     to get the report."""
-    from leukemia_tf.metrics import classification as metrics
     t, d = cfg.train, cfg.data
     names = {0: "hem", 1: "ALL"}
     v = summary.get("validation", {})
