@@ -11,6 +11,7 @@ import sys
 import tempfile
 
 import numpy as np
+import pandas as pd
 
 import leukemia_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from leukemia_tf.data import images
@@ -176,3 +177,16 @@ def check_links(md_path):
         path = os.path.normpath(os.path.join(base, target.split("#")[0]))
         assert os.path.isfile(path), f"{md_path}: broken link {target} -> {path}"
     return found
+
+
+def four_patients():
+    """12 scored cells of 4 patients (patient_id, label, probability, prediction)."""
+    # patient A (ALL): 4 images, 3 correct -> .75;  B (hem): 2 images, 0 correct -> 0
+    # C (hem): 4 images, 2 correct -> .5;  D (ALL): 2 images, 1 correct -> .5
+    rows = [
+        ("A", 1, 0.9, 1), ("A", 1, 0.8, 1), ("A", 1, 0.7, 1), ("A", 1, 0.2, 0),
+        ("B", 0, 0.6, 1), ("B", 0, 0.8, 1),
+        ("C", 0, 0.1, 0), ("C", 0, 0.3, 0), ("C", 0, 0.7, 1), ("C", 0, 0.9, 1),
+        ("D", 1, 0.4, 0), ("D", 1, 0.6, 1),
+    ]
+    return pd.DataFrame(rows, columns=["patient_id", "label", "probability", "prediction"])

@@ -3,11 +3,11 @@ by hand."""
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
 from leukemia_tf.metrics import classification as metrics
+from tests.helpers import four_patients
 
 # Set A: labels [1, 1, 1, 0, 0], probabilities [.9, .8, .3, .6, .1], threshold .5
 #   predictions [1, 1, 0, 1, 0] -> tp = 2 (.9, .8), fn = 1 (.3), fp = 1 (.6), tn = 1 (.1)
@@ -204,20 +204,8 @@ def test_choose_threshold_numeric_and_errors():
         metrics.choose_threshold([0, 1], [0.2, 3.0], "f1")
 
 
-def _predictions():
-    # patient A (ALL): 4 images, 3 correct -> .75;  B (hem): 2 images, 0 correct -> 0
-    # C (hem): 4 images, 2 correct -> .5;  D (ALL): 2 images, 1 correct -> .5
-    rows = [
-        ("A", 1, 0.9, 1), ("A", 1, 0.8, 1), ("A", 1, 0.7, 1), ("A", 1, 0.2, 0),
-        ("B", 0, 0.6, 1), ("B", 0, 0.8, 1),
-        ("C", 0, 0.1, 0), ("C", 0, 0.3, 0), ("C", 0, 0.7, 1), ("C", 0, 0.9, 1),
-        ("D", 1, 0.4, 0), ("D", 1, 0.6, 1),
-    ]
-    return pd.DataFrame(rows, columns=["patient_id", "label", "probability", "prediction"])
-
-
 def test_per_patient_values_and_order():
-    out = metrics.per_patient(_predictions())
+    out = metrics.per_patient(four_patients())
     assert list(out.columns) == ["patient_id", "label", "images", "correct", "accuracy",
                                  "mean_probability"]
     # worst accuracy first; C and D tie at .5 and C has more images
@@ -231,7 +219,7 @@ def test_per_patient_values_and_order():
 
 
 def test_per_patient_errors():
-    df = _predictions()
+    df = four_patients()
     with pytest.raises(ValueError, match="columns"):
         metrics.per_patient(df.drop(columns=["prediction"]))
     with pytest.raises(ValueError, match="empty"):

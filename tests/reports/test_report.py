@@ -7,7 +7,7 @@ import pytest
 from leukemia_tf.crossval import report as crossval_report
 from leukemia_tf.metrics import classification as metrics
 from leukemia_tf.reports import charts as plots, report
-from tests.helpers import check_links
+from tests.helpers import check_links, four_patients
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -86,19 +86,8 @@ def test_roc_pr_plot_single_class_does_not_crash(tmp_path):
     _png_size(out)
 
 
-def _predictions():
-    # patient A (ALL) 3/4 correct, B (hem) 0/2, C (hem) 2/4, D (ALL) 1/2
-    rows = [
-        ("A", 1, 0.9, 1), ("A", 1, 0.8, 1), ("A", 1, 0.7, 1), ("A", 1, 0.2, 0),
-        ("B", 0, 0.6, 1), ("B", 0, 0.8, 1),
-        ("C", 0, 0.1, 0), ("C", 0, 0.3, 0), ("C", 0, 0.7, 1), ("C", 0, 0.9, 1),
-        ("D", 1, 0.4, 0), ("D", 1, 0.6, 1),
-    ]
-    return pd.DataFrame(rows, columns=["patient_id", "label", "probability", "prediction"])
-
-
 def test_write_report(tmp_path):
-    df = _predictions()
+    df = four_patients()
     m = metrics.classification_metrics(df["label"], df["probability"], threshold=0.5)
     eval_dir = tmp_path / "eval"
     figures = {
