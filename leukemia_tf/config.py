@@ -143,7 +143,7 @@ class TrainConfig:
     early_stopping_patience: int = _field(0, minimum=0)  # 0 disables
     # What chooses the epoch whose weights are exported (best/): a validation measure of
     # the `--split` each epoch, or `last` (a fixed schedule: the final epoch, no choice).
-    monitor: str = _field("val_weighted_f1", choices=MONITORS)
+    monitor: str = _field("val_auc", choices=MONITORS)
     freeze_backbone_epochs: int = _field(0, minimum=0)  # first N epochs: backbone lr x 0
     backbone_lr_multiplier: float = _field(1.0, minimum=0)  # backbone lr / head's, after
     tensorboard: bool = True

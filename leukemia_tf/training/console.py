@@ -171,9 +171,8 @@ class EpochProgress(keras.callbacks.Callback):
         if not self._filling:
             self._typical = seconds
         logs = logs or {}
-        keys = ("loss", "weighted_f1", "val_loss", "val_weighted_f1")
-        shown = [f"{k.replace('val_', self.split_name + ' ')} {float(logs[k]):.4f}"
-                 for k in keys if k in logs]
+        shown = [f"{name.format(self.split_name)} {float(logs[k]):.4f}"
+                 for k, name in _EPOCH_LINE if k in logs]
         val = time.perf_counter() - self._val_start if self._val_start else None
         later = self.epochs - self._epoch
         left = None if self._filling and later else (self._typical or seconds) * later
@@ -268,6 +267,11 @@ def _patient_rows(per_patient: list) -> list:
         rows.append((str(r["patient_id"]), label, int(r["images"]), frac, call))
     return rows
 
+
+# Keras log key -> its name in the line each epoch ends with ({} = the split's name);
+# the bucketed AUC is the one `--monitor=val_auc` (the default) chooses by.
+_EPOCH_LINE = (("loss", "loss"), ("weighted_f1", "weighted_f1"), ("val_loss", "{} loss"),
+               ("val_weighted_f1", "{} weighted_f1"), ("val_auc_approx", "{} AUC"))
 
 _MONITOR_PHRASES = {"val_auc": "highest ROC AUC on {}",
                     "val_loss": "lowest loss on {}",

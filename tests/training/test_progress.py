@@ -155,9 +155,9 @@ def test_fold_validated_run_names_its_split_and_what_it_trains(
     summary = training.run(cfg)
     out, log = capsys.readouterr().out, caplog.text
     assert "fold2 pass (16 images)" in out and "validation" not in out, out
-    assert "epoch 2/2 done in " in out and "fold2 loss " in out
+    assert "epoch 2/2 done in " in out and "fold2 loss " in out and "fold2 AUC " in out
     tail = out[out.index("SUMMARY"):]
-    assert "(highest weighted F1 on fold2)" in tail
+    assert "(highest ROC AUC on fold2)" in tail  # --monitor=val_auc, the default
     assert "on fold2 (selection split): it chose the best epoch" in tail
     last = cli_train.last_line(cfg, summary)
     assert last.startswith(f"best epoch {summary['best_epoch']}: fold2 (selection split) "
