@@ -153,6 +153,7 @@ def test_fold_validated_run_names_its_split_and_what_it_trains(
     cfg = C.replace(tiny_config(records_dir, tmp_path / "m", epochs=2, verbose=2),
                     data={"train_folds": (0, 1), "val_split": "fold2"})
     summary = training.run(cfg)
+    assert summary["num_train"] == 32 and summary["validation"]["num_examples"] == 16
     out, log = capsys.readouterr().out, caplog.text
     assert "fold2 pass (16 images)" in out and "validation" not in out, out
     assert "epoch 2/2 done in " in out and "fold2 loss " in out

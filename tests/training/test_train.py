@@ -132,13 +132,6 @@ def test_impossible_combinations(records_dir, tmp_path):
         training.make_strategy("multi_worker")
 
 
-def test_held_out_fold_validation(records_dir, tmp_path):
-    cfg = C.replace(tiny_config(records_dir, tmp_path / "m", epochs=1),
-                    data={"train_folds": (0, 1), "val_split": "fold2"})
-    summary = training.run(cfg)
-    assert summary["num_train"] == 32 and summary["validation"]["num_examples"] == 16
-
-
 def _train_cmd(records_dir, model_dir, *extra):
     return [sys.executable, "-m", "leukemia_tf.cli.train", f"--records_dir={records_dir}",
             f"--model_dir={model_dir}", "--model=resnet_small", "--width=8",
