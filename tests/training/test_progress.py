@@ -1,6 +1,5 @@
 """What a user sees while training: progress within an epoch, phase lines, the summary."""
 import io as textio
-import json
 import logging
 import os
 
@@ -123,26 +122,6 @@ def test_fine_tuning_phases_in_words():
 
 def test_duration():
     assert [pc.duration(s) for s in (None, 5, 75.2, 3725)] == ["?", "5s", "1m15s", "1h02m"]
-
-
-@pytest.mark.slow
-def test_run_prints_phases_and_a_summary(records_dir, tmp_path, capsys):
-    cfg = tiny_config(records_dir, tmp_path / "m", epochs=2, verbose=1)
-    summary = training.run(cfg)
-    out = capsys.readouterr().out
-    assert "Epoch 1/2" not in out and " - loss: " not in out  # Keras' output is off
-    assert "epoch 2/2 done in " in out and "validation pass (10 images)" in out
-    assert "exporting the best weights to" in out
-    assert "scoring the exported model on validation (selection split), 10 images" in out
-    tail = out[out.index("SUMMARY"):]
-    assert f"best epoch {summary['best_epoch']} of 2" in tail
-    assert "on validation (selection split): it chose the best epoch" in tail
-    ci = json.load(open(os.path.join(tmp_path, "m", "summary.json")))["validation_ci"]
-    assert ci["unit"] == "patients" and ci["units"] == 2  # validation patients 5 and H5
-    assert f"weighted F1  {summary['weighted_f1']:.3f} (no interval: 2 patients" in tail
-    assert "WARNING: few patients: 2" in tail
-    assert "per patient (" in tail and "called ALL" in tail
-    assert f"model: {tmp_path / 'm'}/export" in tail and "leukemia-evaluate" in tail
 
 
 @pytest.mark.slow
