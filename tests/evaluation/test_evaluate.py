@@ -12,7 +12,7 @@ from leukemia_tf.inference import scoring
 from leukemia_tf.inference import loading
 from leukemia_tf.data import images
 from leukemia_tf.data import manifest as manifest_lib
-from tests.helpers import REPO, build_tree
+from tests.helpers import build_tree, run_main
 from tests.helpers import check_links
 
 
@@ -207,16 +207,12 @@ def test_predict_records_matches_files(model_dir, records_dir, tmp_path):
 
 
 def test_predict_cli(model_dir, records_dir, tmp_path):
-    import subprocess
-    import sys
     out = tmp_path / "p.csv"
     stale = tmp_path / "p.errors.csv"
     stale.write_text("file,path,reason\nold.bmp,old.bmp,from an earlier run\n")
-    repo = REPO
-    r = subprocess.run([sys.executable, "-m", "leukemia_tf.cli.predict", f"--model_dir={model_dir}",
-                        f"--input={records_dir}", f"--output={out}"], capture_output=True,
-                       text=True, env=dict(os.environ, PYTHONPATH=repo), timeout=200)
-    assert r.returncode == 0, r.stderr[-2000:]
+    code, line = run_main("predict", f"--model_dir={model_dir}", f"--input={records_dir}",
+                          f"--output={out}")
+    assert (code, line) == (0, "")
     table = pd.read_csv(out)
     assert list(table.columns) == ["file", "probability", "prediction", "path"]
     assert len(table) == 3

@@ -1,14 +1,10 @@
 """Prediction and the converter's summary on a copy of C-NMC without testing_data/."""
-import os
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
 from leukemia_tf.evaluation import predict as prediction
 from leukemia_tf.data import manifest as manifest_lib
-from tests.helpers import REPO
+from tests.helpers import run_main
 
 
 def test_summary_reads_per_split_and_flags_empty_and_one_image(real_records):
@@ -43,22 +39,14 @@ def test_named_split_is_predicted(real_records, untrained_export):
     assert len(table) == 7 and table.probability.between(0, 1).all()
 
 
-@pytest.mark.slow
 def test_readme_predict_commands_on_a_tree_without_testing_data(real_records,
                                                                 untrained_export, tmp_path):
     """The README's predict command as a user types it: the default split fails with one
     line that says what to do; the command it suggests works."""
-    def predict(*extra):
-        out = tmp_path / "p.csv"
-        return out, subprocess.run(
-            [sys.executable, "-m", "leukemia_tf.cli.predict", f"--model_dir={untrained_export}",
-             f"--input={real_records}", f"--output={out}", *extra], capture_output=True,
-            text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
-    _, r = predict()
-    assert r.returncode == 1
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "no test images" in errors[0], r.stderr[-2000:]
-    assert "--split=validation" in errors[0]
-    out, r = predict("--split=validation")
-    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "p.csv"
+    flags = (f"--model_dir={untrained_export}", f"--input={real_records}", f"--output={out}")
+    code, line = run_main("predict", *flags)
+    assert code == 1 and line.startswith("error:") and "\n" not in line
+    assert "no test images" in line and "--split=validation" in line, line
+    assert run_main("predict", *flags, "--split=validation") == (0, "")
     assert list(pd.read_csv(out).file) == ["1105.bmp"]

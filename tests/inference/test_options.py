@@ -13,7 +13,7 @@ from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.metrics import calibration
 from leukemia_tf.inference import cells, options, stored_calibration
 from leukemia_tf.evaluation import evaluate as evaluation
-from tests.helpers import check_links
+from tests.helpers import check_links, run_main
 
 
 def _eval(model_dir, records_dir, tmp_path, **kw):
@@ -245,17 +245,13 @@ def test_predict_applies_options_and_writes_patient_csv(model_dir, records_dir, 
     assert not os.path.exists(path)
 
 
-def test_predict_cli_neighbour_vote(model_dir, records_dir, tmp_path):
-    import subprocess
-    import sys
+def test_predict_cli_neighbour_vote(model_dir, records_dir, tmp_path, capsys):
     out = tmp_path / "p.csv"
-    run = subprocess.run(
-        [sys.executable, "-m", "leukemia_tf.cli.predict", f"--model_dir={model_dir}",
-         f"--input={records_dir}", "--split=fold1", f"--output={out}", "--neighbour_vote=3",
-         "--adapt_bn=patient"], capture_output=True, text=True,
-        env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
-    assert run.returncode == 0, run.stderr
-    assert "per-patient calls" in run.stdout
+    code, line = run_main("predict", f"--model_dir={model_dir}", f"--input={records_dir}",
+                          "--split=fold1", f"--output={out}", "--neighbour_vote=3",
+                          "--adapt_bn=patient")
+    assert (code, line) == (0, "")
+    assert "per-patient calls" in capsys.readouterr().out
     assert len(pd.read_csv(out)) == 16 and (tmp_path / "p.patients.csv").exists()
 
 

@@ -1,5 +1,7 @@
 """run(cfg) end to end per strategy, mixed precision, preemption and the CLI contract."""
+import contextlib
 import csv
+import io
 import json
 import logging
 import os
@@ -39,16 +41,35 @@ def _wait_for(predicate, timeout, what, proc=None):
         time.sleep(0.05)
 
 
-def test_run_default_strategy_writes_the_contract(records_dir, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="leukemia_tf")
-    cfg = tiny_config(records_dir, tmp_path / "m", epochs=2)
-    summary = training.run(cfg)
-    md = str(tmp_path / "m")
+@pytest.fixture(scope="module")
+def two_epochs(records_dir, tmp_path_factory):
+    """One 2-epoch run with the phase display (verbose=1), trained once for the tests that
+    read it: (config, model dir, summary, console output, leukemia_tf's INFO log)."""
+    md = tmp_path_factory.mktemp("two_epochs") / "m"
+    cfg = tiny_config(records_dir, md, epochs=2, verbose=1)
+    out, log = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(log)
+    logger = logging.getLogger("leukemia_tf")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(out):
+            summary = training.run(cfg)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return cfg, md, summary, out.getvalue(), log.getvalue()
+
+
+@pytest.mark.slow
+def test_run_default_strategy_writes_the_contract(two_epochs):
+    cfg, md, summary, _, log = two_epochs
     for name in ("config.json", "history.csv", "summary.json", "model.keras",
                  "export/saved_model.pb"):
-        assert os.path.exists(os.path.join(md, name)), name
-    assert C.from_dict(json.load(open(os.path.join(md, "config.json")))) == cfg
-    on_disk = json.load(open(os.path.join(md, "summary.json")))
+        assert (md / name).exists(), name
+    assert C.from_dict(json.load(open(md / "config.json"))) == cfg
+    on_disk = json.load(open(md / "summary.json"))
     assert on_disk["weighted_f1"] == summary["validation"]["weighted_f1"]
     assert on_disk["validation"]["num_examples"] == 10  # every validation image, once
     assert on_disk["train_images_per_sec"] > 0 and on_disk["steps_per_epoch"] == 6
@@ -61,16 +82,34 @@ def test_run_default_strategy_writes_the_contract(records_dir, tmp_path, caplog)
     assert not {"auc", "val_auc"} & set(rows[0]) and "roc_auc" in on_disk["validation"]
     assert not {"auc", "val_auc"} & set(on_disk["history"])
     # The start-up log says what the run computes on.
-    assert "strategy default, 1 replica, precision float32" in caplog.text
-    assert "global batch 8 = 8 per replica" in caplog.text and "devices:" in caplog.text
+    assert "strategy default, 1 replica, precision float32" in log
+    assert "global batch 8 = 8 per replica" in log and "devices:" in log
     # The exported model predicts like the in-memory one would, on uint8 input.
     images = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
-    from_keras = loading.load_model(os.path.join(md, "model.keras"))(images)
-    from_saved = loading.load_model(os.path.join(md, "export"), trust_saved_model=True)(images)
+    from_keras = loading.load_model(str(md / "model.keras"))(images)
+    from_saved = loading.load_model(str(md / "export"), trust_saved_model=True)(images)
     np.testing.assert_allclose(from_keras, from_saved, atol=1e-5)
     # A finished run keeps its last state (to extend it with more epochs), no lock.
-    assert tf.train.latest_checkpoint(str(tmp_path / "m" / "backup" / "chief"))
-    assert not (tmp_path / "m" / "train.lock").exists()
+    assert tf.train.latest_checkpoint(str(md / "backup" / "chief"))
+    assert not (md / "train.lock").exists()
+
+
+@pytest.mark.slow
+def test_run_prints_phases_and_a_summary(two_epochs):
+    _, md, summary, out, _ = two_epochs
+    assert "Epoch 1/2" not in out and " - loss: " not in out  # Keras' output is off
+    assert "epoch 2/2 done in " in out and "validation pass (10 images)" in out
+    assert "exporting the best weights to" in out
+    assert "scoring the exported model on validation (selection split), 10 images" in out
+    tail = out[out.index("SUMMARY"):]
+    assert f"best epoch {summary['best_epoch']} of 2" in tail
+    assert "on validation (selection split): it chose the best epoch" in tail
+    ci = json.load(open(md / "summary.json"))["validation_ci"]
+    assert ci["unit"] == "patients" and ci["units"] == 2  # validation patients 5 and H5
+    assert f"weighted F1  {summary['weighted_f1']:.3f} (no interval: 2 patients" in tail
+    assert "WARNING: few patients: 2" in tail
+    assert "per patient (" in tail and "called ALL" in tail
+    assert f"model: {md}/export" in tail and "leukemia-evaluate" in tail
 
 
 def _compiled(strategy, cfg):
@@ -130,13 +169,6 @@ def test_impossible_combinations(records_dir, tmp_path):
         training.run(tiny_config(records_dir, tmp_path, batch_size=7, strategy="mirrored"))
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         training.make_strategy("multi_worker")
-
-
-def test_held_out_fold_validation(records_dir, tmp_path):
-    cfg = C.replace(tiny_config(records_dir, tmp_path / "m", epochs=1),
-                    data={"train_folds": (0, 1), "val_split": "fold2"})
-    summary = training.run(cfg)
-    assert summary["num_train"] == 32 and summary["validation"]["num_examples"] == 16
 
 
 def _train_cmd(records_dir, model_dir, *extra):
