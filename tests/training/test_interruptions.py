@@ -96,13 +96,14 @@ def test_an_exported_model_without_backup_is_never_deleted(trained):
 def test_torn_best_state_is_recovered_from_the_history(trained):
     cfg, md = trained
     history = pd.read_csv(md / "history.csv")
-    best_row = history.loc[history["val_weighted_f1"].idxmax()]
+    column, mode = rundir.MONITOR_KEYS[cfg.train.monitor]  # the run's own --monitor
+    best_row = history.loc[history[column].idxmax() if mode == "max" else history[column].idxmin()]
     (md / "best" / "state.json").write_text('{"best": 0.8')
     summary = training.run(cfg)
     assert summary["best_epoch"] == int(best_row["epoch"])
     state = rundir.best_state(str(md))
     assert state["epoch"] == int(best_row["epoch"])
-    assert state["best"] == pytest.approx(best_row["val_weighted_f1"])
+    assert state["best"] == pytest.approx(best_row[column])
 
 
 def test_torn_best_state_without_history_is_one_line(trained):
