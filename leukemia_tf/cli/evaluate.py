@@ -19,6 +19,7 @@ from leukemia_tf import io, provenance
 from leukemia_tf.cli import flag_table, runner, splits
 from leukemia_tf.errors import UserError
 from leukemia_tf.evaluation import destinations
+from leukemia_tf.metrics import classification as metrics
 from leukemia_tf.wording import count
 
 FLAGS = flags.FLAGS
@@ -100,7 +101,7 @@ def check_inputs(cfg: config_lib.EvalConfig) -> None:
                  ("auto", "validation", "fold"))
     provenance.check_evaluation([p.strip() for p in cfg.model_dir.split(",") if p.strip()],
                                 cfg.records_dir, cfg.allow_other_records, cfg.allow_other_model)
-    if cfg.threshold not in ("youden", "f1"):
+    if cfg.threshold not in metrics.THRESHOLD_METHODS:
         try:
             ok = 0.0 <= float(cfg.threshold) <= 1.0
         except ValueError:
