@@ -267,14 +267,6 @@ def weighted_f1_fast(labels, probabilities, threshold: float = 0.5) -> float:
     return score / total if total else float("nan")
 
 
-def known_patients(patient_ids) -> bool:
-    """True when every cell has a patient id (the final-test split has none)."""
-    if patient_ids is None:
-        return False
-    ids = np.asarray(patient_ids).astype(str)
-    return bool(ids.size) and not np.isin(np.char.strip(ids), ("", "unknown", "-1")).any()
-
-
 def confidence_intervals(labels, probabilities, patient_ids=None, threshold: float = 0.5,
                          n: int = CI_RESAMPLES, seed: int = 0, alpha: float = 0.05) -> dict:
     """Bootstrap intervals of weighted F1 and ROC AUC, resampling patients.
@@ -292,7 +284,7 @@ def confidence_intervals(labels, probabilities, patient_ids=None, threshold: flo
     """
     y, p = validate_scores(labels, probabilities)
     threshold = _validate_threshold(threshold)
-    by_patient = known_patients(patient_ids)
+    by_patient = patients.patient_ids_known(patient_ids)
     units = np.asarray(patient_ids).astype(str) if by_patient else np.arange(y.size).astype(str)
     out = {"unit": "patients" if by_patient else "cells",
            "units": int(np.unique(units).size), "level": 1.0 - alpha, "resamples": int(n),

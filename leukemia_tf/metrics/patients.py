@@ -46,10 +46,22 @@ def name_patient_ids(names) -> list:
         return None
 
 
-def patient_ids_known(frame: pd.DataFrame) -> bool:
-    """Every cell of `frame` has a non-empty patient id."""
-    ids = frame["patient_id"].astype(str)
-    return bool(len(ids)) and not ((ids == "") | (ids == "nan")).any()
+# How a cell without a patient shows: empty in the records (the final-test split), NaN
+# once pandas has read that empty field, and the placeholders other tables use.
+UNKNOWN_IDS = ("", "nan", "none", "unknown", "-1")
+
+
+def patient_ids_known(patient_ids) -> bool:
+    """Every cell has a patient id: `patient_ids` is a sequence of ids, or a frame with a
+    `patient_id` column. False for none, no cells, or any id in UNKNOWN_IDS."""
+    if patient_ids is None:
+        return False
+    if isinstance(patient_ids, pd.DataFrame):
+        patient_ids = patient_ids["patient_id"]
+    ids = pd.Series(np.asarray(patient_ids, dtype=object).ravel())
+    if ids.empty or ids.isna().any():
+        return False
+    return not ids.astype(str).str.strip().str.lower().isin(UNKNOWN_IDS).any()
 
 
 def _cells(patient_ids, probs, labels=None):

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from leukemia_tf import io
-from leukemia_tf.metrics import classification as metrics
 from leukemia_tf.metrics import patients
 from leukemia_tf.reports import charts
 
@@ -54,7 +53,7 @@ def add_figures(scores: pd.DataFrame, threshold: float, out_dir: str,
         title = (f"Most confidently misclassified cells ({len(cells)} of {wrong} mistakes; "
                  "title: patient, truth, probability of ALL)")
         figures[title] = charts.plot_mistakes(cells, io.join(out_dir, "mistakes.png"))
-    if metrics.known_patients(scores["patient_id"]):
+    if patients.patient_ids_known(scores["patient_id"]):
         table = patients.patient_table(scores["patient_id"], scores["probability"],
                                        scores["label"], threshold)
         figures["Fraction of cells called ALL per patient (colour: truth)"] = \

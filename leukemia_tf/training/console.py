@@ -27,7 +27,7 @@ from typing import List, Optional, TextIO
 import tf_keras as keras
 
 from leukemia_tf import io
-from leukemia_tf.metrics import classification as metrics, split_roles
+from leukemia_tf.metrics import classification as metrics, patients, split_roles
 from leukemia_tf.model import registry
 from leukemia_tf.progress import can_draw
 from leukemia_tf.wording import count
@@ -258,7 +258,7 @@ def _phases(cfg, pretrained: bool) -> str:
 def _patient_rows(per_patient: list) -> list:
     """(patient, truth, cells, fraction called ALL, call, correct) from the trainer's
     per-patient records; a patient is called ALL when most of its cells are (a tie by
-    the mean probability), as in evaluation.patients."""
+    the mean probability), as in metrics.patients."""
     rows = []
     for r in per_patient:
         label, accuracy = int(r["label"]), float(r["accuracy"])
@@ -319,7 +319,7 @@ def format_summary(cfg, summary: dict, max_patients: int = 20) -> str:
     for w in metrics.small_n_warnings(v, ci) if v else []:
         lines.append(f"    WARNING: {w}")
     per_patient = summary.get("per_patient") or []
-    if per_patient and metrics.known_patients([r["patient_id"] for r in per_patient]):
+    if per_patient and patients.patient_ids_known([r["patient_id"] for r in per_patient]):
         rows = _patient_rows(per_patient)
         right = sum(call == label for _, label, _, _, call in rows)
         lines += [f"  per patient ({right} of {len(rows)} called right; a patient is called "

@@ -1,5 +1,6 @@
 """Patient table, disagreement ranking and the patient bootstrap."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from leukemia_tf.data.cnmc import CnmcError
@@ -13,6 +14,24 @@ def _hand_set():
     probs = [0.9, 0.8, 0.6, 0.2, 0.5, 0.4, 0.1, 0.2, 0.3, 0.1, 0.1, 0.1]
     labels = [1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1]
     return ids, probs, labels
+
+
+@pytest.mark.parametrize("ids, known", [
+    (["P1", "H2", " 30 "], True),
+    (["P1", ""], False),                # the records' final-test split
+    (["P1", np.nan], False),            # that empty field once pandas read it
+    (["P1", "nan"], False),
+    (["P1", "unknown"], False),
+    (["P1", "-1"], False),
+    (["P1", None], False),
+    ([], False),
+    (None, False),
+])
+def test_one_rule_for_a_known_patient(ids, known):
+    assert patients.patient_ids_known(ids) is known
+    if ids is not None:
+        frame = pd.DataFrame({"patient_id": pd.Series(ids, dtype=object)})
+        assert patients.patient_ids_known(frame) is known
 
 
 def test_patient_table_known_answer():
