@@ -34,8 +34,8 @@ class ConfigError(ValueError, UserError):
         self.path = path
 
 
-def _field(default: Any, *, choices: Tuple[str, ...] = (), minimum: float = None,
-           below: float = None):
+def declared(default: Any, *, choices: Tuple[str, ...] = (), minimum: float = None,
+             below: float = None):
     """A field whose allowed values are declared once: flags, help and checks read them."""
     meta = {"choices": tuple(choices), "minimum": minimum, "below": below}
     return dataclasses.field(default=default, metadata=meta)
@@ -60,7 +60,7 @@ class AugmentConfig:
     # od' = od * U[1 - s, 1 + s] + U[-s, s]; the black background stays black. 0 disables.
     stain: float = 0.0
     # hed (haematoxylin/eosin/DAB, Ruifrok) | rgb (OD per channel)
-    stain_space: str = _field("hed", choices=("hed", "rgb"))
+    stain_space: str = declared("hed", choices=("hed", "rgb"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +68,15 @@ class DataConfig:
     """Where the records are and how the tf.data pipeline reads them; also the run-wide
     input size, seed and determinism (their one home)."""
     records_dir: str = ""
-    image_size: int = _field(224, minimum=1)  # model input size; the canvas is resized once
+    image_size: int = declared(224, minimum=1)  # model input size; the canvas is resized once
     train_folds: Tuple[int, ...] = (0, 1, 2)
     val_split: str = "validation"      # "validation", "fold<k>" (a held-out fold) or "cv"
     cache: str = "auto"                # auto | memory | disk:<path> | none
-    cache_budget_gb: float = _field(0.0, minimum=0)  # 0 = half of the available RAM
-    shuffle_buffer: int = _field(2048, minimum=1)
+    cache_budget_gb: float = declared(0.0, minimum=0)  # 0 = half of the available RAM
+    shuffle_buffer: int = declared(2048, minimum=1)
     deterministic: bool = False        # deterministic ops and tf.data order (slower)
-    private_threadpool_size: int = _field(0, minimum=0)  # 0 = tf.data's shared pool
-    class_balance: str = _field("weights", choices=("weights", "resample", "none"))
+    private_threadpool_size: int = declared(0, minimum=0)  # 0 = tf.data's shared pool
+    class_balance: str = declared("weights", choices=("weights", "resample", "none"))
     seed: int = 0                      # weights, augmentation, shuffling
     # Patient-grouped CV (leukemia_tf.data.grouping): a CSV mapping source_path -> cv_fold.
     # Training drops the records of fold `cv_fold`; evaluation keeps only them
@@ -93,10 +93,10 @@ class ModelConfig:
     # they are known without TensorFlow).
     name: str = "resnet_small"
     weights: str = "none"              # none | imagenet | <path to weights/checkpoint>
-    dropout: float = _field(0.2, minimum=0, below=1)
-    l1: float = _field(0.0, minimum=0)  # kernel L1 regularisation (the seed's recommendation)
-    l2: float = _field(0.0, minimum=0)  # kernel L2 regularisation
-    width: int = _field(32, minimum=1)  # base width of the project's own CNNs
+    dropout: float = declared(0.2, minimum=0, below=1)
+    l1: float = declared(0.0, minimum=0)  # kernel L1 regularisation (the seed's recommendation)
+    l2: float = declared(0.0, minimum=0)  # kernel L2 regularisation
+    width: int = declared(32, minimum=1)  # base width of the project's own CNNs
     # Per-image normalisation after augmentation, training and inference alike; only the
     # project's CNNs (seed_cnn, resnet_small): pretrained backbones (efficientnet_lite*,
     # keras.applications) ignore it and keep the input scaling their weights expect.
@@ -104,7 +104,7 @@ class ModelConfig:
     # background 0) | channel_mean (each channel minus its mean over the cell's pixels).
     # per_image is the default: on real cells (patient-grouped CV, BUILD_NOTES) it raised
     # weighted F1 on both held-out groups; patients differ most in stain and exposure.
-    normalize: str = _field("per_image", choices=("none", "per_image", "channel_mean"))
+    normalize: str = declared("per_image", choices=("none", "per_image", "channel_mean"))
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     freeze_backbone_bn: bool = False   # pretrained backbone's BatchNorm in inference mode
 
@@ -118,38 +118,38 @@ MONITORS = ("val_auc", "val_loss", "val_weighted_f1", "last")
 class TrainConfig:
     """Optimisation, precision and distribution."""
     model_dir: str = ""
-    epochs: int = _field(20, minimum=1)
-    batch_size: int = _field(64, minimum=1)  # global batch, split across replicas
-    steps_per_epoch: int = _field(0, minimum=0)  # 0 = one pass over the training data
-    learning_rate: float = _field(1e-3, minimum=0)  # global batch; README on scaling
-    schedule: str = _field("cosine", choices=("cosine", "constant"))  # cosine has warm-up
-    warmup_epochs: float = _field(1.0, minimum=0)
-    optimizer: str = _field("adamw", choices=("adam", "adamw"))
-    weight_decay: float = _field(1e-4, minimum=0)  # AdamW only
-    loss: str = _field("bce", choices=("bce", "focal"))
-    focal_gamma: float = _field(2.0, minimum=0)
-    label_smoothing: float = _field(0.0, minimum=0, below=1)
-    strategy: str = _field("auto", choices=("auto", "default", "one_device", "mirrored",
-                                            "multi_worker"))
-    mixed_precision: str = _field("auto", choices=("auto", "float32", "mixed_float16",
-                                                   "mixed_bfloat16"))
+    epochs: int = declared(20, minimum=1)
+    batch_size: int = declared(64, minimum=1)  # global batch, split across replicas
+    steps_per_epoch: int = declared(0, minimum=0)  # 0 = one pass over the training data
+    learning_rate: float = declared(1e-3, minimum=0)  # global batch; README on scaling
+    schedule: str = declared("cosine", choices=("cosine", "constant"))  # cosine has warm-up
+    warmup_epochs: float = declared(1.0, minimum=0)
+    optimizer: str = declared("adamw", choices=("adam", "adamw"))
+    weight_decay: float = declared(1e-4, minimum=0)  # AdamW only
+    loss: str = declared("bce", choices=("bce", "focal"))
+    focal_gamma: float = declared(2.0, minimum=0)
+    label_smoothing: float = declared(0.0, minimum=0, below=1)
+    strategy: str = declared("auto", choices=("auto", "default", "one_device", "mirrored",
+                                              "multi_worker"))
+    mixed_precision: str = declared("auto", choices=("auto", "float32", "mixed_float16",
+                                                     "mixed_bfloat16"))
     # auto | on | off: XLA-compile the train step; auto is decided per device and
     # precision by training/step_settings.py (the rule follows the benchmark's table).
-    jit_compile: str = _field("auto", choices=("auto", "on", "off"))
-    steps_per_execution: int = _field(1, minimum=1)  # train steps per tf.function call
-    inter_op_threads: int = _field(0, minimum=0)  # TF thread pools at start-up; 0 = TF's
-    intra_op_threads: int = _field(0, minimum=0)
-    backup_every_steps: int = _field(100, minimum=0)  # BackupAndRestore (and every epoch)
-    early_stopping_patience: int = _field(0, minimum=0)  # 0 disables
+    jit_compile: str = declared("auto", choices=("auto", "on", "off"))
+    steps_per_execution: int = declared(1, minimum=1)  # train steps per tf.function call
+    inter_op_threads: int = declared(0, minimum=0)  # TF thread pools at start-up; 0 = TF's
+    intra_op_threads: int = declared(0, minimum=0)
+    backup_every_steps: int = declared(100, minimum=0)  # BackupAndRestore (and every epoch)
+    early_stopping_patience: int = declared(0, minimum=0)  # 0 disables
     # What chooses the epoch whose weights are exported (best/): a validation measure of
     # the `--split` each epoch, or `last` (a fixed schedule: the final epoch, no choice).
-    monitor: str = _field("val_auc", choices=MONITORS)
-    freeze_backbone_epochs: int = _field(0, minimum=0)  # first N epochs: backbone lr x 0
-    backbone_lr_multiplier: float = _field(1.0, minimum=0)  # backbone lr / head's, after
+    monitor: str = declared("val_auc", choices=MONITORS)
+    freeze_backbone_epochs: int = declared(0, minimum=0)  # first N epochs: backbone lr x 0
+    backbone_lr_multiplier: float = declared(1.0, minimum=0)  # backbone lr / head's, after
     tensorboard: bool = True
-    verbose: int = _field(3, minimum=0)  # display: 0 none, 1 bar, 2 lines, 3 auto (bar on a tty)
+    verbose: int = declared(3, minimum=0)  # display: 0 none, 1 bar, 2 lines, 3 auto (bar on a tty)
     keras_progress: bool = False       # Keras' own fit output (at `verbose`) instead of ours
-    cpu_devices: int = _field(0, minimum=0)  # >1: split the CPU into logical devices
+    cpu_devices: int = declared(0, minimum=0)  # >1: split the CPU into logical devices
     overwrite: bool = False            # replace a finished or different run in model_dir
     serving_dir: str = ""             # also export the servable model here (README "Cloud jobs")
     tensorboard_dir: str = ""         # TensorBoard events ("" = <model_dir>/logs)
@@ -178,9 +178,9 @@ PREDICT_CALIBRATE = ("none", "run")  # predict has no labels to fit a temperatur
 class InferenceConfig:
     """The options that change the scores of evaluate and predict (leukemia_tf.inference.
     options), all off by default."""
-    adapt_bn: str = _field("none", choices=("none", "set", "patient"))  # transductive
+    adapt_bn: str = declared("none", choices=("none", "set", "patient"))  # transductive
     calibrate: str = "none"        # none | run | <split> (evaluate only): temperature scaling
-    neighbour_vote: int = _field(0, minimum=0)   # k nearest scored cells; transductive
+    neighbour_vote: int = declared(0, minimum=0)   # k nearest scored cells; transductive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,11 +189,11 @@ class EvalConfig:
     model_dir: str                 # a training model dir, an export/ dir or a .keras file
     records_dir: str
     split: str = "validation"      # validation | fold<k>
-    tta: str = _field("none", choices=TTA)
+    tta: str = declared("none", choices=TTA)
     threshold: str = "0.5"         # a value, or youden | f1 (chosen on threshold_split)
     threshold_split: str = "auto"  # auto | validation | fold<k>
     allow_biased_threshold: bool = False  # allow youden|f1 on a trained-on split
-    batch_size: int = _field(64, minimum=1)
+    batch_size: int = declared(64, minimum=1)
     out_dir: str = ""              # root of the evaluation folders; default <run dir>/eval
     progress: bool = False
     trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
@@ -210,9 +210,9 @@ class PredictConfig:
     input: Tuple[str, ...] = ()
     output: str = ""
     split: str = "test"            # when `input` is a records dir
-    tta: str = _field("none", choices=TTA)
+    tta: str = declared("none", choices=TTA)
     threshold: float = 0.5
-    batch_size: int = _field(64, minimum=1)
+    batch_size: int = declared(64, minimum=1)
     trust_saved_model: bool = False  # allow a SavedModel (it runs its own graph)
     allow_other_model: bool = False  # predict with a model.keras its summary.json does not name
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
@@ -226,8 +226,8 @@ class CrossvalConfig:
     models: Tuple[str, ...] = ("seed_cnn", "resnet_small")
     folds: Tuple[int, ...] = (0, 1, 2)
     with_validation: bool = True
-    cv: str = _field("official", choices=("official", "patients", "pooled"))
-    num_folds: int = _field(5, minimum=2)
+    cv: str = declared("official", choices=("official", "patients", "pooled"))
+    num_folds: int = declared(5, minimum=2)
     # cv=pooled: each fold trained once per seed (empty: run.data.seed only), its epoch
     # chosen on `selection_split` (a split of other patients, e.g. fold0), the held-out
     # predictions of all folds pooled (crossval.pooled).

@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Tuple
 
+from leukemia_tf import config
+from leukemia_tf.data.images import ENCODINGS
+
 COMMANDS = ("input", "peers", "train", "convert")
 # Per-example CPU augmentation variants of the input steady state (bench/rates.py).
 CPU_WORK = ("flip_rot90", "rotate")
@@ -24,7 +27,8 @@ class BenchConfig:
     num_images: int = 0                # synthetic tree size, all splits (0: the default 510)
     full: bool = False                 # synthetic tree with the real counts (~15,000 images)
     synthetic_seed: int = 0
-    encoding: str = "png"              # stored encoding when converting for the records
+    # stored encoding when converting for the records
+    encoding: str = config.declared("png", choices=ENCODINGS)
     image_size: int = 224              # output size of every pipeline compared
     batch_size: int = 256
     min_seconds: float = 10.0          # each rate is timed at least this long ...
@@ -44,7 +48,9 @@ class BenchConfig:
     train_steps: int = 48              # timed steps per input, in train_rounds blocks
     train_rounds: int = 8              # blocks alternate pipeline/synthetic (A B B A ...)
     train_augment: bool = True
-    jit_compile: str = "auto"          # train: the step settings of the default rows
+    # train: the step settings of the default rows
+    jit_compile: str = config.declared(
+        "auto", choices=config.choices(config.TrainConfig, "jit_compile"))
     steps_per_execution: int = 1
     flops_seconds: float = 2.0         # train: each dense FLOP/s probe runs this long
     sweep: bool = False                # train: also the step-settings table (synthetic input)
@@ -53,7 +59,7 @@ class BenchConfig:
     sweep_precisions: Tuple[str, ...] = ("float32", "mixed_bfloat16")  # bf16 where native
     sweep_threads: Tuple[str, ...] = ("0:0",)  # inter:intra op threads, 0 = TF's choice
     profile_dir: str = ""              # train: a tf.profiler trace of 5 steps per row here
-    encodings: Tuple[str, ...] = ("png", "raw", "bmp", "jpeg")
+    encodings: Tuple[str, ...] = ENCODINGS
     first_pass_encodings: Tuple[str, ...] = FIRST_PASS_ENCODINGS
     convert_workers: int = 0           # 0 = all cores, as the converter's default
     cold_cache: bool = True            # convert: read the sources from disk (page cache evicted)

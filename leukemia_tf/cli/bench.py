@@ -22,7 +22,6 @@ from leukemia_tf.cli import flag_table, runner
 
 FLAGS = flags.FLAGS
 A = flag_table.Alias
-_ENCODINGS = ("png", "raw", "bmp", "jpeg")
 
 # The short flags: flag -> BenchConfig field. Types and defaults come from the field.
 ALIASES = {
@@ -38,7 +37,7 @@ ALIASES = {
               "data"),
     "synthetic_seed": A("synthetic_seed", "Seed of the synthetic tree.", "data"),
     "encoding": A("encoding", "Stored encoding when converting the tree for the records.",
-                  "data", choices=_ENCODINGS),
+                  "data"),
     # measure: how every rate is timed
     "image_size": A("image_size", "Output size of every pipeline compared.", "measure"),
     "batch_size": A("batch_size", "Batch of the input measurements.", "measure"),
@@ -65,8 +64,7 @@ ALIASES = {
     "train_steps": A("train_steps", "Timed steps per input.", "train"),
     "train_rounds": A("train_rounds", "Alternating blocks per input.", "train"),
     "train_augment": A("train_augment", "Augmentation in the model.", "train"),
-    "jit_compile": A("jit_compile", "XLA in the default rows.", "train",
-                     choices=("auto", "on", "off")),
+    "jit_compile": A("jit_compile", "XLA in the default rows.", "train"),
     "steps_per_execution": A("steps_per_execution", "Steps per call in the default rows.",
                              "train"),
     "flops_seconds": A("flops_seconds", "Time each dense FLOP/s probe this long.", "train"),

@@ -37,13 +37,12 @@ ALIASES = {
                     "process; 0 = store decoded originals (the pipeline preprocesses them "
                     "with the same function and caches the result).", "data"),
     "on_error": A("conversion.on_error", "Bad input: stop naming the file (raise) or record "
-                  "it in the manifest (skip).", "data", choices=("raise", "skip")),
+                  "it in the manifest (skip).", "data"),
     "seed": A("conversion.seed", "Seed for the example order before sharding.", "data"),
     "output_dir": A("conversion.output_dir", "Where shards and manifest.json go (local, "
                     "gs://, ...).", "output"),
     "encoding": A("conversion.encoding", "Stored image encoding: png lossless (default), raw "
-                  "uint8, bmp (original bytes where possible), jpeg (lossy).", "output",
-                  choices=("png", "raw", "bmp", "jpeg")),
+                  "uint8, bmp (original bytes where possible), jpeg (lossy).", "output"),
     "jpeg_quality": A("conversion.jpeg_quality", "JPEG quality when --encoding=jpeg.",
                       "output"),
     "png_compression": A("conversion.png_compression", "zlib level 0-9 for --encoding=png.",

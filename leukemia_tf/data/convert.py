@@ -31,7 +31,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from leukemia_tf import io
+from leukemia_tf import config, io
 from leukemia_tf import lock as lock_lib
 from leukemia_tf import signals
 from leukemia_tf.data import cnmc, images
@@ -49,13 +49,15 @@ LOCK = "convert.lock"          # one converter per output dir (leukemia_tf/lock.
 PROGRESS_INTERVAL = 30.0        # seconds between plain progress lines when not a terminal
 _RECORD_OVERHEAD = 400  # bytes of proto fields and TFRecord framing per example
 log = logging.getLogger(__name__)
+ON_ERROR = ("raise", "skip")  # bad input: stop naming the file, or record it and go on
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
     data_dir: str
     output_dir: str
-    encoding: str = "png"          # png | raw | bmp | jpeg (see BUILD_NOTES.md for the choice)
+    # png | raw | bmp | jpeg (see BUILD_NOTES.md for the choice)
+    encoding: str = config.declared("png", choices=images.ENCODINGS)
     jpeg_quality: int = 95
     png_compression: int = 1       # zlib level; 1 measured ~20% larger than 6 and 5x faster
     canvas_size: int = 450         # crop/pad to this square without rescaling
@@ -64,7 +66,7 @@ class ConvertConfig:
     num_shards: int = 0            # >0: exactly this many shards per split/fold group
     num_workers: int = 0           # 0 = all cores; 1 = in-process
     seed: int = 0
-    on_error: str = "raise"        # raise | skip
+    on_error: str = config.declared("raise", choices=ON_ERROR)  # stop, or skip and record
     progress: bool = True
 
     def output_settings(self) -> dict:
@@ -99,8 +101,8 @@ class ConvertConfig:
             bad.append(f"--num_shards={self.num_shards} (0 = by size, or > 0)")
         if self.num_workers < 0:
             bad.append(f"--num_workers={self.num_workers} (0 = all cores, or > 0)")
-        if self.on_error not in ("raise", "skip"):
-            bad.append(f"--on_error={self.on_error} (raise or skip)")
+        if self.on_error not in ON_ERROR:
+            bad.append(f"--on_error={self.on_error} ({' or '.join(ON_ERROR)})")
         if bad:
             raise ConvertError("invalid settings: " + "; ".join(bad))
 

@@ -145,6 +145,34 @@ def test_every_short_flag_names_a_setting_of_its_root(module):
         assert alias.group in flag_table.GROUPS, (module, name)
 
 
+@pytest.mark.parametrize("module", ROOTS)
+def test_a_flag_takes_its_choices_from_its_setting(module):
+    """Allowed values are declared once, on the setting: a flag never spells them again."""
+    cmd = importlib.import_module(f"leukemia_tf.cli.{module}").COMMAND
+    known = C.fields(type(cmd.base()))
+    for name, alias in cmd.aliases.items():
+        if alias.choices and alias.derive is None:
+            assert not known[alias.path].metadata.get("choices"), (module, name)
+            assert alias.path in _UNDECLARED_CHOICES, \
+                f"--{name}: declare its choices on {alias.path} (config.declared)"
+
+
+# Settings whose flag alone narrows or names the values, each with why.
+_UNDECLARED_CHOICES = {
+    "model.name",           # the registry's names (model/model_names.py), not config's
+    "inference.calibrate",  # predict allows only none|run of evaluate's none|run|<split>
+}
+
+
+def test_encodings_and_jit_choices_have_one_home():
+    from leukemia_tf.bench import settings
+    from leukemia_tf.data import convert, images
+    for cls in (settings.BenchConfig, convert.ConvertConfig):
+        assert C.choices(cls, "encoding") == images.ENCODINGS
+    assert C.choices(settings.BenchConfig, "jit_compile") == \
+        C.choices(C.TrainConfig, "jit_compile")
+
+
 def test_short_flags_and_dotted_overrides_reach_one_home():
     cfg = _train("--model=seed_cnn", "--image_size=96", "--epochs=3", "--train_folds=0,1",
                  "--split=fold2", "--noaugment", "--mixed_precision=mixed_float16",
