@@ -330,6 +330,7 @@ def _convert(cfg: ConvertConfig, root: str, out: output_dir.OutputDir, start: fl
     avg_bytes = _estimate_bytes(table, cfg.output_settings()) if cfg.num_shards <= 0 else 0.0
     shards = _plan(table, cfg, avg_bytes)
     output_dir.refuse_foreign(out, [s["path"] for s in shards])
+    output_dir.warn_replacing(out, root)
     labels_sha = _labels_sha(root)
     for shard in shards:
         shard["plan_key"] = _plan_key(cfg, shard, labels_sha)

@@ -1,5 +1,6 @@
 """A records dir is touched only inside itself, and by one converter at a time."""
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 from leukemia_tf.data import convert
 from leukemia_tf.data import manifest as manifest_lib
+from tests.helpers import build_tree
 
 
 def _cfg(tree, out):
@@ -27,6 +29,26 @@ def _edit_manifest(out, edit):
     manifest = json.loads((out / "manifest.json").read_text())
     edit(manifest)
     (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_converting_another_tree_into_records_says_whose_it_replaces(converted, tmp_path,
+                                                                     caplog):
+    tree, out = converted
+    other = build_tree(str(tmp_path / "other"), n_val=2)
+    caplog.set_level(logging.WARNING)
+
+    def replaced(source):
+        caplog.clear()
+        convert.convert(_cfg(source, out))
+        return [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("replacing the records")]
+
+    first = manifest_lib.load(str(out))
+    assert replaced(tree) == []                           # the same tree again: no word
+    [line] = replaced(other)
+    assert line.startswith(f"replacing the records of {first['source_root']} (")
+    assert str(out) in line and line.endswith(manifest_lib.load(str(out))["source_root"])
+    assert replaced(other) == []
 
 
 # ------------------------------------------------ paths from a manifest stay inside

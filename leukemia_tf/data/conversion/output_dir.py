@@ -32,6 +32,7 @@ class OutputDir:
     owned: set           # shard names our manifest or our progress records name
     has_manifest: bool
     invalidated: bool = False
+    earlier: Optional[dict] = None  # source_root, created, examples of the manifest found
 
     def invalidate(self) -> None:
         """Remove the old manifest before the first change: it must not vouch for a
@@ -60,7 +61,7 @@ def inspect(out: str, data_dirs: List[str]) -> OutputDir:
     if io.exists(out) and not io.isdir(out):
         raise ConvertError(f"the output dir is a file, {out}")
     names = set(io.listdir(out)) if io.isdir(out) else set()
-    owned, has_manifest = set(), MANIFEST in names
+    owned, has_manifest, earlier = set(), MANIFEST in names, None
     if has_manifest:
         path = io.join(out, MANIFEST)
         try:
@@ -74,6 +75,11 @@ def inspect(out: str, data_dirs: List[str]) -> OutputDir:
             if isinstance(shard, dict) and "path" in shard:
                 manifest_lib.inside(out, shard["path"], f"shard entry {i}", path)
                 owned.add(shard["path"])
+        earlier = {"source_root": str(old.get("source_root", "")),
+                   "created": str(old.get("created", "")),
+                   "examples": sum(s.get("num_examples") for s in old.get("shards") or []
+                                   if isinstance(s, dict)
+                                   and isinstance(s.get("num_examples"), int))}
     if PROGRESS_DIR in names and io.isdir(io.join(out, PROGRESS_DIR)):
         owned |= {n[:-len(".json")] for n in io.listdir(io.join(out, PROGRESS_DIR))
                   if n.endswith(".tfrecord.json")}
@@ -81,7 +87,17 @@ def inspect(out: str, data_dirs: List[str]) -> OutputDir:
         raise ConvertError("the output dir holds an examples.csv this converter did not "
                            f"write; move it or choose another --output_dir, "
                            f"{io.join(out, EXAMPLES)}")
-    return OutputDir(out, names, owned, has_manifest)
+    return OutputDir(out, names, owned, has_manifest, earlier=earlier)
+
+
+def warn_replacing(out: OutputDir, root: str) -> None:
+    """Say so when the records found are another tree's: this conversion replaces them
+    (evaluate and resume then refuse a run trained on them: provenance.py)."""
+    old = out.earlier
+    if old and old["source_root"] and old["source_root"] != root:
+        log.warning("replacing the records of %s (%d images, converted %s) in %s with "
+                    "the records of %s", old["source_root"], old["examples"],
+                    old["created"] or "at an unknown time", out.dir, root)
 
 
 def refuse_foreign(out: OutputDir, shard_names: List[str]) -> None:
