@@ -110,6 +110,7 @@ def check_inputs(cfg: config_lib.EvalConfig) -> None:
             raise UserError(f"--threshold={cfg.threshold} is neither a value in "
                             "[0, 1] nor youden or f1")
     if cfg.out_dir or "," not in cfg.model_dir:
+        destinations.check_not_serving(cfg.model_dir, cfg.out_dir)
         destinations.check(destinations.eval_root(cfg.model_dir, cfg.out_dir),
                            destinations.EVALUATE_HINT)
 

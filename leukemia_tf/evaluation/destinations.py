@@ -22,6 +22,18 @@ def eval_root(model_dir: str, out_dir: str) -> str:
     return out_dir or io.join(run_dir(model_dir), "eval")
 
 
+def check_not_serving(model_dir: str, out_dir: str) -> None:
+    """UserError when evaluations would go into a serving dir by default: a folder with
+    the SavedModel at its root (`train --serving_dir`, $AIP_MODEL_DIR) and no run of its
+    own (config.json) is what serving uploads, and evaluate writes nothing into it."""
+    folder = run_dir(model_dir)
+    if (not out_dir and io.exists(io.join(folder, "saved_model.pb"))
+            and not io.exists(io.join(folder, "config.json"))):
+        raise UserError(f"--model_dir={model_dir} is a serving dir (saved_model.pb at its "
+                        "root, no run's config.json): evaluations are not written into "
+                        "it; give --out_dir=<folder>, or evaluate the run's own model dir")
+
+
 def _existing(folder: str) -> str:
     folder = os.path.abspath(folder or ".")
     while not io.isdir(folder) and os.path.dirname(folder) != folder:

@@ -56,9 +56,17 @@ def test_a_vertex_job_trains_without_model_dir(records_dir, tmp_path, monkeypatc
     assert (state / "summary.json").exists() and not (state / "logs").exists()
     assert (served / "saved_model.pb").exists() and (served / "model.keras").exists()
     assert (served / "preprocessing.json").exists()
+    before_evaluate = os.listdir(served)
     assert any(name.startswith("events.") for _, _, names in os.walk(tmp_path / "logs")
                for name in names)
     recorded = json.loads((state / "config.json").read_text())["train"]["from_environment"]
     assert recorded == ["train.model_dir from AIP_CHECKPOINT_DIR",
                         "train.serving_dir from AIP_MODEL_DIR",
                         "train.tensorboard_dir from AIP_TENSORBOARD_LOG_DIR"]
+    # The serving dir is what the platform uploads: evaluate writes nothing into it.
+    code, said = run_main("evaluate", f"--model_dir={served}", f"--records_dir={records_dir}")
+    assert code == 1 and "is a serving dir" in said and "--out_dir" in said, said
+    assert sorted(os.listdir(served)) == sorted(before_evaluate)
+    code, said = run_main("evaluate", f"--model_dir={served}", f"--records_dir={records_dir}",
+                          f"--out_dir={tmp_path / 'eval'}")
+    assert (code, said) == (0, "") and (tmp_path / "eval").is_dir()
