@@ -10,9 +10,10 @@ A model dir records two fingerprints (sha256, `io.sha256`):
 - summary.json's `model_sha256`: the model.keras the trainer exported. evaluate and predict
   refuse another file in its place; with `--allow_other_model` they score it and name
   what was really loaded (the loaded network's name and parameter count).
-While a trainer holds the model dir (`train.lock`, `leukemia_tf.lock`), evaluate refuses
-it: the model.keras it would score is replaced when the trainer ends. Every evaluation
-records the model file it scored, so eval/index.md marks a report of another model stale.
+While a trainer holds the model dir (`train.lock`, `leukemia_tf.lock`), evaluate and
+predict refuse it: the model.keras they would score is replaced when the trainer ends.
+Every evaluation records the model file it scored, so eval/index.md marks a report of
+another model stale.
 
 No TensorFlow is imported here: these checks run before a model loads.
 """
@@ -135,9 +136,12 @@ def model_problem(file: str, sha: str) -> Optional[str]:
 
 
 def check_models(model_paths: Sequence[str], allow_other_model: bool) -> dict:
-    """Hash every .keras member; ProvenanceError when one is not its run's model.keras,
-    unless `allow_other_model`. Returns {"member_sha256": [...], "other_model": [...]}:
+    """No member's run is being trained (its model.keras is about to be replaced); hash
+    every .keras member; ProvenanceError when one is not its run's model.keras, unless
+    `allow_other_model`. Returns {"member_sha256": [...], "other_model": [...]}:
     per member, its file's sha256 (None for a SavedModel) and the mismatch (or None)."""
+    for path in model_paths:
+        check_not_training(run_dir(path))
     shas, others = [], []
     for path in model_paths:
         file = keras_file(path)
@@ -176,7 +180,7 @@ def check_not_training(run_dir: str) -> None:
         raise ProvenanceError(
             f"{run_dir} is being trained ({io.join(run_dir, TRAIN_LOCK)} is held): its "
             "model.keras is replaced when the trainer ends; wait for the trainer, or "
-            "evaluate a copy of the model dir")
+            "score a copy of the model dir")
 
 
 def check_evaluation(model_paths: Sequence[str], records_dir: str,
@@ -184,9 +188,8 @@ def check_evaluation(model_paths: Sequence[str], records_dir: str,
     """evaluate's checks before a model loads: no live trainer, the run's own records
     (unless allowed), the run's own model.keras (unless allowed). Returns what `facts`
     turns into metrics.json's provenance fields."""
+    models = check_models(model_paths, allow_other_model)
     run_dirs = [run_dir(p) for p in model_paths]
-    for folder in run_dirs:
-        check_not_training(folder)
     records, present = [], io.exists(manifest_lib.manifest_path(records_dir))
     for folder in run_dirs:  # no manifest at all: the records loader names that
         problem = records_problem(folder, records_dir) if present else None
@@ -197,7 +200,7 @@ def check_evaluation(model_paths: Sequence[str], records_dir: str,
         recorded = trained_on(folder)
         records.append({"trained_on_sha256": recorded and recorded["manifest_sha256"],
                         "other": problem})
-    return {**check_models(model_paths, allow_other_model), "records_check": records}
+    return {**models, "records_check": records}
 
 
 def facts(checked: dict, predictor) -> dict:

@@ -1,5 +1,6 @@
 """evaluate and predict score a run's own model on its own records: other records or
-another model.keras only on purpose (and then said so), never a dir a trainer holds; an
+another model.keras only on purpose (and then said so), never a dir a trainer holds
+(neither of them); an
 evaluation of another model than the current model.keras is marked stale in index.md."""
 import dataclasses
 import json
@@ -77,11 +78,14 @@ def test_evaluate_refuses_a_dir_a_trainer_holds_and_marks_stale_reports(
     try:
         with pytest.raises(provenance.ProvenanceError) as refused:
             evaluate.run(cfg)
+        with pytest.raises(provenance.ProvenanceError) as refused_predict:
+            predict.predict(str(md), [records_dir], split="validation")
     finally:
         lock.release()
     message = str(refused.value)
     assert "\n" not in message and str(md / "train.lock") in message
-    assert "wait for the trainer" in message and "evaluate a copy" in message
+    assert "wait for the trainer" in message and "score a copy" in message
+    assert str(refused_predict.value) == message
     assert not (md / "eval").exists()
     m = evaluate.run(cfg)  # the trainer is gone
     assert _metrics(m)["model_sha256"] == io.sha256(str(md / "model.keras"))
