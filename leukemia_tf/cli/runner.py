@@ -31,7 +31,8 @@ NOISE = re.compile(
     r"|cuda_platform\.cc.*cuInit|failed call to cuInit|cuda_(dnn|fft|blas)\.cc.*"
     r"Unable to register|computation_placer\.cc.*already registered"
     r"|TF-TRT Warning: Could not find TensorRT|cpu_feature_guard\.cc"
-    r"|rebuild TensorFlow with the appropriate compiler flags")
+    r"|rebuild TensorFlow with the appropriate compiler flags"
+    r"|port\.cc.*oneDNN custom operations are on")
 
 HELP_ARGS = {"--help", "-h", "-?", "--helpshort"}
 

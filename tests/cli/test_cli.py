@@ -94,6 +94,10 @@ def test_noise_filter_keeps_real_messages():
         "drivers on your machine, GPU will not be used.",
         "E0000 00:00:1795738836.787166    5455 cuda_platform.cc:52] failed call to cuInit: "
         "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+        "I0000 00:00:1796682365.438883   18104 port.cc:153] oneDNN custom operations are on. "
+        "You may see slightly different numerical results due to floating-point round-off "
+        "errors from different computation orders. To turn them off, set the environment "
+        "variable `TF_ENABLE_ONEDNN_OPTS=0`.",
     ]
     kept = ["W0000 some_op.cc:12] Out of memory while trying to allocate 4GiB",
             "Traceback (most recent call last):", "ValueError: bad shard"]
