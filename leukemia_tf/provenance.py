@@ -1,8 +1,9 @@
 """What a model dir says it was made from, and the checks that keep it true.
 
-A model dir records two fingerprints (sha256, `io.sha256`):
-- `trained_on.json`: the records the run trained on (records dir, manifest.json's sha256,
-  the training and selection splits with their image counts), written by the trainer when
+A model dir records two fingerprints (sha256):
+- `trained_on.json`: the records the run trained on (records dir, manifest.json's
+  fingerprint: `data.manifest.fingerprint`, its content without date and timings; the
+  training and selection splits with their image counts), written by the trainer when
   it claims the model dir and copied into summary.json (`records`). A resume, the final
   scoring and `evaluate` compare the records' manifest.json against it and refuse other
   records in one line naming both fingerprints; evaluate scores other records only with
@@ -88,6 +89,9 @@ def records_problem(model_dir: str, records_dir: str, now: Optional[str] = None
         now = manifest_lib.fingerprint(records_dir) if io.exists(manifest) else None
     if now == recorded["manifest_sha256"]:
         return None
+    if (now is not None and io.exists(manifest)
+            and io.sha256(manifest) == recorded["manifest_sha256"]):
+        return None  # recorded before fingerprints left the date out: these very bytes
     return (f"{manifest} (sha256 {_short(now)}) is not the manifest this run trained on "
             f"({io.join(model_dir, TRAINED_ON)}: sha256 {_short(recorded['manifest_sha256'])}"
             f", {recorded.get('records_dir')})")

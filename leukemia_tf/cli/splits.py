@@ -29,7 +29,7 @@ def manifest_folds(records_dir: str) -> Optional[List[int]]:
 
 
 def local_manifest(records_dir: str) -> Optional[Tuple[dict, str]]:
-    """(manifest, sha256 of its bytes) of a local records dir, read once (UserError
+    """(manifest, its fingerprint) of a local records dir, read once (UserError
     naming the dir or file if there is no usable manifest); None for a URL."""
     if "://" in records_dir:
         return None

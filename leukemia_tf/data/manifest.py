@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -40,9 +41,33 @@ def manifest_path(records_dir: str) -> str:
     return io.join(records_dir, MANIFEST)
 
 
+# Fields that say when, where from and how fast a conversion ran, not what it made: a
+# re-conversion of the same tree with the same settings rewrites them and nothing else.
+UNFINGERPRINTED = ("created", "stats", "source_root")
+
+
+def content_sha256(manifest) -> str:
+    """sha256 of a parsed manifest without UNFINGERPRINTED: the shards (their sha256),
+    settings, splits, duplicates, skips and warnings, as canonical JSON."""
+    kept = ({k: v for k, v in manifest.items() if k not in UNFINGERPRINTED}
+            if isinstance(manifest, dict) else manifest)
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _fingerprint_of(data: bytes, path: str) -> str:
+    try:
+        return content_sha256(io.parse_json(data, path))
+    except JsonFileError:  # no content to speak of: the bytes, so any change shows
+        return hashlib.sha256(data).hexdigest()
+
+
 def fingerprint(records_dir: str) -> str:
-    """sha256 of manifest.json's bytes: what a reader pins to notice a re-conversion."""
-    return io.sha256(manifest_path(records_dir))
+    """What a reader pins to notice other records: `content_sha256` of manifest.json (the
+    sha256 of its bytes when it does not parse). Converting the same tree again with the
+    same settings keeps it; any other shard, setting or split changes it."""
+    path = manifest_path(records_dir)
+    return _fingerprint_of(io.read_bytes(path), path)
 
 
 def is_ours(manifest) -> bool:
@@ -85,8 +110,8 @@ def load(records_dir: str) -> dict:
 
 
 def load_pinned(records_dir: str) -> Tuple[dict, str]:
-    """(`load`'s manifest, the sha256 of the bytes it was parsed from): one read, so a
-    reader pins the fingerprint of the very manifest it uses (`fingerprint`)."""
+    """(`load`'s manifest, its `fingerprint`): one read, so a reader pins the
+    fingerprint of the very manifest it uses."""
     path = manifest_path(records_dir)
     if not io.exists(path):
         raise ManifestError(f"no complete conversion (manifest.json not found; convert "
@@ -99,7 +124,7 @@ def load_pinned(records_dir: str) -> Tuple[dict, str]:
     validate(manifest, path)
     for i, shard in enumerate(manifest["shards"]):
         inside(records_dir, shard["path"], f"shard entry {i}", path)
-    return manifest, hashlib.sha256(data).hexdigest()
+    return manifest, content_sha256(manifest)
 
 
 def validate(manifest, where: str = MANIFEST) -> None:

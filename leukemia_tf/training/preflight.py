@@ -101,7 +101,7 @@ class Inputs:
 
 
 def load_manifest(records_dir: str) -> Tuple[dict, str]:
-    """(manifest, sha256 of its bytes) through `data.manifest.load_pinned`, the loader
+    """(manifest, its fingerprint) through `data.manifest.load_pinned`, the loader
     every reader uses; InputError naming the folder or file that is missing or broken."""
     if not io.isdir(records_dir):
         raise InputError(f"records dir {records_dir} does not exist (convert the images "

@@ -14,8 +14,9 @@ from leukemia_tf.data import manifest as manifest_lib
 from tests.helpers import build_tree
 
 
-def _cfg(tree, out):
-    return convert.ConvertConfig(tree, str(out), num_shards=1, num_workers=1, progress=False)
+def _cfg(tree, out, **kw):
+    return convert.ConvertConfig(tree, str(out), num_shards=1, num_workers=1, progress=False,
+                                 **kw)
 
 
 @pytest.fixture
@@ -49,6 +50,20 @@ def test_converting_another_tree_into_records_says_whose_it_replaces(converted, 
     assert line.startswith(f"replacing the records of {first['source_root']} (")
     assert str(out) in line and line.endswith(manifest_lib.load(str(out))["source_root"])
     assert replaced(other) == []
+
+
+def test_the_same_tree_converted_again_keeps_the_records_fingerprint(converted, tmp_path):
+    """A run's trained_on.json pins this: a no-op re-conversion (new date and timings)
+    must not make evaluate and resume refuse the run; other settings must."""
+    tree, out = converted
+    bytes_before, pinned = (out / "manifest.json").read_bytes(), manifest_lib.fingerprint(str(out))
+    assert manifest_lib.load_pinned(str(out))[1] == pinned
+    time.sleep(1.1)  # another `created` second
+    convert.convert(_cfg(tree, out))
+    assert (out / "manifest.json").read_bytes() != bytes_before
+    assert manifest_lib.fingerprint(str(out)) == pinned
+    convert.convert(_cfg(tree, out, encoding="raw"))
+    assert manifest_lib.fingerprint(str(out)) != pinned
 
 
 # ------------------------------------------------ paths from a manifest stay inside

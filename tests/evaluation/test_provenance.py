@@ -28,7 +28,7 @@ def _other_records(records_dir, tmp_path):
     rec = tmp_path / "rec"
     shutil.copytree(records_dir, rec)
     manifest = json.loads((rec / "manifest.json").read_text())
-    manifest["created"] = "a later conversion of another tree"
+    manifest["warnings"].append("a later conversion of another tree")
     (rec / "manifest.json").write_text(json.dumps(manifest))
     return rec
 
@@ -66,6 +66,18 @@ def test_evaluate_refuses_other_records_unless_asked(finished, records_dir, tmp_
     # Its own records: no such words.
     own = _metrics(evaluate.run(_eval_config(md, records_dir, split="fold0")))
     assert own["other_records"] is False and own["provenance_warnings"] == []
+
+
+def test_records_fingerprints_of_older_runs_still_match(records_dir, tmp_path):
+    """trained_on.json written when the fingerprint was the manifest's bytes: the same
+    bytes still match, other ones do not."""
+    md = tmp_path / "old_run"
+    md.mkdir()
+    for recorded, same in ((io.sha256(io.join(records_dir, "manifest.json")), True),
+                           ("0" * 64, False)):
+        (md / "trained_on.json").write_text(json.dumps({"records_dir": str(records_dir),
+                                                        "manifest_sha256": recorded}))
+        assert (provenance.records_problem(str(md), str(records_dir)) is None) is same
 
 
 # ------------------------------------------------------------- a trainer at work

@@ -141,7 +141,7 @@ def test_trainer_stops_when_the_manifest_changes(records_dir, tmp_path, monkeypa
     class Reconvert(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             manifest = json.loads((rec / "manifest.json").read_text())
-            manifest["created"] = "a later conversion"
+            manifest["warnings"].append("a later conversion")
             (rec / "manifest.json").write_text(json.dumps(manifest))
 
     def with_reconvert(cfg, chief):

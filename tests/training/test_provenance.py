@@ -15,7 +15,7 @@ from tests.helpers import tiny_config
 def _reconvert(rec):
     """What a conversion of another tree into `rec` does to its manifest.json."""
     manifest = json.loads((rec / "manifest.json").read_text())
-    manifest["created"] = "a later conversion of another tree"
+    manifest["warnings"].append("a later conversion of another tree")
     (rec / "manifest.json").write_text(json.dumps(manifest))
 
 
