@@ -206,25 +206,16 @@ def test_saved_model_cli_raw_signature(served, tmp_path):
 
 @pytest.mark.slow
 def test_keras_file_loads_in_a_fresh_python_safe_mode(served):
-    """model.keras has no augmentation and no custom layer: plain tf_keras loads it."""
+    """model.keras has no augmentation and no custom layer, its default per-image
+    normalisation included: tf_keras alone loads it with safe_mode=True in a Python that
+    never imports this package, and it predicts what the in-memory model predicts (a
+    real cell's canvas, and random pixels with some black canvas)."""
     path = os.path.join(served["model_dir"], "model.keras")
-    want = served["model"](preprocess.to_model_input(
-        served["layouts"]["450x450"], SPEC)[None]).numpy()[0, 0]
-    x = preprocess.to_model_input(served["layouts"]["450x450"], SPEC).numpy()[None]
-    (got,) = predict_in_plain_tf_keras(path, x)
-    assert got == pytest.approx(float(want), abs=1e-6)
-
-
-@pytest.mark.slow
-def test_keras_file_with_cell_normalisation_loads_in_plain_tf_keras(tmp_path):
-    """The default per-image normalisation is built from standard layers: model.keras
-    of such a model loads with safe_mode=True in a Python that never imports this
-    package, and predicts what the in-memory model predicts."""
-    keras.utils.set_random_seed(2)
-    model = build_model(ModelConfig(name="seed_cnn", normalize="per_image"), SIZE)
-    export.export_model(model, str(tmp_path), SPEC)
-    x = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-    x[:, :8] = 0  # some black canvas, as in a real cell image
-    want = model(x, training=False).numpy()[:, 0]
-    got = predict_in_plain_tf_keras(tmp_path / "model.keras", x)
+    assert ModelConfig().normalize == "per_image"  # what the served model was built with
+    cell = preprocess.to_model_input(served["layouts"]["450x450"], SPEC).numpy()
+    noise = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    noise[:8] = 0
+    x = np.stack([cell, noise])
+    want = served["model"](x, training=False).numpy()[:, 0]
+    got = predict_in_plain_tf_keras(path, x)
     np.testing.assert_allclose(got, want, atol=1e-6)
