@@ -2,7 +2,7 @@
 
 A model dir records two fingerprints (sha256):
 - `trained_on.json`: the records the run trained on (records dir, manifest.json's
-  fingerprint: `data.manifest.fingerprint`, its content without date and timings; the
+  fingerprint: `data.manifest.fingerprint`, its content without date, timings and source; the
   training and selection splits with their image counts), written by the trainer when
   it claims the model dir and copied into summary.json (`records`). A resume, the final
   scoring and `evaluate` compare the records' manifest.json against it and refuse other
@@ -92,8 +92,8 @@ def records_problem(model_dir: str, records_dir: str, now: Optional[str] = None
     if (now is not None and io.exists(manifest)
             and io.sha256(manifest) == recorded["manifest_sha256"]):
         return None  # recorded before fingerprints left the date out: these very bytes
-    return (f"{manifest} (sha256 {_short(now)}) is not the manifest this run trained on "
-            f"({io.join(model_dir, TRAINED_ON)}: sha256 {_short(recorded['manifest_sha256'])}"
+    return (f"{manifest} (fingerprint {_short(now)}) is not the manifest this run trained on"
+            f" ({io.join(model_dir, TRAINED_ON)}: {_short(recorded['manifest_sha256'])}"
             f", {recorded.get('records_dir')})")
 
 
@@ -184,7 +184,7 @@ def check_not_training(run_dir: str) -> None:
         raise ProvenanceError(
             f"{run_dir} is being trained ({io.join(run_dir, TRAIN_LOCK)} is held): its "
             "model.keras is replaced when the trainer ends; wait for the trainer, or "
-            "score a copy of the model dir")
+            "score a copy of its model.keras")
 
 
 def check_evaluation(model_paths: Sequence[str], records_dir: str,

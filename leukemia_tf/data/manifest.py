@@ -209,7 +209,7 @@ def build(settings: dict, root: str, shards: List[dict], metas: Dict[str, List[d
                                       "sha256")} for s in shards],
         "duplicates": [g["paths"] for g in groups],
         "duplicate_groups": groups,
-        "skipped": skipped,
+        "skipped": sorted(skipped, key=lambda s: str(s.get("path", ""))),
         "warnings": warnings,
         "stats": stats,
     }

@@ -23,6 +23,7 @@ from leukemia_tf import io, provenance
 from leukemia_tf.config import EvalConfig
 from leukemia_tf.data import duplicates
 from leukemia_tf.data import manifest as manifest_lib
+from leukemia_tf.evaluation import destinations
 from leukemia_tf.evaluation.trained_run import TrainedRun, load_trained, run_context, split_role
 from leukemia_tf.inference import cells, ensemble, options, scoring
 from leukemia_tf.metrics import classification as metrics
@@ -79,6 +80,8 @@ def run(cfg: EvalConfig) -> dict:
     if len(paths) > 1 and not cfg.out_dir:
         raise ValueError(f"an ensemble of {len(paths)} models has no run dir of its own: "
                          "give --out_dir for its evaluation folders")
+    if len(paths) == 1:
+        destinations.check_not_serving(paths[0], cfg.out_dir)
     checked = provenance.check_evaluation(paths, cfg.records_dir, cfg.allow_other_records,
                                           cfg.allow_other_model)
     trained = [load_trained(provenance.run_dir(p)) for p in paths]
@@ -212,5 +215,5 @@ def _files_section(result: dict) -> str:
 
 
 def manifest_sha256(records_dir: str) -> str:
-    """sha256 of the records' manifest.json bytes: names the exact records evaluated."""
+    """The records' fingerprint (`data.manifest.fingerprint`): names the records evaluated."""
     return manifest_lib.fingerprint(records_dir)

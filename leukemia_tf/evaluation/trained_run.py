@@ -99,6 +99,6 @@ def run_context(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun], resul
     yield "test-time augmentation", result["tta"]
     yield "threshold (ALL if p >= t)", threshold
     yield "records", cfg.records_dir
-    yield "records manifest sha256", result["records_manifest_sha256"]
+    yield "records fingerprint (manifest.json content)", result["records_manifest_sha256"]
     yield "leukemia_tf version", leukemia_tf.__version__
     yield "date", result["date"]

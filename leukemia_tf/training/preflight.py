@@ -4,7 +4,7 @@
   config.py) and the rules that span settings (`check_config`), so a typo fails in a
   second, not after the model dir was touched.
 - The records: the manifest exists and parses (`data.manifest.load_pinned`, which also
-  keeps every shard path inside the records dir), read once per run: its sha256 is pinned
+  keeps every shard path inside the records dir), read once per run: its fingerprint is pinned
   and checked after every epoch and before the export (`check_pinned`); the folds exist
   and the split that chooses the best epoch is not trained on (`check_folds`); every
   shard the run reads exists, has the manifest's size and, for local shards, the

@@ -50,6 +50,9 @@ def test_converting_another_tree_into_records_says_whose_it_replaces(converted, 
     assert line.startswith(f"replacing the records of {first['source_root']} (")
     assert str(out) in line and line.endswith(manifest_lib.load(str(out))["source_root"])
     assert replaced(other) == []
+    link = tmp_path / "link"
+    link.symlink_to(other, target_is_directory=True)
+    assert replaced(str(link)) == []                      # the same tree by another path
 
 
 def test_the_same_tree_converted_again_keeps_the_records_fingerprint(converted, tmp_path):

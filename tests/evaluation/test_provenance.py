@@ -50,7 +50,7 @@ def test_evaluate_refuses_other_records_unless_asked(finished, records_dir, tmp_
             check(cfg)
         message = str(refused.value)
         assert "\n" not in message and "--allow_other_records" in message
-        assert f"sha256 {now[:12]}" in message and f"sha256 {recorded[:12]}" in message
+        assert f"fingerprint {now[:12]}" in message and f": {recorded[:12]}" in message
         assert str(md / "trained_on.json") in message
     assert not (md / "eval").exists()
     m = evaluate.run(dataclasses.replace(cfg, allow_other_records=True))
@@ -96,7 +96,7 @@ def test_evaluate_refuses_a_dir_a_trainer_holds_and_marks_stale_reports(
         lock.release()
     message = str(refused.value)
     assert "\n" not in message and str(md / "train.lock") in message
-    assert "wait for the trainer" in message and "score a copy" in message
+    assert "wait for the trainer" in message and "score a copy of its model.keras" in message
     assert str(refused_predict.value) == message
     assert not (md / "eval").exists()
     m = evaluate.run(cfg)  # the trainer is gone

@@ -52,8 +52,8 @@ def test_final_scoring_refuses_records_converted_after_the_export(_scored_on_oth
     recorded = json.loads((md / "trained_on.json").read_text())
     now = manifest_lib.fingerprint(str(rec))
     assert "\n" not in message
-    assert f"sha256 {now[:12]}" in message
-    assert f"sha256 {recorded['manifest_sha256'][:12]}" in message
+    assert f"fingerprint {now[:12]}" in message
+    assert f": {recorded['manifest_sha256'][:12]}" in message
     assert str(md / "trained_on.json") in message and str(rec / "manifest.json") in message
     assert recorded["manifest_sha256"] != now
     assert recorded["splits"]["validation"] == {"name": "validation", "num_examples": 10}
@@ -72,8 +72,8 @@ def test_resume_on_records_converted_again_is_refused(_scored_on_other_records, 
     message = str(refused.value)
     recorded = json.loads((md / "trained_on.json").read_text())["manifest_sha256"]
     assert "\n" not in message and str(md / "trained_on.json") in message
-    assert f"sha256 {recorded[:12]}" in message
-    assert f"sha256 {manifest_lib.fingerprint(str(rec))[:12]}" in message
+    assert f": {recorded[:12]}" in message
+    assert f"fingerprint {manifest_lib.fingerprint(str(rec))[:12]}" in message
     assert (md / "config.json").read_bytes() == before and not (md / "summary.json").exists()
     # With the records it trained on back, the same command finishes the run.
     (rec / "manifest.json").write_bytes(original)
