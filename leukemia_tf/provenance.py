@@ -237,7 +237,7 @@ def context_rows(result: dict) -> Dict[str, str]:
         rows["model sha256"] = result["model_sha256"]
     trained = [s for s in result.get("records_trained_on_sha256") or [] if s]
     if trained:
-        rows["records the model was trained on (sha256)"] = (
+        rows["records the model was trained on (fingerprint)"] = (
             " / ".join(dict.fromkeys(trained))
             + (" (OTHER records scored: --allow_other_records)"
                if result.get("other_records") else ""))

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from leukemia_tf import io, provenance
-from leukemia_tf.config import EvalConfig
+from leukemia_tf.config import EvalConfig, InferenceConfig
 from leukemia_tf.data import duplicates
 from leukemia_tf.data import manifest as manifest_lib
 from leukemia_tf.evaluation import destinations
@@ -32,9 +32,19 @@ from leukemia_tf.reports import cell_gallery, charts, option_sections, report
 from leukemia_tf.wording import count
 
 
-def eval_name(split: str, tta: str, method: str, threshold_split: Optional[str]) -> str:
-    """The folder of one evaluation: `<split>[-<tta>][-thr_<method>_<split> | -thr_<t>]`."""
+def eval_name(split: str, tta: str, method: str, threshold_split: Optional[str],
+              opts: Optional[InferenceConfig] = None) -> str:
+    """The folder of one evaluation: `<split>[-<tta>][-adapt_bn_<mode>][-calibrate_<how>]
+    [-vote<k>][-thr_<method>_<split> | -thr_<t>]`: every setting that changes the scores
+    or the calls has its own folder, so no evaluation replaces another's report."""
     name = split if tta == "none" else f"{split}-{tta}"
+    opts = opts or InferenceConfig()
+    if opts.adapt_bn != "none":
+        name += f"-adapt_bn_{opts.adapt_bn}"
+    if opts.calibrate != "none":
+        name += f"-calibrate_{opts.calibrate}"
+    if opts.neighbour_vote:
+        name += f"-vote{opts.neighbour_vote}"
     if threshold_split:
         return f"{name}-thr_{method}_{threshold_split}"
     value = float(method)
@@ -141,7 +151,8 @@ def evaluate_predictor(cfg: EvalConfig, predictor, trained: Sequence[TrainedRun]
         leakage_warnings=[] if role == split_roles.TRAINED_ON or train_folds is None else
         duplicates.leak_warnings(duplicates.leaked_groups(manifest, train_folds, sel),
                                  train_folds, cfg.split),
-        eval_name=eval_name(cfg.split, cfg.tta, cfg.threshold, threshold_split),
+        eval_name=eval_name(cfg.split, cfg.tta, cfg.threshold, threshold_split,
+                            cfg.inference),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         records_manifest_sha256=manifest_sha256(cfg.records_dir),
         **provenance.facts(checked or {}, predictor))

@@ -8,10 +8,11 @@ in one line naming the path, when it
   one of MODEL_FILES or RECORDS_FILES: the trainer's and converter's own files, which a
   CSV must never replace; summary.json only beside a config.json, manifest.json only
   when it lists shards),
-- already exists, unless `--overwrite` (the side files belong to the CSV and are
-  replaced with it),
+- already exists, or one of its side files does, unless `--overwrite` (the side files
+  belong to the CSV and are replaced with it),
 - is in a folder that cannot be written (`destinations.check`).
-Symlinks are resolved, so a link cannot smuggle the output into a protected folder.
+Symlinks are resolved, so a link cannot smuggle the output into a protected folder; a
+URL output (gs://) is checked the same way, folder by folder up to its bucket.
 """
 from __future__ import annotations
 
@@ -65,15 +66,25 @@ def _ours(folder: str, name: str) -> bool:
     return True
 
 
+def _parent(folder: str) -> str:
+    """The folder above (`gs://b/x/y` -> `gs://b/x`); a root or a bucket is its own."""
+    if not io.is_url(folder):
+        return os.path.dirname(folder)
+    scheme, _, rest = folder.partition("://")
+    rest = rest.rstrip("/")
+    return f"{scheme}://{rest.rsplit('/', 1)[0]}" if "/" in rest else folder
+
+
 def _protected_folder(path: str):
-    """(folder, kind, file) of the nearest model or records dir holding `path`, or None."""
-    folder = os.path.dirname(path)
+    """(folder, kind, file) of the nearest model or records dir holding `path` (a local
+    path or a URL: gs://, ram://), or None."""
+    folder = _parent(path)
     while True:
         for kind, names in (("a model dir", MODEL_FILES), ("a records dir", RECORDS_FILES)):
             for name in names:
                 if _ours(folder, name):
                     return folder, kind, name
-        parent = os.path.dirname(folder)
+        parent = _parent(folder)
         if parent == folder:
             return None
         folder = parent
@@ -104,13 +115,15 @@ def check(output: str, inputs: Sequence[str], overwrite: bool = False) -> None:
         if hit:
             raise UserError(f"--output {target} is one of the inputs (--input {hit}): "
                             "predictions never replace what they read; give another --output")
-        found = None if io.is_url(real) else _protected_folder(real)
+        found = _protected_folder(real)
         if found:
             folder, kind, name = found
             raise UserError(f"--output {target} lies inside {folder}, {kind} (it holds "
                             f"{name}), whose files a CSV must not replace; give an --output "
                             "outside it")
-    if io.exists(output) and not overwrite:
-        raise UserError(f"--output {output} exists: pass --overwrite to replace it, or give "
-                        "another --output")
+    for target in targets if not overwrite else ():
+        if io.exists(target):
+            what = "" if target == output else f": its side file {target}"
+            raise UserError(f"--output {output}{what} exists: pass --overwrite to replace "
+                            "it, or give another --output")
     destinations.check(io.dirname(output), destinations.PREDICT_HINT)

@@ -70,8 +70,7 @@ def test_report_starts_with_the_run_context(model_dir, records_dir, validation_e
     assert head.startswith("# m on validation (selection)\n\n> **Warning:** validation is "
                            "this model's selection split")
     summary = json.load(open(os.path.join(model_dir, "summary.json")))
-    manifest = open(os.path.join(records_dir, "manifest.json"), "rb").read()
-    import hashlib
+    fingerprint = manifest_lib.fingerprint(records_dir)
     import leukemia_tf
     for row in ("| model | resnet_small (", f"| parameters | {summary['params']:,} |",
                 "| image size | 48 x 48 px |", "| epochs (best epoch) | 1 (best ",
@@ -80,7 +79,7 @@ def test_report_starts_with_the_run_context(model_dir, records_dir, validation_e
                 "| evaluated split | validation (selection) |",
                 "| test-time augmentation | none |",
                 "| threshold (ALL if p >= t) | 0.5000 (fixed) |",
-                f"| records manifest sha256 | {hashlib.sha256(manifest).hexdigest()} |",
+                f"| records fingerprint (manifest.json content) | {fingerprint} |",
                 f"| leukemia_tf version | {leukemia_tf.__version__} |", "| date | 20"):
         assert row in head, row
 
@@ -210,9 +209,10 @@ def test_predict_cli(model_dir, records_dir, tmp_path):
     out = tmp_path / "p.csv"
     stale = tmp_path / "p.errors.csv"
     stale.write_text("file,path,reason\nold.bmp,old.bmp,from an earlier run\n")
-    code, line = run_main("predict", f"--model_dir={model_dir}", f"--input={records_dir}",
-                          f"--output={out}")
-    assert (code, line) == (0, "")
+    args = [f"--model_dir={model_dir}", f"--input={records_dir}", f"--output={out}"]
+    code, line = run_main("predict", *args)
+    assert code == 1 and f"its side file {stale} exists: pass --overwrite" in line, line
+    assert (run_main("predict", *args, "--overwrite")) == (0, "")
     table = pd.read_csv(out)
     assert list(table.columns) == ["file", "probability", "prediction", "path"]
     assert len(table) == 3

@@ -62,6 +62,27 @@ def test_an_existing_file_needs_overwrite(tree):
              "it, or give another --output$", overwrite=False)
     output_rules.check(str(out), [str(tree / "imgs")], overwrite=True)
     output_rules.check(str(tree / "new.csv"), [str(tree / "imgs")])
+    # A side file alone (the CSV was moved away): predict would remove it, so it asks too.
+    for side in (output_rules.patients_path, output_rules.errors_path):
+        lone = tree / "q.csv"
+        (tree / os.path.basename(side(str(lone)))).write_text("kept")
+        _refused(lone, [tree / "imgs"], rf"^--output {lone}: its side file "
+                 rf"{side(str(lone))} exists: pass --overwrite", overwrite=False)
+        assert (tree / os.path.basename(side(str(lone)))).read_text() == "kept"
+        os.remove(side(str(lone)))
+
+
+def test_url_outputs_inside_a_model_or_records_dir_are_refused():
+    """gs:// is checked as a local path is (here ram://, the same gfile door)."""
+    from leukemia_tf import io
+    root = "ram://rules_url"
+    io.write_text(f"{root}/runs/main/config.json", "{}")
+    io.write_text(f"{root}/runs/main/summary.json", "{}")
+    io.write_text(f"{root}/rec/manifest.json", '{"shards": []}')
+    for output, folder in ((f"{root}/runs/main/eval/p.csv", f"{root}/runs/main"),
+                           (f"{root}/rec/p.csv", f"{root}/rec")):
+        _refused(output, [], rf"^--output {output} lies inside {folder}, ")
+    output_rules.check(f"{root}/runs/p.csv", [])
 
 
 def test_predict_refuses_before_tensorflow_in_one_line(tree):

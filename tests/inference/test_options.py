@@ -125,9 +125,10 @@ def test_calibrate_run_uses_the_stored_temperature(model_dir, records_dir, tmp_p
 
 
 def test_neighbour_vote_through_evaluate(model_dir, records_dir, tmp_path):
-    _, on_disk, preds, text = _eval(model_dir, records_dir, tmp_path, neighbour_vote=3,
+    m, on_disk, preds, text = _eval(model_dir, records_dir, tmp_path, neighbour_vote=3,
                                     shortcut_probe=False)
     assert on_disk["options"]["neighbour_vote"] == 3 and on_disk["options"]["transductive"]
+    assert os.path.basename(m["eval_dir"]) == "validation-vote3"  # not the plain report's
     assert "probability_voted" in preds
     assert "Neighbour vote (transductive)" in text
 
@@ -216,6 +217,19 @@ def test_probe_fits_training_cells_and_scores_evaluated_ones(monkeypatch, size_i
         assert out["roc_auc"] > 0.98 and out["weighted_f1"] > 0.95
     else:
         assert 0.35 < out["roc_auc"] < 0.65
+
+
+def test_every_option_has_its_own_evaluation_folder():
+    """An evaluation with options never replaces the plain one's report (or another's)."""
+    name = evaluation.eval_name
+    combos = [C.InferenceConfig(), C.InferenceConfig(adapt_bn="set"),
+              C.InferenceConfig(adapt_bn="patient"), C.InferenceConfig(calibrate="run"),
+              C.InferenceConfig(calibrate="fold1"), C.InferenceConfig(neighbour_vote=5),
+              C.InferenceConfig(adapt_bn="set", calibrate="run", neighbour_vote=3)]
+    names = [name("fold2", tta, "0.5", None, o) for o in combos for tta in ("none", "flips")]
+    assert len(set(names)) == len(names), names
+    assert names[0] == "fold2" and name("fold2", "flips", "youden", "fold1", combos[-1]) == \
+        "fold2-flips-adapt_bn_set-calibrate_run-vote3-thr_youden_fold1"
 
 
 def test_options_config_checks():
