@@ -75,3 +75,37 @@ def test_best_checkpoint_keeps_only_finite_improvements(tmp_path):
     guard.nan_at = (5, 1, float("nan"))      # after a NaN stop nothing more is saved
     best.on_epoch_end(4, {"val_weighted_f1": 0.9})
     assert pd.read_json(tmp_path / "best" / "state.json", typ="series")["epoch"] == 4
+
+
+@pytest.mark.parametrize("monitor, values, stops_after", [
+    ("val_auc", [0.70, 0.80, 0.79, 0.78, 0.90], 4),        # no gain in epochs 3 and 4
+    ("val_loss", [0.60, 0.50, 0.55, 0.40, 0.70, 0.80], 6),
+    ("val_weighted_f1", [0.5, 0.6, 0.7, 0.8], None),
+])
+def test_early_stopping_follows_the_monitor(tmp_path, monitor, values, stops_after):
+    """--early_stopping_patience counts epochs without a gain in the --monitor measure
+    (its Keras log key and direction: rundir.MONITOR_KEYS), patience 2 here."""
+    from leukemia_tf.training import loop, rundir
+    from tests.helpers import tiny_config
+    cfg = tiny_config("R", tmp_path, monitor=monitor, early_stopping_patience=2)
+    callbacks, _, _ = loop.make_callbacks(cfg, chief=False)
+    [stopper] = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
+    stopper.set_model(_model())
+    stopper.on_train_begin()
+    key = rundir.MONITOR_KEYS[monitor][0]
+    stopped = None
+    for epoch, value in enumerate(values):
+        stopper.on_epoch_end(epoch, {key: value})
+        if stopper.model.stop_training:
+            stopped = epoch + 1
+            break
+    assert stopped == stops_after
+
+
+def test_early_stopping_needs_a_validation_monitor(tmp_path):
+    from leukemia_tf.training import preflight
+    from tests.helpers import tiny_config
+    cfg = tiny_config("R", tmp_path, monitor="last", early_stopping_patience=3)
+    with pytest.raises(ValueError, match="--early_stopping_patience needs a validation "
+                                         "--monitor"):
+        preflight.check_config(cfg)
