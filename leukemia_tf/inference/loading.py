@@ -66,7 +66,8 @@ class Predictor:
 
 def _spec_beside(path: str, image_size: int) -> preprocess.Spec:
     """preprocessing.json in the model's folder; older model dirs lack it. It must agree
-    with the spec export/ stores (one source of truth: a changed file is refused)."""
+    with the spec the SavedModel beside it stores (export/, or the folder's root in a
+    serving dir): one source of truth, a changed file is refused."""
     folder = io.dirname(path)
     candidate = io.join(folder, preprocess.SPEC_FILE)
     if not io.exists(candidate):
@@ -80,7 +81,10 @@ def _spec_beside(path: str, image_size: int) -> preprocess.Spec:
         raise ModelFileError(f"{candidate} is not a preprocessing spec ({first_line(e)}): "
                              "restore it from the run, or evaluate export/ with "
                              "--trust_saved_model") from None
+    # The run's export/, or the SavedModel at the folder's root (a serving dir).
     stored = _exported_spec(io.join(folder, export.EXPORT_DIR))
+    if stored is None:
+        stored = _exported_spec(folder)
     if stored is not None and stored != spec.to_dict():
         raise ModelFileError(
             f"{candidate} says {json.dumps(spec.to_dict(), sort_keys=True)} but the model's "

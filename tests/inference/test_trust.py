@@ -52,12 +52,19 @@ def test_garbled_preprocessing_json_names_the_file(model_dir):
         loading.load_model(str(model_dir))
 
 
-def test_tampered_preprocessing_json_is_refused(model_dir):
-    spec = json.loads((model_dir / "preprocessing.json").read_text())
-    spec["canvas_size"] = 300
-    (model_dir / "preprocessing.json").write_text(json.dumps(spec))
-    with pytest.raises(UserError, match=r"preprocessing\.json.*export"):
-        loading.load_model(str(model_dir))
+def test_tampered_preprocessing_json_is_refused(model_dir, tmp_path):
+    import shutil
+    serving = tmp_path / "serving"  # train --serving_dir: the SavedModel at the root
+    shutil.copytree(model_dir / "export", serving)
+    for name in ("model.keras", "preprocessing.json"):
+        shutil.copy(model_dir / name, serving / name)
+    for folder in (model_dir, serving):
+        loading.load_model(str(folder))  # as exported: accepted
+        spec = json.loads((folder / "preprocessing.json").read_text())
+        spec["canvas_size"] = 300
+        (folder / "preprocessing.json").write_text(json.dumps(spec))
+        with pytest.raises(UserError, match=r"preprocessing\.json.*export"):
+            loading.load_model(str(folder))
 
 
 def test_output_that_is_a_directory_is_one_line_and_leaves_nothing(tmp_path):
