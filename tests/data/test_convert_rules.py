@@ -60,6 +60,20 @@ def test_foreign_file_with_a_planned_name_is_refused(tiny_tree, tmp_path):
     assert sorted(os.listdir(out)) == ["test-00000-of-00001.tfrecord"]
 
 
+@pytest.mark.parametrize("name, data", [("manifest.json", b'{"name": "a web app"}'),
+                                        ("manifest.json", b"not json"),
+                                        ("examples.csv", b"id,value\n1,2\n")])
+def test_a_manifest_or_examples_csv_it_did_not_write_stops_it(tiny_tree, tmp_path, name,
+                                                              data):
+    out = tmp_path / "rec"
+    out.mkdir()
+    (out / name).write_bytes(data)
+    with pytest.raises(convert.ConvertError, match="this converter did not write") as err:
+        convert.convert(_cfg(tiny_tree, out))
+    assert str(out / name) in str(err.value) and "\n" not in str(err.value)
+    assert sorted(os.listdir(out)) == [name] and (out / name).read_bytes() == data
+
+
 def test_own_shards_of_an_earlier_plan_are_removed(tiny_tree, tmp_path):
     out = tmp_path / "rec"
     first = convert.convert(_cfg(tiny_tree, out, num_shards=2))
