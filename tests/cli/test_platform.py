@@ -1,6 +1,7 @@
 """Cloud jobs: Vertex AI's AIP_* variables supply the dirs no flag gives; flags win; the
 run's config.json records what came from the environment."""
 import json
+import logging
 import os
 
 import pytest
@@ -42,16 +43,21 @@ def test_flags_win_and_the_model_dir_alone_holds_everything():
 
 
 @pytest.mark.slow
-def test_a_vertex_job_trains_without_model_dir(records_dir, tmp_path, monkeypatch):
+def test_a_vertex_job_trains_without_model_dir(records_dir, tmp_path, monkeypatch, caplog):
     """The trainer's main, run in this process, on the job's variables."""
     for var, name in {"AIP_MODEL_DIR": "model", "AIP_CHECKPOINT_DIR": "checkpoints",
                       "AIP_TENSORBOARD_LOG_DIR": "logs"}.items():
         monkeypatch.setenv(var, str(tmp_path / name))
-    assert run_main("train", f"--records_dir={records_dir}", "--model=resnet_small",
-                    "--width=8", "--image_size=48", "--batch_size=8", "--epochs=1",
-                    "--steps_per_epoch=2", "--mixed_precision=float32",
-                    "--progress=none") == (0, "")
+    job = [f"--records_dir={records_dir}", "--model=resnet_small", "--width=8",
+           "--image_size=48", "--batch_size=8", "--epochs=1", "--steps_per_epoch=2",
+           "--mixed_precision=float32", "--progress=none"]
+    assert run_main("train", *job) == (0, "")
     state, served = tmp_path / "checkpoints", tmp_path / "model"
+    # The job restarted after it finished (a spot VM's loop): exit 0, nothing retrained.
+    summary = (state / "summary.json").read_bytes()
+    with caplog.at_level(logging.INFO, logger="leukemia_tf"):
+        assert run_main("train", *job) == (0, "")
+    assert "nothing to do" in caplog.text and (state / "summary.json").read_bytes() == summary
     assert (state / "backup" / "chief" / "checkpoint").exists()
     assert (state / "summary.json").exists() and not (state / "logs").exists()
     assert (served / "saved_model.pb").exists() and (served / "model.keras").exists()
