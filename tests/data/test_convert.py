@@ -156,6 +156,7 @@ def test_bad_image_stops_or_is_recorded(tiny_tree, tmp_path, kind, reason):
         convert.convert(_cfg(tiny_tree, tmp_path / "a"))
     assert rel in str(err.value)
     assert not os.path.exists(tmp_path / "a" / "manifest.json")
+    assert not os.path.exists(tmp_path / "a" / convert.LOCK)  # released on the error too
     manifest = convert.convert(_cfg(tiny_tree, tmp_path / "b", on_error="skip"))
     assert [s["path"] for s in manifest["skipped"]] == [rel]
     assert reason in manifest["skipped"][0]["reason"]

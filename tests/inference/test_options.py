@@ -230,6 +230,7 @@ def test_every_option_has_its_own_evaluation_folder():
     assert len(set(names)) == len(names), names
     assert names[0] == "fold2" and name("fold2", "flips", "youden", "fold1", combos[-1]) == \
         "fold2-flips-adapt_bn_set-calibrate_run-vote3-thr_youden_fold1"
+    assert name("fold2", "none", "0.3", None) == "fold2-thr_0.3"  # not the 0.5 report's
 
 
 def test_options_config_checks():

@@ -53,3 +53,23 @@ def test_precision_resolution(monkeypatch):
     assert dist.resolve_precision("mixed_bfloat16", "efficientnet_lite0") == "mixed_bfloat16"
     monkeypatch.setattr(dist, "cpu_has_bf16", lambda: False)
     assert dist.resolve_precision("auto") == "float32"
+
+
+@pytest.mark.parametrize("capabilities, want", [
+    ([(8, 0)], "mixed_bfloat16"),                  # A100 (Ampere)
+    ([(9, 0), (8, 6)], "mixed_bfloat16"),          # H100 + RTX 30xx: the lowest decides
+    ([(7, 5)], "mixed_float16"),                   # T4 (Turing)
+    ([(8, 0), (7, 0)], "mixed_float16"),           # an A100 beside a V100
+    ([(6, 1)], "float32"),                         # P4/P40 (Pascal)
+])
+def test_auto_precision_on_gpus(monkeypatch, capabilities, want):
+    """GPU semantics without a GPU: the device list and details are TensorFlow's calls."""
+    gpus = [f"GPU:{i}" for i in range(len(capabilities))]
+    details = dict(zip(gpus, capabilities))
+    monkeypatch.setattr(dist.tf.config, "list_physical_devices",
+                        lambda kind=None: gpus if kind == "GPU" else [])
+    monkeypatch.setattr(dist.tf.config.experimental, "get_device_details",
+                        lambda gpu: {"compute_capability": details[gpu]})
+    monkeypatch.setattr(dist, "cpu_has_bf16", lambda: True)
+    for model in ("resnet_small", "efficientnet_lite0"):  # the CPU rule is not the GPU's
+        assert dist.resolve_precision("auto", model) == want
