@@ -121,8 +121,11 @@ def test_raising_epochs_continues_a_finished_run(finished, caplog):
     with pytest.raises(training.RunDirError, match="train.epochs"):
         training.run(C.replace(cfg, train={"epochs": 2}, data={"seed": 3}))
     caplog.set_level(logging.INFO, logger="leukemia_tf")
+    (md / "eval" / "validation").mkdir(parents=True)  # an evaluation of the 1-epoch model
+    (md / "eval" / "validation" / "report.md").write_text("# of the old model")
     summary = training.run(C.replace(cfg, train={"epochs": 2}))
     assert summary["status"] == "ok" and summary["first_epoch"] == 2
+    assert not (md / "eval").exists()  # its reports described a model that is gone
     said = [r.getMessage() for r in caplog.records if "extending the run" in r.getMessage()]
     assert said == [f"extending the run in {md} from 1 to 2 epochs"]  # said once
     assert list(pd.read_csv(md / "history.csv")["epoch"]) == [1, 2]
