@@ -10,6 +10,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from leukemia_tf.evaluation import evaluate as evaluation
 from leukemia_tf.metrics import classification as metrics, patients
 from leukemia_tf.reports import report
+from tests.helpers import run_main
 
 
 def test_one_image_one_class_has_no_certain_looking_numbers():
@@ -131,7 +132,8 @@ def test_report_shows_na_banner_and_interval(tmp_path):
     assert "| hem (0) | n/a | n/a | n/a | 0 |" in text
 
 
-def test_evaluate_one_image_split_end_to_end(real_records, untrained_export, capsys):
+def test_evaluate_one_image_split_end_to_end(real_records, untrained_export, capsys,
+                                             tmp_path):
     m = evaluation.run(evaluation.EvalConfig(untrained_export, real_records,
                                              split="validation"))
     on_disk = json.load(open(os.path.join(m["eval_dir"], "metrics.json")))
@@ -145,6 +147,15 @@ def test_evaluate_one_image_split_end_to_end(real_records, untrained_export, cap
     assert any(w.startswith("single class") for w in m["warnings"])
     text = open(m["report"], encoding="utf-8").read()
     assert "**Warning:** small N: 1 image (< " in text
+    # The console says so too, one WARNING line each (README "Small N").
+    capsys.readouterr()
+    assert run_main("evaluate", f"--model_dir={untrained_export}",
+                    f"--records_dir={real_records}", "--split=validation",
+                    f"--out_dir={tmp_path}") == (0, "")
+    warned = [line for line in capsys.readouterr().out.splitlines()
+              if line.startswith("WARNING: ")]
+    assert warned == [f"WARNING: {w}" for w in m["warnings"]] and len(warned) >= 2, warned
+    assert any(w.startswith("WARNING: small N") for w in warned), warned
 
 
 def test_evaluate_reports_patient_bootstrap(real_records, untrained_export):
