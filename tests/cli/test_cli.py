@@ -421,3 +421,16 @@ def test_trainer_messages_name_flags_but_never_rewrite_paths():
     assert out.startswith('--split: "fold2" in config.json')
     assert "/m/train.lock: delete it" in out and "m/model.keras: and" in out
     assert out.endswith("C:\\m\\train.lock: too") and "--config" not in out
+
+
+def test_a_truncated_shard_fails_train_before_tensorflow(records_dir, tmp_path):
+    """README: shard sizes and record counts are checked before TensorFlow loads."""
+    import shutil
+    rec = tmp_path / "rec"
+    shutil.copytree(records_dir, rec)
+    shard = sorted(rec.glob("train-*.tfrecord"))[0]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    last, err = _probe("train", f"--records_dir={rec}", f"--model_dir={tmp_path / 'm'}")
+    assert last == "exit 1 raised [False] tf False", (last, err)
+    assert len(err) == 1 and err[0].startswith("error: ") and str(shard) in err[0], err
+    assert not (tmp_path / "m").exists()
