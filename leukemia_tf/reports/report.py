@@ -203,7 +203,8 @@ def write_index(eval_root: str) -> Optional[str]:
     if not rows:
         return None
     lines = ["# Evaluations", "",
-             "One folder per evaluation, named `<split>[-<tta>][-thr_<method>_<split>]`. "
+             "One folder per evaluation, named "
+             "`<split>[-<tta>][-<options>][-thr_<method>_<split>]`. "
              "Split roles: **held-out** (neither trained on nor used to pick the best "
              "epoch: unbiased), **selection** (chose the best epoch: optimistic), "
              "**trained-on** (a training fold: not an estimate of generalisation).", "",

@@ -22,15 +22,15 @@ def _report(path):
 
 @pytest.fixture(scope="module")
 def validation_eval(model_dir, records_dir):
-    """The default evaluation (validation, no TTA, threshold 0.5), run once."""
+    """The default evaluation (validation, dihedral8 TTA, threshold 0.5), run once."""
     return evaluate.run(evaluate.EvalConfig(model_dir, records_dir))
 
 
 def test_evaluate_scores_every_image_once_and_writes_outputs(model_dir, records_dir,
                                                              validation_eval):
     m = validation_eval
-    out = os.path.join(model_dir, "eval", "validation")
-    assert m["eval_dir"] == out
+    out = os.path.join(model_dir, "eval", "validation-dihedral8")  # the default TTA
+    assert m["eval_dir"] == out and m["tta"] == "dihedral8"
     on_disk = json.load(open(os.path.join(out, "metrics.json")))
     for key in ("weighted_f1", "accuracy", "roc_auc", "confusion_matrix", "num_examples"):
         assert key in on_disk
@@ -77,7 +77,7 @@ def test_report_starts_with_the_run_context(model_dir, records_dir, validation_e
                 "| precision | float32 |", "| strategy | ", "| train folds | 0, 1 |",
                 "| selection split (chose the best epoch) | validation |",
                 "| evaluated split | validation (selection) |",
-                "| test-time augmentation | none |",
+                "| test-time augmentation | dihedral8 |",
                 "| threshold (ALL if p >= t) | 0.5000 (fixed) |",
                 f"| records fingerprint (manifest.json content) | {fingerprint} |",
                 f"| leukemia_tf version | {leukemia_tf.__version__} |", "| date | 20"):
@@ -89,21 +89,22 @@ def test_each_evaluation_keeps_its_own_folder(model_dir, records_dir, validation
     fold2 = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, split="fold2",
                                              progress=True))
     assert "score fold2: scored 16 images" in capsys.readouterr().err
-    tta = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, tta="dihedral8"))
-    assert [os.path.basename(m["eval_dir"]) for m in (first, fold2, tta)] == [
-        "validation", "fold2", "validation-dihedral8"]
+    plain = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, tta="none"))
+    assert [os.path.basename(m["eval_dir"]) for m in (first, fold2, plain)] == [
+        "validation-dihedral8", "fold2-dihedral8", "validation"]
     assert os.path.exists(first["report"])            # fold2 did not erase validation
     assert fold2["split_role"] == "held-out"
     assert fold2["warnings"] == fold2["small_n_warnings"]  # 16 images: no role warning
     banners = [line for line in _report(fold2["report"]).splitlines()
                if line.startswith("> **Warning:**")]
     assert len(banners) == 1 and "small N" in banners[0]  # no split-role banner
-    assert fold2["fold"] == 2 and tta["tta"] == "dihedral8" and tta["num_examples"] == 10
+    assert fold2["fold"] == 2 and plain["tta"] == "none" and plain["num_examples"] == 10
     index = os.path.join(model_dir, "eval", "index.md")
     linked = check_links(index)
-    assert {"validation/report.md", "fold2/report.md",
+    assert {"validation/report.md", "fold2-dihedral8/report.md",
             "validation-dihedral8/report.md"} <= set(linked)
-    assert "| [fold2](fold2/report.md) | fold2 | held-out |" in _report(index)
+    assert "| [fold2-dihedral8](fold2-dihedral8/report.md) | fold2 | held-out |" in \
+        _report(index)
 
 
 def test_tta_averages_the_views(model_dir):
@@ -117,7 +118,7 @@ def test_tta_averages_the_views(model_dir):
 
 
 def test_trained_on_split_is_labelled(model_dir, records_dir, tmp_path):
-    m = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, split="fold0",
+    m = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, split="fold0", tta="none",
                                          out_dir=str(tmp_path / "ev")))
     assert m["eval_dir"] == str(tmp_path / "ev" / "fold0")     # --out_dir: the root
     assert check_links(str(tmp_path / "ev" / "index.md")) == ["fold0/report.md"]
@@ -128,7 +129,8 @@ def test_trained_on_split_is_labelled(model_dir, records_dir, tmp_path):
 
 
 def test_threshold_chosen_on_a_held_out_fold(model_dir, records_dir):
-    m = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, threshold="youden"))
+    m = evaluate.run(evaluate.EvalConfig(model_dir, records_dir, threshold="youden",
+                                         tta="none"))
     assert m["threshold_chosen_on"] == "fold2" and m["threshold_split_role"] == "held-out"
     assert 0 <= m["threshold"] <= 1 and not m["threshold_biased"]
     assert m["eval_dir"].endswith(os.path.join("eval", "validation-thr_youden_fold2"))
@@ -164,7 +166,7 @@ def test_evaluate_a_model_under_ram(model_dir, records_dir, tmp_path, monkeypatc
     local = tmp_path / "copy"       # the model dir without the other tests' evaluations
     shutil.copytree(model_dir, local, ignore=shutil.ignore_patterns("eval"))
     io.copytree(str(local), remote)
-    m = evaluate.run(evaluate.EvalConfig(remote, records_dir, split="fold2"))
+    m = evaluate.run(evaluate.EvalConfig(remote, records_dir, split="fold2", tta="none"))
     assert m["eval_dir"] == remote + "/eval/fold2" and m["split_role"] == "held-out"
     for name in ("metrics.json", "predictions.csv", "per_patient.csv", "report.md",
                  "training_curves.png", "confusion_matrix.png", "roc_pr.png"):

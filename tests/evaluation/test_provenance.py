@@ -19,6 +19,7 @@ from leukemia_tf.training import rundir
 
 
 def _eval_config(md, records, **kwargs):
+    kwargs.setdefault("tta", "none")  # these tests are about what is scored, not how
     return C.EvalConfig(model_dir=str(md), records_dir=str(records), shortcut_probe=False,
                         **kwargs)
 

@@ -91,7 +91,7 @@ def test_evaluate_and_predict_take_several_model_dirs(records_dir, members, tmp_
                                atol=1e-6)
     with pytest.raises(ValueError, match="give --out_dir"):
         evaluate.run(evaluate.EvalConfig(",".join(dirs), records_dir))
-    m = evaluate.run(evaluate.EvalConfig(",".join(dirs), records_dir,
+    m = evaluate.run(evaluate.EvalConfig(",".join(dirs), records_dir, tta="none",
                                          out_dir=str(tmp_path / "ens_eval")))
     assert m["members"] == [f"{d}/model.keras" for d in dirs]
     assert m["num_examples"] == len(both)

@@ -18,6 +18,7 @@ from tests.helpers import check_links, run_main
 
 def _eval(model_dir, records_dir, tmp_path, **kw):
     chosen = {k: kw.pop(k) for k in ("adapt_bn", "calibrate", "neighbour_vote") if k in kw}
+    kw.setdefault("tta", "none")  # the options on plain scores (TTA has its own tests)
     cfg = evaluation.EvalConfig(model_dir, records_dir, out_dir=str(tmp_path), batch_size=16,
                                 inference=C.InferenceConfig(**chosen), **kw)
     m = evaluation.run(cfg)
