@@ -50,6 +50,8 @@ recipe() {
     lite_bn_16ep_128) echo "${lite_bn[*]} --image_size=128 --epochs=16" ;;
     lite_bn_4ep_96) echo "${lite_bn[*]} --image_size=96 --epochs=4" ;;
     lite_bn_4ep_64) echo "${lite_bn[*]} --image_size=64 --epochs=4" ;;
+    lite_frozen_4ep_96) echo "--preset=pretrained --models=efficientnet_lite0 --image_size=96 --epochs=4" ;;
+    lite_bn_flips_4ep_96) echo "${lite_bn[*]} ${flips[*]} --image_size=96 --epochs=4" ;;
     lite_frozen_4ep_64) echo "--preset=pretrained --models=efficientnet_lite0 --image_size=64 --epochs=4" ;;
     resnet_small_20ep_64) echo "--models=resnet_small --image_size=64 --epochs=20" ;;
     *) echo "unknown recipe $1" >&2; return 1 ;;
