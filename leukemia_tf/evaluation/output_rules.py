@@ -66,26 +66,17 @@ def _ours(folder: str, name: str) -> bool:
     return True
 
 
-def _parent(folder: str) -> str:
-    """The folder above (`gs://b/x/y` -> `gs://b/x`); a root or a bucket is its own."""
-    if not io.is_url(folder):
-        return os.path.dirname(folder)
-    scheme, _, rest = folder.partition("://")
-    rest = rest.rstrip("/")
-    return f"{scheme}://{rest.rsplit('/', 1)[0]}" if "/" in rest else folder
-
-
 def _protected_folder(path: str):
     """(folder, kind, file) of the nearest model or records dir holding `path` (a local
     path or a URL: gs://, ram://), or None."""
-    folder = _parent(path)
+    folder = io.dirname(path)
     while True:
         for kind, names in (("a model dir", MODEL_FILES), ("a records dir", RECORDS_FILES)):
             for name in names:
                 if _ours(folder, name):
                     return folder, kind, name
-        parent = _parent(folder)
-        if parent == folder:
+        parent = io.dirname(folder)
+        if parent == folder or io.is_url(folder) != io.is_url(parent):  # a root, a bucket
             return None
         folder = parent
 

@@ -90,18 +90,14 @@ def inspect(out: str, data_dirs: List[str]) -> OutputDir:
     return OutputDir(out, names, owned, has_manifest, earlier=earlier)
 
 
-def _same_folder(a: str, b: str) -> bool:
-    if io.is_url(a) or io.is_url(b):
-        return a.rstrip("/") == b.rstrip("/")
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 def warn_replacing(out: OutputDir, root: str) -> None:
     """Say so when the records found are another tree's: this conversion replaces them
     (unless the new records are the same, evaluate and resume then refuse a run trained
     on them: provenance.py)."""
     old = out.earlier
-    if old and old["source_root"] and not _same_folder(old["source_root"], root):
+    if not old or not old["source_root"]:
+        return
+    if not (inside(root, old["source_root"]) and inside(old["source_root"], root)):
         log.warning("replacing the records of %s (%d images, converted %s) in %s with "
                     "the records of %s", old["source_root"], old["examples"],
                     old["created"] or "at an unknown time", out.dir, root)
